@@ -1,0 +1,1 @@
+"""L2D-Pose library: config, datasets, heatmap decoding, losses, engine, metrics."""

@@ -1,0 +1,144 @@
+"""The single source of every default (yacs). Experiment YAMLs and CLI flags override it.
+
+Groups follow the HRNet reference (MODEL / DATASET / TRAIN / TEST / LOSS / CUDNN); the
+L2D-specific options that the original passed as flags live in LOSS and MODEL_3D.
+"""
+from yacs.config import CfgNode as CN
+
+_C = CN()
+
+_C.OUTPUT_DIR = "output"
+_C.LOG_DIR = "log"
+_C.DATA_DIR = ""
+_C.GPUS = (0,)
+_C.WORKERS = 4
+_C.PRINT_FREQ = 100
+_C.PIN_MEMORY = True
+_C.AUTO_RESUME = False
+_C.SEED = 42
+_C.USE_CUDA = True
+_C.DEBUG = CN(new_allowed=True)   # accepted for compatibility with HRNet YAMLs; unused
+
+_C.CUDNN = CN()
+_C.CUDNN.BENCHMARK = True
+_C.CUDNN.DETERMINISTIC = False
+_C.CUDNN.ENABLED = True
+
+# ----------------------------------------------------------------- 2D detector
+_C.MODEL = CN()
+_C.MODEL.NAME = "pose_hrnet"
+_C.MODEL.INIT_WEIGHTS = True
+_C.MODEL.PRETRAINED = ""           # full checkpoint of the detector (loaded strictly)
+_C.MODEL.NUM_JOINTS = 17
+_C.MODEL.TAG_PER_JOINT = True
+_C.MODEL.TARGET_TYPE = "gaussian"
+_C.MODEL.IMAGE_SIZE = [256, 256]   # (width, height)
+_C.MODEL.HEATMAP_SIZE = [64, 64]   # (width, height)
+_C.MODEL.SIGMA = 2.0
+_C.MODEL.EXTRA = CN(new_allowed=True)   # network table (HRNet stages / ResNet depth)
+
+# ----------------------------------------------------------------- 3D lifters
+_C.MODEL_3D = CN()
+_C.MODEL_3D.NAMES = ["sb"]         # --model_3d, sorted; >=2 names = multi-model guidance
+_C.MODEL_3D.STATS = ""             # optional stats file (npz / original pkl) for 'sb'
+_C.MODEL_3D.CROSS_VALID = True     # evaluate lifters on disk but not trained with (multi-model)
+_C.MODEL_3D.WEIGHTS = CN()         # '' = the default path model_3d/<net>/weights/<file>
+_C.MODEL_3D.WEIGHTS.SB = ""
+_C.MODEL_3D.WEIGHTS.VIDEOPOSE = ""
+_C.MODEL_3D.WEIGHTS.IGANET = ""
+_C.MODEL_3D.WEIGHTS.MIXSTE = ""
+
+# ----------------------------------------------------------------- losses
+_C.LOSS = CN()
+_C.LOSS.USE_TARGET_WEIGHT = True
+_C.LOSS.USE_DIFFERENT_JOINTS_WEIGHT = False
+_C.LOSS.USE_OHKM = False
+_C.LOSS.TOPK = 8
+_C.LOSS.LOSS_3D = False            # --loss_3d
+_C.LOSS.LOSS_3D_Z = False          # --loss_3d_z (xy and z apart)
+_C.LOSS.OHKLM = False              # --ohklm
+_C.LOSS.OHKLM_TOP_K = 10           # --top_k
+_C.LOSS.DWA = True                 # always on in the original (--dwa forced)
+_C.LOSS.DWA_T = 2.0
+_C.LOSS.DROPOUT = False            # --dropout (lifter dropout)
+_C.LOSS.LOSS_3D_AVG = False        # --loss_3d_avg
+_C.LOSS.LOSS_3D_CONS = False       # --loss_3d_cons
+_C.LOSS.LOSS_2D_W = 0.5
+_C.LOSS.OHKLM_W = 0.3
+_C.LOSS.LOSS_3D_XY_W = 0.02
+_C.LOSS.LOSS_3D_Z_W = 0.04
+_C.LOSS.LOSS_3D_W = 0.06
+_C.LOSS.LOSS_3D_CONS_W = 0.1
+_C.LOSS.LOSS_3D_AVG_W = 0.05
+_C.LOSS.LOSS_SINGLE_W = 1.0
+_C.LOSS.BETA = 100.0               # soft-argmax inverse temperature in training
+
+# ----------------------------------------------------------------- data
+_C.DATASET = CN()
+_C.DATASET.ROOT = ""
+_C.DATASET.DATASET = "h36m"
+_C.DATASET.TRAIN_SET = "train"
+_C.DATASET.TEST_SET = "valid"
+_C.DATASET.DATA_FORMAT = "jpg"
+_C.DATASET.HYBRID_JOINTS_TYPE = ""
+_C.DATASET.SELECT_DATA = False
+_C.DATASET.COLOR_RGB = True
+_C.DATASET.AUGMENT = False         # the original never augments; on for 2D pre-training only
+_C.DATASET.FLIP = True
+_C.DATASET.SCALE_FACTOR = 0.25
+_C.DATASET.ROT_FACTOR = 30
+_C.DATASET.PROB_HALF_BODY = 0.0
+_C.DATASET.NUM_JOINTS_HALF_BODY = 8
+_C.DATASET.TRAIN_INTERVAL = 40     # every 40th frame (Human3.6M train)
+_C.DATASET.VALID_INTERVAL = 100    # every 100th frame (Human3.6M valid)
+_C.DATASET.MAX_SAMPLES = 0         # >0: keep the first N samples of a split (quick runs)
+
+# ----------------------------------------------------------------- training
+_C.TRAIN = CN()
+_C.TRAIN.LR_FACTOR = 0.1
+_C.TRAIN.LR_STEP = [90, 110]
+_C.TRAIN.LR = 0.001
+_C.TRAIN.OPTIMIZER = "adam"
+_C.TRAIN.MOMENTUM = 0.9
+_C.TRAIN.WD = 0.0001               # unused with Adam, as in the original
+_C.TRAIN.NESTEROV = False
+_C.TRAIN.GAMMA1 = 0.99
+_C.TRAIN.GAMMA2 = 0.0
+_C.TRAIN.BEGIN_EPOCH = 0
+_C.TRAIN.END_EPOCH = 140           # unused by L2D (see TRAIN.EPOCHS)
+_C.TRAIN.EPOCHS = 40               # --epochs N runs epochs 0..N inclusive
+_C.TRAIN.LR_BUMP_EPOCH = 30        # after this epoch's scheduler step, LR x LR_BUMP_FACTOR
+_C.TRAIN.LR_BUMP_FACTOR = 5.0
+_C.TRAIN.MAX_STEPS_PER_EPOCH = 0   # >0: stop each epoch after N steps (quick runs)
+_C.TRAIN.FINETUNE = ""             # --finetune: detector checkpoint to start from
+_C.TRAIN.RESUME = False
+_C.TRAIN.SHUFFLE = True
+_C.TRAIN.BATCH_SIZE_PER_GPU = 32
+_C.TRAIN.AMP = "none"              # none | fp16 | bf16
+_C.TRAIN.SYNC_BN = False
+_C.TRAIN.CHANNELS_LAST = False
+_C.TRAIN.PREFETCH_FACTOR = 2
+
+# ----------------------------------------------------------------- validation
+_C.TEST = CN()
+_C.TEST.BATCH_SIZE_PER_GPU = 32
+_C.TEST.FLIP_TEST = False
+_C.TEST.POST_PROCESS = False       # quarter-pixel shift, also applied to training decoding
+_C.TEST.SHIFT_HEATMAP = False
+_C.TEST.MODEL_FILE = ""
+_C.TEST.BETA = 100.0               # --beta
+_C.TEST.SOFT_ARGMAX = True         # --argmax sets False
+_C.TEST.ENSEMBLE = False           # --ensemble (median over lifters)
+_C.TEST.ACTION_VALID = False       # --action_valid
+_C.TEST.USE_GT_BBOX = True
+_C.TEST.VIS_NUM = 0                # --vis_num
+
+# ----------------------------------------------------------------- lifter training (run/train_lifter.py)
+_C.LIFTER_TRAIN = CN()
+_C.LIFTER_TRAIN.EPOCHS = 0         # 0 = the lifter's own default (SPEC §8)
+_C.LIFTER_TRAIN.BATCH_SIZE = 1024
+_C.LIFTER_TRAIN.LR = 0.001
+_C.LIFTER_TRAIN.MAX_STEPS_PER_EPOCH = 0
+_C.LIFTER_TRAIN.FLIP = True        # flip augmentation for the screen-normalised lifters
+
+_C.CFG_NAME = ""                   # basename of the experiment file (for log names)
