@@ -1,0 +1,24 @@
+# make demo   : install what is needed, then run the whole demo on synthetic data (CPU, < 15 min)
+# make test   : install what is needed, then run the test suite
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip --disable-pip-version-check
+
+.PHONY: install demo demo-multi test bench
+
+# Never replaces a torch you already have (e.g. a CUDA build). Without one, the CPU build
+# 2.13.0 is tried first (a local wheel on the reference machines), then any torch.
+install:
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0 || $(PIP) install -q torch
+	@$(PIP) install -q -r requirements.txt
+
+demo: install
+	$(PYTHON) run/demo.py
+
+demo-multi: install
+	$(PYTHON) run/demo_multi.py
+
+test: install
+	$(PYTHON) -m pytest -q tests
+
+bench: install
+	$(PYTHON) benchmarks/decode.py

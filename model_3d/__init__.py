@@ -1,0 +1,119 @@
+"""3D lifters for L2D: registry, frozen ``Lifter`` wrapper, checkpoints and training recipes.
+
+Shapes: N batch, J joints (17 Human3.6M, 15 CMU Panoptic).
+
+    from model_3d import build_lifter
+    lifter = build_lifter("iganet", 17, weights="model_3d/iganet/weights/model_best_h36m.pth")
+    pose_3d_m = lifter(pose_2d_px, image_size)     # (N, 17, 2) px, (N, 2) (w, h) -> (N, 17, 3) metres
+
+Registered: ``sb`` (SimpleBaseline, z-scored with stats), ``videopose`` (VideoPose3D, receptive
+field 1), ``iganet``, ``mixste`` (MixSTE2, one frame). Each bare network (``build_lifter_net``)
+has the official repository's state-dict keys, so official files load strictly.
+
+Bring your own lifter: register a factory ``f(num_joints) -> nn.Module`` and say how it is fed::
+
+    @model_3d.register_lifter("mine", normalization="screen", layout="joints")
+    def make_mine(num_joints):
+        return MyNet(num_joints)        # (N, J, 2) screen coords -> (N, J, 3) metres
+
+``normalization``: 'zscore' | 'screen' | 'none'; ``layout``: 'flat' (N, 2J)->(N, 3J) |
+'frames' (N, 1, J, 2)->(N, 1, J, 3) | 'joints' (N, J, 2)->(N, J, 3); ``weight_file`` names the
+default file in ``<factory's folder>/weights/``. Add a training recipe to ``LIFTER_RECIPES``
+if run/train_lifter.py should train it.
+"""
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+from .checkpoint import (LifterCheckpoint, load_lifter_checkpoint, load_net_weights,
+                         save_lifter_checkpoint)
+from .lifter import STATS_KEYS, Lifter, coerce_stats, load_stats, screen_normalize, zscore
+from .recipes import LIFTER_RECIPES, get_recipe, lr_factor
+from .registry import (LIFTERS, LifterSpec, build_lifter_net, default_weight_path, get_spec,
+                       register_lifter)
+from . import simple_baseline, videopose, iganet, mixste  # noqa: E402,F401  (register built-ins)
+
+logger = logging.getLogger(__name__)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def build_lifter(name: str, num_joints: int, weights=None, stats=None, *,
+                 weights_only: bool = True) -> Lifter:
+    """Frozen :class:`Lifter` ``name`` for ``num_joints`` joints.
+
+    ``weights``: path, loaded checkpoint object or :class:`LifterCheckpoint` (None = random init).
+    ``stats``: dict (numpy/tensors, (J,2)/(J,3) or flat) or a stats file path; when None the
+    stats inside a self-contained checkpoint are used. Required for z-scored lifters (``sb``).
+    """
+    spec = get_spec(name)
+    net = build_lifter_net(name, num_joints)
+    ckpt = None
+    if weights is not None:
+        ckpt = weights if isinstance(weights, LifterCheckpoint) else load_lifter_checkpoint(
+            weights, weights_only=weights_only)
+        for key, want in (("name", name), ("num_joints", int(num_joints))):
+            have = ckpt.meta.get(key)
+            if have is not None and have != want:
+                raise ValueError(f"{ckpt.source}: checkpoint is for {key}={have!r}, asked for {want!r}")
+        report = load_net_weights(net, ckpt)
+        if report["ignored"]:
+            logger.info("lifter %s: ignored checkpoint keys %s", name, report["ignored"])
+        if stats is None:
+            stats = ckpt.stats
+    lifter = Lifter(net, num_joints, spec.normalization, spec.layout, stats=stats, name=name)
+    lifter.checkpoint = ckpt.meta if ckpt is not None else None
+    lifter.weights_source = ckpt.source if ckpt is not None else None
+    return lifter
+
+
+def _resolve_path(path: str) -> Path:
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    return REPO_ROOT / p   # relative paths work from the repo root regardless of the CWD
+
+
+def lifter_weight_path(cfg, name: str) -> Path:
+    """cfg.MODEL_3D.WEIGHTS.<NAME> when set, else :func:`default_weight_path` for cfg's dataset."""
+    configured = cfg.MODEL_3D.WEIGHTS.get(name.upper(), "") if "WEIGHTS" in cfg.MODEL_3D else ""
+    if configured:
+        return _resolve_path(configured)
+    return default_weight_path(name, cfg.DATASET.DATASET)
+
+
+def resolve_lifter(cfg, name: str, stats_fallback=None, *, weights_only: bool = True) -> Lifter:
+    """The lifter ``name`` as configured by ``cfg`` (weights file must exist).
+
+    Stats for z-scored lifters, first found: ``cfg.MODEL_3D.STATS`` file, the checkpoint's own
+    stats, ``stats_fallback`` (e.g. the training dataset's ``stats``).
+    """
+    from lib.core.skeleton import get_skeleton
+
+    dataset = cfg.DATASET.DATASET
+    num_joints = get_skeleton(dataset).num_joints
+    path = lifter_weight_path(cfg, name)
+    if not path.is_file():
+        cfg_file = cfg.get("CFG_FILE", "") or (f"experiments/{dataset}/{cfg.CFG_NAME}.yaml"
+                                               if cfg.get("CFG_NAME") else "<cfg>")
+        raise FileNotFoundError(
+            f"weights of lifter '{name}' for {dataset} not found: {path}. Make them with "
+            f"`python run/train_lifter.py --cfg {cfg_file} --model_3d {name}` or point "
+            f"MODEL_3D.WEIGHTS.{name.upper()} at an existing file.")
+    ckpt = load_lifter_checkpoint(path, weights_only=weights_only)
+    stats = None
+    if get_spec(name).normalization == "zscore":
+        if cfg.MODEL_3D.get("STATS", ""):
+            stats = load_stats(_resolve_path(cfg.MODEL_3D.STATS))
+        elif ckpt.stats is None:
+            stats = stats_fallback
+    return build_lifter(name, num_joints, weights=ckpt, stats=stats)
+
+
+__all__ = [
+    "LIFTERS", "LifterSpec", "register_lifter", "get_spec", "build_lifter_net", "build_lifter",
+    "default_weight_path", "lifter_weight_path", "resolve_lifter", "Lifter", "STATS_KEYS",
+    "load_stats", "coerce_stats", "screen_normalize", "zscore", "LifterCheckpoint",
+    "load_lifter_checkpoint", "load_net_weights", "save_lifter_checkpoint", "LIFTER_RECIPES",
+    "get_recipe", "lr_factor",
+]

@@ -1,0 +1,154 @@
+"""Reading and writing lifter weights.
+
+Layouts recognised by :func:`load_lifter_checkpoint` (tried in this order):
+
+* ``l2d-lifter``: our self-contained file ``{'format': 'l2d-lifter', 'version': 1, 'name',
+  'num_joints', 'dataset', 'state_dict', 'stats' (dict of tensors or None), 'epoch', 'metrics',
+  'config'}`` written by :func:`save_lifter_checkpoint` (run/train_lifter.py);
+* ``model_pos``: VideoPose3D / MixSTE ``.bin`` dicts (``{'epoch', 'lr', 'optimizer', 'model_pos', ...}``);
+* ``state_dict``: ``{'state_dict': ...}`` wrappers;
+* ``plain``: a bare state dict (SimpleBaseline ``model_best.pth``, IGANet ``.pth``).
+
+A ``module.`` prefix (``nn.DataParallel``, e.g. MixSTE) is stripped. Files are read with
+``torch.load(weights_only=True)``; official ``.bin`` files that pickle numpy RNG states need
+``weights_only=False``, which executes code from the file (only for files you trust).
+"""
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+import torch.nn as nn
+
+FORMAT = "l2d-lifter"
+VERSION = 1
+
+
+@dataclass
+class LifterCheckpoint:
+    state_dict: Dict[str, torch.Tensor]
+    layout: str                                   # e.g. 'plain', 'model_pos+module.', 'l2d-lifter'
+    stats: Optional[Dict[str, torch.Tensor]] = None
+    meta: Dict = field(default_factory=dict)      # name, num_joints, dataset, epoch, metrics, config
+    source: str = "<in-memory>"
+
+
+def _is_state_dict(obj) -> bool:
+    return isinstance(obj, dict) and len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def _strip_module(state_dict):
+    if state_dict and all(k.startswith("module.") for k in state_dict):
+        return {k[len("module."):]: v for k, v in state_dict.items()}, True
+    return dict(state_dict), False
+
+
+def load_lifter_checkpoint(source, *, weights_only: bool = True, map_location="cpu") -> LifterCheckpoint:
+    """Read a lifter checkpoint (path or already-loaded object) into a :class:`LifterCheckpoint`."""
+    name = "<in-memory>"
+    if isinstance(source, (str, Path)):
+        name = str(source)
+        if not os.path.isfile(source):
+            raise FileNotFoundError(f"lifter checkpoint not found: {source}")
+        try:
+            obj = torch.load(source, map_location=map_location, weights_only=weights_only)
+        except Exception as err:   # noqa: BLE001 - re-raised with what to do
+            if weights_only:
+                raise RuntimeError(
+                    f"{source}: could not be read with torch.load(weights_only=True) ({type(err).__name__}: "
+                    f"{str(err).splitlines()[0] if str(err) else ''}). Official VideoPose3D/MixSTE .bin files "
+                    f"pickle numpy RNG states; if you trust the file, load it with weights_only=False "
+                    f"(this executes code from the file), or re-save its 'model_pos' as a plain state dict."
+                ) from err
+            raise
+    else:
+        obj = source
+
+    meta, stats = {}, None
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        if int(obj.get("version", 0)) > VERSION:
+            raise ValueError(f"{name}: l2d-lifter version {obj.get('version')} is newer than this code "
+                             f"(reads up to {VERSION})")
+        layout, state_dict = FORMAT, obj["state_dict"]
+        stats = obj.get("stats")
+        meta = {k: obj.get(k) for k in ("name", "num_joints", "dataset", "epoch", "metrics", "config")}
+    elif isinstance(obj, dict) and "model_pos" in obj:
+        layout, state_dict = "model_pos", obj["model_pos"]
+        meta = {"epoch": obj.get("epoch")}
+    elif isinstance(obj, dict) and "state_dict" in obj and _is_state_dict(obj["state_dict"]):
+        layout, state_dict = "state_dict", obj["state_dict"]
+    elif _is_state_dict(obj):
+        layout, state_dict = "plain", obj
+    else:
+        keys = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
+        raise ValueError(f"{name}: not a lifter checkpoint (top-level keys {keys}); expected a state dict, "
+                         f"{{'model_pos': ...}}, {{'state_dict': ...}} or an l2d-lifter file")
+    if not _is_state_dict(state_dict):
+        raise ValueError(f"{name}: layout {layout!r} holds no tensor state dict")
+    state_dict, stripped = _strip_module(state_dict)
+    if stripped:
+        layout += "+module."
+    return LifterCheckpoint(state_dict=state_dict, layout=layout, stats=stats, meta=meta, source=name)
+
+
+def load_net_weights(net: nn.Module, ckpt: LifterCheckpoint) -> Dict[str, list]:
+    """Load ``ckpt`` into ``net`` strictly (keys and shapes); returns ``{'ignored': [...]}``.
+
+    Keys matching ``net.checkpoint_ignored_keys`` (a regex; e.g. IGANet's adjacency written by a
+    CPU-trained variant) are dropped and reported. Anything else missing, unexpected or of the
+    wrong shape raises an error listing the first offenders and the layout tried.
+    """
+    pattern = getattr(net, "checkpoint_ignored_keys", None)
+    own = net.state_dict()
+    state = dict(ckpt.state_dict)
+    ignored = []
+    if pattern:
+        ignored = sorted(k for k in state if re.search(pattern, k) and k not in own)
+        for k in ignored:
+            del state[k]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        raise RuntimeError(
+            f"{ckpt.source}: weights do not match {type(net).__name__} (layout tried: {ckpt.layout}; "
+            f"{len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} wrong shape). "
+            f"First missing: {missing[:5]}; first unexpected: {unexpected[:5]}; wrong shapes: {wrong[:3]}. "
+            f"Check that the file belongs to this lifter and joint count.")
+    net.load_state_dict(state, strict=True)
+    return {"ignored": ignored}
+
+
+def save_lifter_checkpoint(path, net, *, name: str, num_joints: int, dataset: str, stats=None,
+                           epoch: Optional[int] = None, metrics: Optional[Dict[str, float]] = None,
+                           config: Optional[Dict] = None) -> Path:
+    """Write the self-contained ``l2d-lifter`` file atomically (tmp + ``os.replace``).
+
+    ``net`` is the bare network or a :class:`model_3d.Lifter` (its ``.net`` and stats are used).
+    ``config`` must hold plain Python values (it is read back with ``weights_only=True``).
+    """
+    from .lifter import coerce_stats   # local: lifter imports nothing from here
+
+    if hasattr(net, "net") and hasattr(net, "stats"):
+        stats = net.stats if stats is None else stats
+        net = net.net
+    stats_t = coerce_stats(stats, num_joints)
+    payload = {
+        "format": FORMAT, "version": VERSION, "name": name, "num_joints": int(num_joints),
+        "dataset": dataset,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+        "stats": None if stats_t is None else {k: v.cpu() for k, v in stats_t.items()},
+        "epoch": None if epoch is None else int(epoch),
+        "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+        "config": config or {},
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,100 @@
+"""Lifter registry: name -> how to build the bare network and how to feed it.
+
+Shapes: N batch, J joints.  A registered factory is ``f(num_joints) -> nn.Module``; the
+``LifterSpec`` stored beside it tells :class:`model_3d.lifter.Lifter` which input
+normalisation and tensor layout the network expects:
+
+* ``normalization``: ``"zscore"`` (input ``(p - mean_2d) / (std_2d + 1e-8)`` with stats in
+  pixels, output z-scored 3D unnormalised with ``std_3d``/``mean_3d`` in cm, then /100),
+  ``"screen"`` (input ``x/w*2-1, y/w*2-h/w``; output already metres) or ``"none"`` (pixels in,
+  metres out).
+* ``layout``: ``"flat"`` (net maps ``(N, 2J) -> (N, 3J)``, joint-major), ``"frames"``
+  (``(N, 1, J, 2) -> (N, 1, J, 3)``, a sequence of one frame) or ``"joints"``
+  (``(N, J, 2) -> (N, J, 3)``).
+"""
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+import torch.nn as nn
+
+NORMALIZATIONS = ("zscore", "screen", "none")
+LAYOUTS = ("flat", "frames", "joints")
+
+
+@dataclass(frozen=True)
+class LifterSpec:
+    name: str
+    factory: Callable[[int], nn.Module]
+    normalization: str = "screen"
+    layout: str = "frames"
+    weight_file: str = "model_best_{dataset}.pth"   # formatted with dataset=
+    weights_dir: Optional[Path] = None               # default: <factory's folder>/weights
+    description: str = ""
+    extra: Dict = field(default_factory=dict)
+
+    def default_weight_path(self, dataset: str) -> Path:
+        folder = self.weights_dir
+        if folder is None:
+            folder = Path(inspect.getfile(self.factory)).resolve().parent / "weights"
+        return Path(folder) / self.weight_file.format(dataset=dataset)
+
+
+LIFTERS: Dict[str, LifterSpec] = {}
+
+
+def register_lifter(name: str, *, normalization: str = "screen", layout: str = "frames",
+                    weight_file: str = "model_best_{dataset}.pth", weights_dir=None,
+                    description: str = "", override: bool = False, **extra):
+    """Decorator registering ``factory(num_joints) -> nn.Module`` under ``name``.
+
+    Example (a user's own lifter in a few lines)::
+
+        from model_3d import register_lifter, build_lifter
+
+        @register_lifter("mlp", normalization="screen", layout="joints")
+        def make_mlp(num_joints):
+            return MyNet(num_joints)          # (N, J, 2) screen coords -> (N, J, 3) metres
+
+        lifter = build_lifter("mlp", 17, weights="my.pth")
+    """
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"register_lifter({name!r}): normalization={normalization!r}; "
+                         f"choose one of {NORMALIZATIONS}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"register_lifter({name!r}): layout={layout!r}; choose one of {LAYOUTS}")
+
+    def decorator(factory):
+        if name in LIFTERS and not override:
+            raise KeyError(f"lifter {name!r} is already registered (by "
+                           f"{LIFTERS[name].factory.__module__}); pass override=True to replace it")
+        LIFTERS[name] = LifterSpec(name=name, factory=factory, normalization=normalization,
+                                   layout=layout, weight_file=weight_file,
+                                   weights_dir=Path(weights_dir) if weights_dir else None,
+                                   description=description, extra=dict(extra))
+        return factory
+
+    return decorator
+
+
+def get_spec(name: str) -> LifterSpec:
+    try:
+        return LIFTERS[name]
+    except KeyError:
+        raise KeyError(f"unknown lifter {name!r}; registered lifters: {sorted(LIFTERS)}. "
+                       f"Add your own with @model_3d.register_lifter(name).") from None
+
+
+def build_lifter_net(name: str, num_joints: int) -> nn.Module:
+    """The bare network ``name`` with L2D's constructor settings for ``num_joints`` joints."""
+    spec = get_spec(name)
+    net = spec.factory(int(num_joints))
+    if not isinstance(net, nn.Module):
+        raise TypeError(f"lifter factory for {name!r} returned {type(net).__name__}, expected nn.Module")
+    return net
+
+
+def default_weight_path(name: str, dataset: str) -> Path:
+    """Absolute default weight file of lifter ``name`` for ``dataset`` (SPEC §6)."""
+    return get_spec(name).default_weight_path(dataset)
