@@ -1,0 +1,388 @@
+"""Human3.6M -> the prepared index of :mod:`lib.datasets.index` (SPEC §5.2, §0).
+
+Shapes: ``N`` annotation rows, ``32`` annotated joints, ``J`` = 17 kept joints.
+
+Accepted inputs (``src``):
+
+* anibali/h36m-fetch: ``[src/]processed/S*/<Action>-<n>/annot.h5`` with
+  ``imageSequence/<camera>/img_%06d.jpg`` (``frame`` is 1-based and names the image);
+* the original L2D layout: ``src/S*/<action>/annot.pkl`` (same keys) with ``img_%08d.jpg``.
+
+Rows are grouped by their ``camera`` column and sampled every ``interval``-th row of each camera,
+which equals the original's ``int(N/4)`` camera-major blocks whenever those are well formed
+(SPEC §9 #38) and stays right when they are not.
+
+Calibration: ``--cameras FILE`` if given, else a ``camera_parameters.json`` found in ``src`` (or
+beside its ``processed/``), else the shipped ``lib/datasets/h36m_cameras.json``; the image size of
+every sample comes from it.
+
+Skips (SPEC §5.2): pelvis outside the image; image missing or unreadable; image whose first
+(blue) channel is all zero ("black"; checked when ``check_images``, the default, as the original
+does -- it reads every kept image once, in a thread pool).
+"""
+import hashlib
+import json
+import os
+import re
+import time
+from collections import Counter, OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from lib.core.skeleton import H36M32_TO_17, H36M_ACTIONS
+from lib.datasets import index as idx
+from lib.datasets.stats import compute_stats
+
+TRAIN_SUBJECTS = ("S1", "S5", "S6", "S7", "S8")
+VALID_SUBJECTS = ("S9", "S11")
+SPLITS = {"train": TRAIN_SUBJECTS, "valid": VALID_SUBJECTS}
+DEFAULT_INTERVALS = {"train": 40, "valid": 100}
+NUM_JOINTS = 17
+ROOT_JOINT = 0
+
+# h36m-fetch metadata.xml action ids (1 = "_ALL" excluded)
+ACTION_IDS = {2: "Directions", 3: "Discussion", 4: "Eating", 5: "Greeting", 6: "Phoning", 7: "Posing",
+              8: "Purchases", 9: "Sitting", 10: "SittingDown", 11: "Smoking", 12: "TakingPhoto",
+              13: "Waiting", 14: "Walking", 15: "WalkingDog", 16: "WalkingTogether"}
+# Naming variants of the raw videos / VideoPose3D / h36m-fetch -> the canonical names of H36M_ACTIONS.
+ACTION_ALIASES = {"photo": "TakingPhoto", "takingphoto": "TakingPhoto", "walkdog": "WalkingDog",
+                  "walkingdog": "WalkingDog", "walktogether": "WalkingTogether",
+                  "walkingtogether": "WalkingTogether", "phone": "Phoning", "phoning": "Phoning",
+                  "discuss": "Discussion", "sittingdown": "SittingDown", "sitdown": "SittingDown",
+                  "purchase": "Purchases", "purchases": "Purchases", "eat": "Eating", "greet": "Greeting",
+                  "smoke": "Smoking", "wait": "Waiting", "walk": "Walking", "sit": "Sitting",
+                  "pose": "Posing", "direction": "Directions"}
+ACTION_ALIASES.update({a.lower(): a for a in H36M_ACTIONS})
+
+COMMAND = "python run/prepare_h36m.py --src DIR --dst {dst}"
+
+
+def normalise_action(folder_name):
+    """'TakingPhoto-1', 'Photo 1', 'WalkDog_2', 'Walking' -> canonical H36M action name, or '' if unknown."""
+    base = re.sub(r"[\s_\-\.]*\d+$", "", folder_name.strip())
+    key = re.sub(r"[\s_\-\.]", "", base).lower()
+    return ACTION_ALIASES.get(key, "")
+
+
+def find_data_dir(src):
+    """The folder holding S*/ subject folders: ``src/processed`` if present, else ``src``."""
+    src = Path(src)
+    if not src.is_dir():
+        raise FileNotFoundError(f"--src {src} does not exist; pass the h36m-fetch folder (holding processed/) "
+                                f"or the L2D data_3d/h36m folder")
+    if (src / "processed").is_dir():
+        return src / "processed"
+    return src
+
+
+def find_camera_file(src, data_dir, cameras=None):
+    """--cameras FILE, else camera_parameters.json in src / beside processed/, else None (shipped)."""
+    if cameras is not None:
+        path = Path(cameras)
+        if not path.is_file():
+            raise FileNotFoundError(f"--cameras {path} not found (accepted: the shipped "
+                                    f"lib/datasets/h36m_cameras.json, karfly camera-parameters.json, "
+                                    f"L2D camera_parameters.json)")
+        return path
+    places = [Path(src), data_dir]
+    if data_dir.name == "processed":
+        places.append(data_dir.parent)
+    for place in places:
+        for name in ("camera_parameters.json", "camera-parameters.json"):
+            if (place / name).is_file():
+                return place / name
+    return None
+
+
+def _annot_files(data_dir):
+    """-> sorted list of (subject, folder_name, annot_path, layout) for every S*/<action>/annot.*"""
+    found = []
+    for subj_dir in sorted(p for p in data_dir.iterdir() if p.is_dir() and re.fullmatch(r"S\d+", p.name)):
+        for act_dir in sorted(p for p in subj_dir.iterdir() if p.is_dir()):
+            if (act_dir / "annot.h5").is_file():
+                found.append((subj_dir.name, act_dir.name, act_dir / "annot.h5", "h36m-fetch"))
+            elif (act_dir / "annot.pkl").is_file():
+                found.append((subj_dir.name, act_dir.name, act_dir / "annot.pkl", "l2d"))
+    return found
+
+
+def _read_annot(path, layout):
+    keys = ("pose/2d", "pose/3d", "camera", "frame")
+    if layout == "h36m-fetch":
+        import h5py
+        with h5py.File(path, "r") as f:
+            missing = [k for k in keys if k not in f]
+            if missing:
+                raise KeyError(f"{path}: missing datasets {missing}; expected {list(keys)} (h36m-fetch annot.h5)")
+            out = {k: f[k][()] for k in keys}
+            if "action" in f:
+                out["action"] = f["action"][()]
+    else:
+        import pickle  # input only: the original L2D layout ships its annotations pickled
+        with open(path, "rb") as fh:
+            data = pickle.load(fh)
+        missing = [k for k in keys if k not in data]
+        if missing:
+            raise KeyError(f"{path}: missing keys {missing}; expected {list(keys)} (L2D annot.pkl)")
+        out = {k: np.asarray(data[k]) for k in keys}
+    n = len(out["camera"])
+    if out["pose/2d"].shape != (n, 32, 2) or out["pose/3d"].shape != (n, 32, 3) or len(out["frame"]) != n:
+        raise ValueError(f"{path}: expected pose/2d (N,32,2), pose/3d (N,32,3), frame (N,) with N = "
+                         f"len(camera) = {n}; got {out['pose/2d'].shape}, {out['pose/3d'].shape}, "
+                         f"{np.shape(out['frame'])}")
+    return out
+
+
+def _fingerprint(files, camera_file, intervals, check_images, splits):
+    h = hashlib.sha1()
+    h.update(json.dumps({"version": idx.FORMAT_VERSION, "intervals": intervals, "check": check_images,
+                         "splits": list(splits)}, sort_keys=True).encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    if camera_file is not None:
+        h.update(Path(camera_file).read_bytes())
+    return h.hexdigest()
+
+
+def is_black(path):
+    """-> None if unreadable, else True when the first (blue) channel is entirely zero (SPEC §5.2)."""
+    import cv2
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if image is None:
+        return None
+    return not image[..., 0].any()
+
+
+def _camera_arrays(cam):
+    # cam_T: translation in cm with X_cam_cm = R X_world_cm + T (the original's t/10).
+    return (np.asarray(cam["R"], np.float32), (np.asarray(cam["t_mm"]) / 10.0).astype(np.float32),
+            np.asarray(cam["K"], np.float32), np.asarray(cam["dist"], np.float32))
+
+
+def _sequence_rows(subject, folder, annot, cams, interval, image_dir, layout, counts, listing_cache):
+    """Sampled rows of one sequence -> dict of split arrays; updates ``counts`` (Counter)."""
+    j2d_all = annot["pose/2d"][:, list(H36M32_TO_17)].astype(np.float64)
+    j3d_all = annot["pose/3d"][:, list(H36M32_TO_17)].astype(np.float64) / 10.0   # mm -> cm
+    cam_col = np.asarray(annot["camera"]).astype(np.int64).astype(str)
+    frames = np.asarray(annot["frame"]).astype(np.int64)
+    counts["rows"] += len(cam_col)
+    rows = []
+    for cam_id in OrderedDict.fromkeys(cam_col):           # cameras in order of appearance
+        cam_rows = np.flatnonzero(cam_col == cam_id)
+        rows.append(cam_rows[::interval])
+    rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    counts["sampled"] += len(rows)
+    if cams is not None:
+        unknown = sorted(set(cam_col[rows]) - set(cams))
+        if unknown:
+            raise KeyError(f"calibration has no camera {unknown} for subject {subject} "
+                           f"(sequence {folder}); pass --cameras FILE with that subject's cameras")
+    width = np.array([cams[c]["width"] for c in cam_col[rows]], np.int32)
+    height = np.array([cams[c]["height"] for c in cam_col[rows]], np.int32)
+    j2d, j3d = j2d_all[rows], j3d_all[rows]
+    x, y = j2d[..., 0], j2d[..., 1]
+    vis = ((x >= 0) & (x < width[:, None]) & (y >= 0) & (y < height[:, None])).astype(np.uint8)
+    root_ok = vis[:, ROOT_JOINT] > 0
+    counts["skipped_root_not_visible"] += int((~root_ok).sum())
+
+    pattern = "img_{:06d}.jpg" if layout == "h36m-fetch" else "img_{:08d}.jpg"
+    rel = np.array([f"{subject}/{folder}/imageSequence/{c}/{pattern.format(fr)}"
+                    for c, fr in zip(cam_col[rows], frames[rows])], dtype=str)
+    present = np.zeros(len(rows), bool)
+    for i, r in enumerate(rel):
+        folder_path, name = r.rsplit("/", 1)
+        if folder_path not in listing_cache:
+            d = image_dir / folder_path
+            listing_cache[folder_path] = set(os.listdir(d)) if d.is_dir() else set()
+        present[i] = name in listing_cache[folder_path]
+    missing = root_ok & ~present
+    counts["skipped_missing_image"] += int(missing.sum())
+    keep = root_ok & present
+    action = normalise_action(folder)
+    if not action and "action" in annot and len(annot["action"]):
+        action = ACTION_IDS.get(int(np.asarray(annot["action"])[0]), "")
+    if not action:
+        counts[f"unknown_action:{folder}"] += int(keep.sum())
+    cam_arrays = {c: _camera_arrays(cams[c]) for c in set(cam_col[rows])}
+    cam_of = cam_col[rows][keep]
+    hip = j3d[keep, ROOT_JOINT]
+    n = int(keep.sum())
+    return {
+        "image": rel[keep], "joints_2d": j2d[keep], "joints_vis": vis[keep],
+        "joints_3d": j3d[keep] - hip[:, None], "hip_camera": hip, "width": width[keep], "height": height[keep],
+        "action": np.full(n, action, dtype=object).astype(str) if n else np.zeros(0, str),
+        "subject": np.full(n, subject).astype(str), "camera": cam_of.astype(str), "frame": frames[rows][keep],
+        "cam_R": np.array([cam_arrays[c][0] for c in cam_of]).reshape(n, 3, 3),
+        "cam_T": np.array([cam_arrays[c][1] for c in cam_of]).reshape(n, 3),
+        "cam_K": np.array([cam_arrays[c][2] for c in cam_of]).reshape(n, 3, 3),
+        "cam_dist": np.array([cam_arrays[c][3] for c in cam_of]).reshape(n, 5),
+    }
+
+
+def _concat(parts, num_joints):
+    if not parts:
+        return idx.empty_split(num_joints)
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _drop_black(arrays, image_dir, counts, workers, progress):
+    paths = [image_dir / p for p in arrays["image"]]
+    if not paths:
+        return arrays
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        it = pool.map(is_black, paths, chunksize=16)
+        if progress:
+            from tqdm import tqdm
+            it = tqdm(it, total=len(paths), desc="checking images", unit="img", leave=False)
+        result = list(it)
+    unreadable = np.array([r is None for r in result])
+    black = np.array([r is True for r in result])
+    counts["skipped_unreadable_image"] += int(unreadable.sum())
+    counts["skipped_black_image"] += int(black.sum())
+    keep = ~(unreadable | black)
+    return {k: v[keep] for k, v in arrays.items()}
+
+
+def _empty_split_error(split, subjects, found_subjects, counts, data_dir, interval):
+    present = [s for s in subjects if s in found_subjects]
+    if not present:
+        why = f"no subject folder {list(subjects)} under {data_dir} (found {sorted(found_subjects)})"
+    elif counts["rows"] == 0:
+        why = f"subjects {present} hold no annotation rows"
+    elif counts["skipped_root_not_visible"] >= counts["sampled"]:
+        why = f"all {counts['sampled']} sampled rows have the pelvis outside the image (root-visibility filter)"
+    elif counts["skipped_missing_image"] + counts["skipped_root_not_visible"] >= counts["sampled"]:
+        why = (f"the images of all {counts['sampled']} sampled rows are missing (missing-image filter; "
+               f"expected imageSequence/<camera>/img_%06d.jpg beside each annot.h5)")
+    else:
+        why = "every remaining image is unreadable or black (black-image filter; try --no-check-images)"
+    raise ValueError(f"split {split!r} is empty: {why}. Counts: rows {counts['rows']}, every {interval}th "
+                     f"row per camera -> {counts['sampled']}, {dict(counts)}")
+
+
+def prepare_h36m(src, dst, cameras=None, train_interval=40, valid_interval=100, splits=("train", "valid"),
+                 check_images=True, force=False, workers=None, progress=True, log=print):
+    """Build ``dst/index.json``, ``dst/<split>.npz`` and ``dst/stats.npz`` -> the index info dict.
+
+    A no-op (returns the existing info) when the inputs and options are unchanged, unless ``force``.
+    """
+    from lib.datasets.cameras import load_h36m_cameras
+    t0 = time.time()
+    src, dst = Path(src), Path(dst)
+    data_dir = find_data_dir(src)
+    camera_file = find_camera_file(src, data_dir, cameras)
+    annots = _annot_files(data_dir)
+    if not annots:
+        raise FileNotFoundError(f"no S*/<action>/annot.h5 (h36m-fetch) or annot.pkl (L2D) under {data_dir}; "
+                                f"pass --src the h36m-fetch folder (with processed/) or the L2D data folder")
+    intervals = {"train": int(train_interval), "valid": int(valid_interval)}
+    for split in splits:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; known: {sorted(SPLITS)}")
+        if intervals[split] < 1:
+            raise ValueError(f"--{split}-interval must be >= 1, got {intervals[split]}")
+    fingerprint = _fingerprint([a[2] for a in annots], camera_file, intervals, check_images, splits)
+    if not force and (dst / idx.INDEX_FILE).is_file():
+        try:
+            old = idx.read_index(dst, "h36m")
+        except idx.DatasetIndexError as exc:
+            log(f"rebuilding: {exc}")
+            old = None
+        if old is not None and old.get("fingerprint") == fingerprint and all(
+                (dst / s["file"]).is_file() for s in old["splits"].values()):
+            log(f"{dst / idx.INDEX_FILE} is up to date (same inputs and options); nothing to do (--force rebuilds)")
+            return old
+
+    all_cams = load_h36m_cameras(camera_file)
+    cam_desc = str(camera_file) if camera_file is not None else "shipped lib/datasets/h36m_cameras.json"
+    found_subjects = {a[0] for a in annots}
+    layouts = sorted({a[3] for a in annots})
+    workers = workers or min(16, (os.cpu_count() or 2) * 2)
+    try:
+        image_rel = os.path.relpath(data_dir.resolve(), dst.resolve())
+    except ValueError:                                     # other drive (Windows)
+        image_rel = str(data_dir.resolve())
+    report = {"src": str(src), "data_dir": str(data_dir), "layouts": layouts, "cameras": cam_desc,
+              "subjects_found": sorted(found_subjects, key=lambda s: int(s[1:])), "check_images": check_images,
+              "splits": {}}
+    info_splits = {}
+    train_arrays = None
+    listing = {}
+    for split in splits:
+        subjects = SPLITS[split]
+        counts = Counter(rows=0, sampled=0, skipped_root_not_visible=0, skipped_missing_image=0,
+                         skipped_unreadable_image=0, skipped_black_image=0)
+        parts, seqs = [], []
+        todo = [a for a in annots if a[0] in subjects]
+        if progress:
+            from tqdm import tqdm
+            todo = tqdm(todo, desc=f"h36m {split}", unit="seq", leave=False)
+        for subject, folder, path, layout in todo:
+            if subject not in all_cams:
+                raise KeyError(f"{cam_desc} has no cameras for subject {subject} (needed by {path}); "
+                               f"pass --cameras FILE with that subject")
+            annot = _read_annot(path, layout)
+            parts.append(_sequence_rows(subject, folder, annot, all_cams[subject], intervals[split], data_dir,
+                                        layout, counts, listing))
+            seqs.append(f"{subject}/{folder}")
+        arrays = _concat(parts, NUM_JOINTS)
+        if check_images:
+            arrays = _drop_black(arrays, data_dir, counts, workers, progress)
+        if len(arrays["image"]) == 0:
+            _empty_split_error(split, subjects, found_subjects, counts, data_dir, intervals[split])
+        n = idx.write_split(dst, split, arrays, NUM_JOINTS)
+        if split == "train":
+            train_arrays = arrays
+        actions = Counter(arrays["action"].tolist())
+        report["splits"][split] = {
+            "subjects": sorted(set(arrays["subject"].tolist()), key=lambda s: int(s[1:])),
+            "subjects_missing": [s for s in subjects if s not in found_subjects],
+            "sequences": len(seqs), "interval": intervals[split], "kept": n,
+            "actions": {a or "<unknown>": c for a, c in sorted(actions.items())},
+            **{k: v for k, v in counts.items()}}
+        info_splits[split] = {"file": f"{split}.npz", "count": n, "interval": intervals[split],
+                              "subjects": list(subjects)}
+    stats_counts = None
+    if train_arrays is not None:
+        stats, stats_counts = compute_stats(train_arrays["joints_2d"], train_arrays["joints_3d"],
+                                            train_arrays["width"], train_arrays["height"])
+        idx.write_stats(dst, stats)
+    info = {"dataset": "h36m", "num_joints": NUM_JOINTS, "image_root": image_rel, "splits": info_splits,
+            "counts": {s: v["count"] for s, v in info_splits.items()},
+            "stats": {"file": idx.STATS_FILE, "split": "train", **(stats_counts or {})} if stats_counts else None,
+            "report": report, "fingerprint": fingerprint, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "seconds": round(time.time() - t0, 2),
+            "conventions": {"joints_2d": "px in the original image", "joints_3d": "cm, camera frame, root-relative",
+                            "hip_camera": "cm, camera frame", "cam_T": "cm, X_cam = cam_R X_world + cam_T",
+                            "cam_dist": "k1, k2, p1, p2, k3 (Human3.6M model)",
+                            "joints_vis": "1 if 0 <= x < width and 0 <= y < height"}}
+    idx.write_index(dst, info)
+    log(format_report(info))
+    return info
+
+
+def format_report(info):
+    """Human-readable summary of what a preparation found, kept and skipped."""
+    rep = info["report"]
+    lines = [f"prepared {info['dataset']} -> index format v{idx.FORMAT_VERSION}",
+             f"  source: {rep['data_dir']} ({', '.join(rep['layouts'])}); cameras: {rep['cameras']}",
+             f"  subjects found: {', '.join(rep['subjects_found'])}"]
+    for split, r in rep["splits"].items():
+        skipped = {k[len('skipped_'):]: v for k, v in r.items() if k.startswith("skipped_") and v}
+        lines.append(f"  {split}: {r['kept']} samples kept from {r['sequences']} sequences of "
+                     f"{', '.join(r['subjects'])} (interval {r['interval']}: {r['rows']} rows -> {r['sampled']} sampled); "
+                     f"skipped {skipped or 'none'}")
+        if r.get("subjects_missing"):
+            lines.append(f"    subjects absent: {', '.join(r['subjects_missing'])}")
+        lines.append("    actions: " + ", ".join(f"{a} {c}" for a, c in r["actions"].items()))
+        unknown = [k for k in r if k.startswith("unknown_action:")]
+        if unknown:
+            lines.append(f"    unrecognised action folders (action ''): {[u.split(':', 1)[1] for u in unknown]}")
+    if not rep.get("check_images", True):
+        lines.append("  black-image check skipped (--no-check-images)")
+    if info.get("stats"):
+        lines.append(f"  stats.npz from train: 2D over {info['stats']['n_2d']} samples, 3D over {info['stats']['n_3d']}")
+    return "\n".join(lines)
