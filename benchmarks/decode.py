@@ -1,0 +1,108 @@
+"""Time of the training-step decode: ``decode_soft`` (post-processing on) forward + backward.
+
+Shapes: heatmaps (N, J, H, W) = (batch, 17, 96, 72) by default. Printed beside it (median of
+repeats, milliseconds): the softmax alone (forward only: the floor of any soft-argmax; and with
+autograd's backward) and
+a per-sample loop in the style of the original ``get_final_preds_softargmax`` (Python loop over
+N x J for the quarter-pixel shift, one OpenCV affine solve per sample). Usage::
+
+    python benchmarks/decode.py [--batch 64] [--repeats 20] [--device cpu] [--threads 0]
+"""
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lib.core.heatmap import decode_soft  # noqa: E402
+
+
+def loop_decode(heatmaps, center, scale, beta=100.0):
+    """The original's structure: batched softmax, then Python loops and per-sample affine solves."""
+    n, j, h, w = heatmaps.shape
+    prob = torch.softmax(beta * heatmaps.reshape(n, j, -1), dim=-1).reshape(n, j, h, w)
+    grid_x = (torch.linspace(0, 1, w, device=heatmaps.device) * (w - 1)).expand(h, w)
+    grid_y = (torch.linspace(0, 1, h, device=heatmaps.device) * (h - 1)).unsqueeze(1).expand(h, w)
+    coords = torch.stack(((prob * grid_x).sum(dim=(2, 3)), (prob * grid_y).sum(dim=(2, 3))), dim=-1)
+    raw = heatmaps.detach().cpu().numpy()
+    values = coords.detach().cpu().numpy()
+    shift = np.zeros_like(values)
+    for b in range(n):
+        for p in range(j):
+            hm = raw[b, p]
+            px, py = int(math.floor(values[b, p, 0] + 0.5)), int(math.floor(values[b, p, 1] + 0.5))
+            if 1 < px < w - 1 and 1 < py < h - 1:
+                shift[b, p] = np.sign([hm[py][px + 1] - hm[py][px - 1], hm[py + 1][px] - hm[py - 1][px]]) * 0.25
+    coords = coords + torch.from_numpy(shift).to(coords.device)
+    out = []
+    centers, scales = center.cpu().numpy(), scale.cpu().numpy()
+    for b in range(n):
+        src_w = scales[b, 0] * 200.0
+        src = np.float32([centers[b], centers[b] + [0, -0.5 * src_w], centers[b] + [-0.5 * src_w, 0]])
+        dst = np.float32([[w / 2, h / 2], [w / 2, h / 2 - w / 2], [0, h / 2]])
+        matrix = torch.from_numpy(cv2.getAffineTransform(dst, src)).to(coords)
+        out.append(coords[b] @ matrix[:, :2].T + matrix[:, 2])
+    return torch.stack(out)
+
+
+def softmax_only(heatmaps, center, scale, beta=100.0):
+    n, j = heatmaps.shape[:2]
+    return torch.softmax(beta * heatmaps.reshape(n, j, -1), dim=-1)
+
+
+def median_ms(fn, heatmaps, center, scale, repeats, warmup=3, backward=True):
+    times = []
+    for i in range(warmup + repeats):
+        hm = heatmaps.detach().clone().requires_grad_(backward)
+        if hm.is_cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = fn(hm, center, scale)
+        if backward:
+            out.sum().backward()
+        if hm.is_cuda:
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--joints", type=int, default=17)
+    parser.add_argument("--height", type=int, default=96)
+    parser.add_argument("--width", type=int, default=72)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    gen = torch.Generator().manual_seed(0)
+    shape = (args.batch, args.joints, args.height, args.width)
+    heatmaps = (0.1 * torch.randn(shape, generator=gen)).to(device)
+    center = (400 + 200 * torch.rand(args.batch, 2, generator=gen)).to(device)
+    scale = (1.5 + torch.rand(args.batch, 2, generator=gen)).to(device)
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
+          f"heatmaps {tuple(shape)}; median of {args.repeats} repeats")
+    rows = [("softmax forward only (floor)", softmax_only, False),
+            ("softmax forward + backward", softmax_only, True),
+            ("decode_soft, post-process", lambda h, c, s: decode_soft(h, c, s, 100.0, True), True),
+            ("per-sample loop (original style)", loop_decode, True)]
+    for label, fn, backward in rows:
+        ms = median_ms(fn, heatmaps, center, scale, args.repeats, backward=backward)
+        print(f"{label:<34} {ms:8.2f} ms")
+
+
+if __name__ == "__main__":
+    main()

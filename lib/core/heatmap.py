@@ -1,0 +1,244 @@
+"""Heatmap encoding (dataset targets) and decoding (soft and hard argmax) for the 2D detector.
+
+Shapes: N batch, J joints, heatmaps (N, J, H, W) with W x H = ``heatmap_size`` (width, height);
+coordinates are (x, y) = (column, row). Units are in the names: ``_hm`` heatmap pixels, ``_px``
+original-image pixels, ``_crop_px`` network-input (crop) pixels.
+
+Decoding follows SPEC §2.4-2.5 and §4.2: a softmax over each map scaled by ``beta`` (or a hard
+argmax), the optional quarter-pixel shift towards the higher raw neighbour (``TEST.POST_PROCESS``,
+applied in training as in the original), then the inverse of the crop's isotropic affine. All
+torch functions are batched, stay on the input's device and never synchronise with the host.
+Encoding (``encode_heatmaps``) is numpy, for the data loader, and reproduces HRNet's per-joint
+Gaussian target loop (SPEC §5.1 step 7) for any sigma.
+"""
+from typing import Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch.autograd.function import once_differentiable
+
+from lib.core.skeleton import H36M, H36M_TO_PANOPTIC
+
+PIXEL_STD = 200.0
+SizeLike = Union[Sequence[float], torch.Tensor, np.ndarray]
+
+
+# ----------------------------------------------------------------------------- decoding
+class _SoftArgmax(torch.autograd.Function):
+    """Expected (x, y) under softmax(beta * heatmap); hand-written backward.
+
+    The autograd graph of softmax + weighted sums keeps several (N, J, H, W) intermediates; the
+    closed-form gradient d x / d h_i = beta * p_i * (gx_i - x) needs only the probabilities and
+    costs one pass over them, which halves the CPU time of a training step's decode.
+    """
+
+    @staticmethod
+    def forward(ctx, heatmaps, beta):
+        n, j, h, w = heatmaps.shape
+        # Half-precision softmax with beta=100 loses the sub-pixel information; decode in fp32+.
+        dtype = torch.promote_types(heatmaps.dtype, torch.float32)
+        logits = heatmaps.reshape(n, j, h * w).to(dtype) * beta
+        prob = torch.softmax(logits, dim=-1).reshape(n, j, h, w)
+        grid_x = torch.arange(w, dtype=dtype, device=heatmaps.device)
+        grid_y = torch.arange(h, dtype=dtype, device=heatmaps.device)
+        # Marginals first: (N, J, W) and (N, J, H) instead of two full-size products. Elementwise
+        # ops, not matmul, so that autocast cannot lower them to half precision.
+        x_hm = (prob.sum(dim=2) * grid_x).sum(dim=-1)
+        y_hm = (prob.sum(dim=3) * grid_y).sum(dim=-1)
+        ctx.save_for_backward(prob, x_hm, y_hm)
+        ctx.beta = beta
+        ctx.in_dtype = heatmaps.dtype
+        return torch.stack((x_hm, y_hm), dim=-1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_coords):
+        prob, x_hm, y_hm = ctx.saved_tensors
+        _, _, h, w = prob.shape
+        grid_x = torch.arange(w, dtype=prob.dtype, device=prob.device)
+        grid_y = torch.arange(h, dtype=prob.dtype, device=prob.device)
+        grad_coords = grad_coords.to(prob.dtype) * ctx.beta
+        term_x = (grid_x - x_hm.unsqueeze(-1)) * grad_coords[..., 0:1]   # (N, J, W)
+        term_y = (grid_y - y_hm.unsqueeze(-1)) * grad_coords[..., 1:2]   # (N, J, H)
+        grad = prob * (term_y.unsqueeze(-1) + term_x.unsqueeze(-2))
+        return grad.to(ctx.in_dtype), None
+
+
+def soft_argmax(heatmaps: torch.Tensor, beta: float = 100.0) -> torch.Tensor:
+    """(N, J, H, W) heatmaps -> (N, J, 2) expected (x, y) in heatmap pixels (differentiable).
+
+    Softmax of ``beta * heatmap`` over all H*W pixels of each map, then the probability-weighted
+    mean of the column and row indices (SPEC §2.4 steps 1-3). Output dtype is at least float32.
+    """
+    if heatmaps.dim() != 4:
+        raise ValueError(f"soft_argmax: heatmaps must be (N, J, H, W), got shape {tuple(heatmaps.shape)}")
+    return _SoftArgmax.apply(heatmaps, float(beta))
+
+
+def _size_pair(size: SizeLike, like: torch.Tensor):
+    """(width, height) as Python floats, or as 0-dim tensors when given a tensor.
+
+    Python scalars avoid building a small host tensor and copying it to the GPU every step (a
+    blocking copy would synchronise the stream).
+    """
+    if isinstance(size, torch.Tensor):
+        size = size.to(device=like.device, dtype=like.dtype).reshape(2)
+        return size[0], size[1]
+    width, height = (float(v) for v in np.asarray(size).reshape(2))
+    return width, height
+
+
+def to_image_coords(coords: torch.Tensor, center: torch.Tensor, scale: torch.Tensor,
+                    heatmap_size: SizeLike) -> torch.Tensor:
+    """(N, J, 2) heatmap px, center (N, 2) px, scale (N, 2) /200 -> (N, J, 2) image px (differentiable).
+
+    Inverse of the crop affine with rotation 0 (SPEC §2.5). The original builds it from ``scale[:, 0]``
+    only, so it is isotropic: ``x = cx + k (x_hm - W/2)``, ``y = cy + k (y_hm - H/2)`` with
+    ``k = sx * 200 / W``; ``heatmap_size`` = (W, H).
+    """
+    if coords.dim() != 3 or coords.shape[-1] != 2:
+        raise ValueError(f"to_image_coords: coords must be (N, J, 2), got shape {tuple(coords.shape)}")
+    center = center.to(coords.dtype).reshape(-1, 1, 2)
+    scale_x = scale.to(coords.dtype).reshape(-1, 2)[:, 0, None]             # (N, 1)
+    width, height = _size_pair(heatmap_size, coords)
+    px_per_hm = scale_x * PIXEL_STD / width
+    x_px = center[..., 0] + px_per_hm * (coords[..., 0] - width / 2)
+    y_px = center[..., 1] + px_per_hm * (coords[..., 1] - height / 2)
+    return torch.stack((x_px, y_px), dim=-1)
+
+
+def _quarter_pixel_shift(heatmaps: torch.Tensor, coords_hm: torch.Tensor) -> torch.Tensor:
+    """(N, J, H, W), (N, J, 2) -> (N, J, 2) constant shift of ±0.25 px towards the higher neighbour.
+
+    HRNet's post-processing: ``p = floor(c + 0.5)``; only when ``1 < px < W-1`` and ``1 < py < H-1``
+    (strict), add ``0.25 * sign`` of the raw heatmap differences right-left and below-above.
+    No gradient flows through it (SPEC §2.4 step 4, §9 #23).
+    """
+    with torch.no_grad():
+        n, j, h, w = heatmaps.shape
+        rounded = torch.floor(coords_hm.detach() + 0.5)
+        px, py = rounded[..., 0], rounded[..., 1]
+        inside = (px > 1) & (px < w - 1) & (py > 1) & (py < h - 1)
+        # Clamp so that the gather is valid everywhere; the mask discards clamped entries.
+        px = px.clamp(1, w - 2).long()
+        py = py.clamp(1, h - 2).long()
+        centre = py * w + px
+        index = torch.stack((centre + 1, centre - 1, centre + w, centre - w), dim=-1)  # (N, J, 4)
+        flat = heatmaps.detach().reshape(n, j, h * w)
+        nb = torch.gather(flat, 2, index)
+        diff = torch.stack((nb[..., 0] - nb[..., 1], nb[..., 2] - nb[..., 3]), dim=-1)
+        shift = 0.25 * torch.sign(diff).to(coords_hm.dtype)
+        return shift * inside.unsqueeze(-1).to(coords_hm.dtype)
+
+
+def decode_soft(heatmaps: torch.Tensor, center: torch.Tensor, scale: torch.Tensor, beta: float = 100.0,
+                post_process: bool = True) -> torch.Tensor:
+    """(N, J, H, W) raw heatmaps, center (N, 2), scale (N, 2) -> (N, J, 2) image px (differentiable).
+
+    The decoding of training and validation (SPEC §2.4-2.5): soft-argmax, optional quarter-pixel
+    shift (a constant w.r.t. gradients), inverse crop affine.
+    """
+    coords_hm = soft_argmax(heatmaps, beta)
+    if post_process:
+        coords_hm = coords_hm + _quarter_pixel_shift(heatmaps, coords_hm)
+    h, w = heatmaps.shape[-2:]
+    return to_image_coords(coords_hm, center, scale, (w, h))
+
+
+def decode_argmax(heatmaps: torch.Tensor, center: torch.Tensor, scale: torch.Tensor,
+                  post_process: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(N, J, H, W) -> (coords (N, J, 2) image px, maxvals (N, J, 1)); classic HRNet decoding.
+
+    Argmax of each flattened map (first maximum), ``x = idx mod W``, ``y = idx // W``; coordinates
+    are zeroed where the maximum is <= 0, then the same optional quarter-pixel shift and inverse
+    affine as :func:`decode_soft` (SPEC §4.2). Not differentiable.
+    """
+    with torch.no_grad():
+        n, j, h, w = heatmaps.shape
+        dtype = torch.promote_types(heatmaps.dtype, torch.float32)
+        flat = heatmaps.reshape(n, j, h * w)
+        idx = flat.argmax(dim=-1, keepdim=True)          # first maximum, as numpy's argmax
+        maxvals = flat.gather(-1, idx)
+        coords_hm = torch.cat((idx % w, torch.div(idx, w, rounding_mode="floor")), dim=-1).to(dtype)
+        coords_hm = coords_hm * (maxvals > 0).to(dtype)
+        if post_process:
+            coords_hm = coords_hm + _quarter_pixel_shift(heatmaps, coords_hm)
+        return to_image_coords(coords_hm, center, scale, (w, h)), maxvals
+
+
+# ----------------------------------------------------------------------------- joint sets
+def remap_h36m_to_panoptic(heatmaps: torch.Tensor) -> torch.Tensor:
+    """(N, 17, H, W) H36M-ordered maps -> (N, 15, H, W) Panoptic order (SPEC §2.3)."""
+    if heatmaps.shape[1] != H36M.num_joints:
+        raise ValueError(f"remap_h36m_to_panoptic: expected {H36M.num_joints} H36M channels, "
+                         f"got shape {tuple(heatmaps.shape)}")
+    index = torch.as_tensor(H36M_TO_PANOPTIC, dtype=torch.long, device=heatmaps.device)
+    return heatmaps.index_select(1, index)
+
+
+def prepare_heatmaps(heatmaps: torch.Tensor, dataset: str) -> torch.Tensor:
+    """(N, 17, H, W) detector output -> the dataset's joints: 15 for 'panoptic', unchanged for 'h36m'.
+
+    A detector that already predicts 15 Panoptic channels is passed through unchanged.
+    """
+    if dataset == "h36m":
+        return heatmaps
+    if dataset == "panoptic":
+        if heatmaps.shape[1] == len(H36M_TO_PANOPTIC):
+            return heatmaps
+        return remap_h36m_to_panoptic(heatmaps)
+    raise ValueError(f"prepare_heatmaps: unknown DATASET.DATASET {dataset!r}; known: 'h36m', 'panoptic'")
+
+
+# ----------------------------------------------------------------------------- encoding
+def encode_heatmaps(joints_crop_px: np.ndarray, joints_vis: np.ndarray, image_size: SizeLike,
+                    heatmap_size: SizeLike, sigma: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Gaussian targets. joints_crop_px (..., J, 2), joints_vis (..., J) or (..., J, 1) ->
+    (target (..., J, H, W) float32, target_weight (..., J, 1) float32).
+
+    HRNet's loop, vectorised (SPEC §5.1 step 7): stride = image_size / heatmap_size (both (w, h));
+    ``mu = int(c / stride + 0.5)`` (truncation towards zero, as Python's ``int``); window
+    ``ul = int(mu - 3 sigma)``, ``br = int(mu + 3 sigma + 1)``; a window wholly outside the map gives
+    weight 0 and no blob; otherwise the weight is the visibility and, if it is > 0.5, the clipped
+    window holds the unnormalised Gaussian (peak 1) centred at ``ul + (2*3sigma+1) // 2``.
+    """
+    joints = np.asarray(joints_crop_px, dtype=np.float64)
+    if joints.ndim < 2 or joints.shape[-1] != 2:
+        raise ValueError(f"encode_heatmaps: joints_crop_px must be (..., J, 2), got {joints.shape}")
+    vis = np.asarray(joints_vis, dtype=np.float32)
+    if vis.shape == joints.shape[:-1] + (1,):
+        vis = vis[..., 0]
+    if vis.shape != joints.shape[:-1]:
+        raise ValueError(f"encode_heatmaps: joints_vis shape {vis.shape} does not match joints "
+                         f"{joints.shape} (expected (..., J) or (..., J, 1))")
+    image_size = np.asarray(image_size, dtype=np.float64).reshape(2)
+    heatmap_size = np.asarray(heatmap_size).reshape(2).astype(np.int64)
+    width, height = int(heatmap_size[0]), int(heatmap_size[1])
+    stride = image_size / heatmap_size
+
+    tmp_size = sigma * 3
+    size = 2 * tmp_size + 1
+    centre = size // 2
+    mu = np.trunc(joints / stride + 0.5)                       # (..., J, 2)
+    ul = np.trunc(mu - tmp_size)
+    br = np.trunc(mu + tmp_size + 1)
+    outside = (ul[..., 0] >= width) | (ul[..., 1] >= height) | (br[..., 0] < 0) | (br[..., 1] < 0)
+    weight = np.where(outside, np.float32(0), vis).astype(np.float32)
+
+    # Same float32 arithmetic as the reference: g = exp(-((x - x0)^2 + (y - y0)^2) / (2 sigma^2))
+    # with x the (integer-valued) offset of a pixel from the window's upper-left corner.
+    cols = np.arange(width, dtype=np.float64)
+    rows = np.arange(height, dtype=np.float64)
+    off_x = cols - ul[..., 0:1]                                # (..., J, W)
+    off_y = rows - ul[..., 1:2]                                # (..., J, H)
+    # The reference pastes g[g0:g1] over [max(0, ul), min(br, size)) and g has ceil(size) entries.
+    g_len = np.ceil(size)
+    in_x = (off_x >= 0) & (cols < br[..., 0:1]) & (off_x < g_len)
+    in_y = (off_y >= 0) & (rows < br[..., 1:2]) & (off_y < g_len)
+    dx2 = (off_x.astype(np.float32) - centre) ** 2
+    dy2 = (off_y.astype(np.float32) - centre) ** 2
+    blob = np.exp(-(dy2[..., :, None] + dx2[..., None, :]) / (2 * sigma ** 2)).astype(np.float32)
+    draw = (weight > 0.5)[..., None, None]
+    mask = in_y[..., :, None] & in_x[..., None, :] & draw
+    target = np.where(mask, blob, np.float32(0)).astype(np.float32)
+    return target, weight[..., None]

@@ -1,0 +1,342 @@
+"""Heatmap encoding / decoding against hand numbers (SPEC §10 #1-2) and slow loop references of the
+original formulas (SPEC §2.4-2.5, §4.2, §5.1 step 7), written here independently."""
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from lib.core.heatmap import (decode_argmax, decode_soft, encode_heatmaps, prepare_heatmaps,
+                              remap_h36m_to_panoptic, soft_argmax, to_image_coords)
+from lib.core.skeleton import H36M_TO_PANOPTIC
+
+W_HM, H_HM = 72, 96
+
+
+# ----------------------------------------------------------------------------- references
+def ref_inverse_affine(center, scale, heatmap_size):
+    """HRNet's 3-point construction (rotation 0, shift 0), solved as a linear system in float64."""
+    src_w = scale[0] * 200.0
+    dst_w, dst_h = heatmap_size
+    src = np.zeros((3, 2))
+    dst = np.zeros((3, 2))
+    src[0] = center
+    src[1] = center + np.array([0.0, -0.5 * src_w])
+    dst[0] = [0.5 * dst_w, 0.5 * dst_h]
+    dst[1] = dst[0] + np.array([0.0, -0.5 * dst_w])
+
+    def third(a, b):
+        d = a - b
+        return b + np.array([-d[1], d[0]])
+
+    src[2] = third(src[0], src[1])
+    dst[2] = third(dst[0], dst[1])
+    # Solve [x y 1] M^T = src for the heatmap->image matrix M (2x3).
+    homog = np.concatenate([dst, np.ones((3, 1))], axis=1)
+    return np.linalg.solve(homog, src).T
+
+
+def ref_transform(points, matrix):
+    return np.concatenate([points, np.ones((len(points), 1))], axis=1) @ matrix.T
+
+
+def ref_post_shift(hm, x, y):
+    h, w = hm.shape
+    px, py = int(math.floor(x + 0.5)), int(math.floor(y + 0.5))
+    if 1 < px < w - 1 and 1 < py < h - 1:
+        x += 0.25 * np.sign(hm[py][px + 1] - hm[py][px - 1])
+        y += 0.25 * np.sign(hm[py + 1][px] - hm[py - 1][px])
+    return x, y
+
+
+def ref_decode_soft(heatmaps, centers, scales, beta, post_process):
+    """Per-sample, per-joint loop of the original get_final_preds_softargmax (float64)."""
+    n, j, h, w = heatmaps.shape
+    gx = np.tile(np.linspace(0, 1, w) * (w - 1), (h, 1))
+    gy = np.tile((np.linspace(0, 1, h) * (h - 1))[:, None], (1, w))
+    out = np.zeros((n, j, 2))
+    for b in range(n):
+        matrix = ref_inverse_affine(centers[b], scales[b], (w, h))
+        coords = np.zeros((j, 2))
+        for p in range(j):
+            z = beta * heatmaps[b, p].reshape(-1)
+            prob = np.exp(z - z.max())
+            prob = (prob / prob.sum()).reshape(h, w)
+            x, y = (prob * gx).sum(), (prob * gy).sum()
+            if post_process:
+                x, y = ref_post_shift(heatmaps[b, p], x, y)
+            coords[p] = x, y
+        out[b] = ref_transform(coords, matrix)
+    return out
+
+
+def ref_decode_argmax(heatmaps, centers, scales, post_process):
+    n, j, h, w = heatmaps.shape
+    coords = np.zeros((n, j, 2))
+    maxvals = np.zeros((n, j, 1))
+    for b in range(n):
+        for p in range(j):
+            flat = heatmaps[b, p].reshape(-1)
+            idx = int(np.argmax(flat))
+            maxvals[b, p, 0] = flat[idx]
+            if flat[idx] > 0:
+                x, y = float(idx % w), float(idx // w)
+            else:
+                x, y = 0.0, 0.0
+            if post_process:
+                x, y = ref_post_shift(heatmaps[b, p], x, y)
+            coords[b, p] = x, y
+        coords[b] = ref_transform(coords[b], ref_inverse_affine(centers[b], scales[b], (w, h)))
+    return coords, maxvals
+
+
+def ref_encode(joints, vis, image_size, heatmap_size, sigma):
+    """HRNet's JointsDataset.generate_target, one joint at a time."""
+    num_joints = joints.shape[0]
+    target_weight = np.ones((num_joints, 1), dtype=np.float32)
+    target_weight[:, 0] = vis
+    target = np.zeros((num_joints, heatmap_size[1], heatmap_size[0]), dtype=np.float32)
+    tmp_size = sigma * 3
+    for joint_id in range(num_joints):
+        feat_stride = np.asarray(image_size) / np.asarray(heatmap_size)
+        mu_x = int(joints[joint_id][0] / feat_stride[0] + 0.5)
+        mu_y = int(joints[joint_id][1] / feat_stride[1] + 0.5)
+        ul = [int(mu_x - tmp_size), int(mu_y - tmp_size)]
+        br = [int(mu_x + tmp_size + 1), int(mu_y + tmp_size + 1)]
+        if ul[0] >= heatmap_size[0] or ul[1] >= heatmap_size[1] or br[0] < 0 or br[1] < 0:
+            target_weight[joint_id] = 0
+            continue
+        size = 2 * tmp_size + 1
+        x = np.arange(0, size, 1, np.float32)
+        y = x[:, np.newaxis]
+        x0 = y0 = size // 2
+        g = np.exp(- ((x - x0) ** 2 + (y - y0) ** 2) / (2 * sigma ** 2))
+        g_x = max(0, -ul[0]), min(br[0], heatmap_size[0]) - ul[0]
+        g_y = max(0, -ul[1]), min(br[1], heatmap_size[1]) - ul[1]
+        img_x = max(0, ul[0]), min(br[0], heatmap_size[0])
+        img_y = max(0, ul[1]), min(br[1], heatmap_size[1])
+        if target_weight[joint_id] > 0.5:
+            target[joint_id][img_y[0]:img_y[1], img_x[0]:img_x[1]] = g[g_y[0]:g_y[1], g_x[0]:g_x[1]]
+    return target, target_weight
+
+
+def blob_heatmaps(rng, n, j, h=H_HM, w=W_HM, sigma=2.0, noise=0.02):
+    """Gaussian blobs at random places (some near/over the border) plus noise."""
+    cx = rng.uniform(-3, w + 2, size=(n, j, 1, 1))
+    cy = rng.uniform(-3, h + 2, size=(n, j, 1, 1))
+    xs = np.arange(w)[None, None, None, :]
+    ys = np.arange(h)[None, None, :, None]
+    hm = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma ** 2))
+    return hm + noise * rng.standard_normal((n, j, h, w))
+
+
+def random_boxes(rng, n):
+    centers = rng.uniform(300, 700, size=(n, 2))
+    sx = rng.uniform(1.0, 3.0, size=n)
+    scales = np.stack([sx, sx / 0.75], axis=1)
+    return centers, scales
+
+
+# ----------------------------------------------------------------------------- SPEC §10 #1
+def test_inverse_transform_worked_example():
+    center = torch.tensor([[500.0, 500.0]])
+    scale = torch.tensor([[2.15625, 2.875]])
+    coords = torch.tensor([[[36.0, 48.0], [0.0, 0.0], [72.0, 96.0]]])
+    out = to_image_coords(coords, center, scale, (72, 96))
+    expected = torch.tensor([[[500.0, 500.0], [284.375, 212.5], [715.625, 787.5]]])
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-4)
+    assert abs(2.15625 * 200 / 72 - 5.989583) < 1e-6
+
+
+def test_to_image_coords_matches_three_point_solution_and_opencv():
+    rng = np.random.default_rng(0)
+    centers, scales = random_boxes(rng, 5)
+    coords = rng.uniform(-5, 80, size=(5, 17, 2))
+    out = to_image_coords(torch.from_numpy(coords), torch.from_numpy(centers), torch.from_numpy(scales),
+                          (W_HM, H_HM)).numpy()
+    for b in range(5):
+        matrix = ref_inverse_affine(centers[b], scales[b], (W_HM, H_HM))
+        np.testing.assert_allclose(out[b], ref_transform(coords[b], matrix), rtol=0, atol=1e-9)
+        # The original's float32 OpenCV solve agrees up to its own round-off.
+        src = np.float32(ref_transform(np.array([[36.0, 48.0], [36.0, 12.0], [0.0, 12.0]]), matrix))
+        dst = np.float32([[36.0, 48.0], [36.0, 12.0], [0.0, 12.0]])
+        cv_matrix = cv2.getAffineTransform(dst, src)
+        np.testing.assert_allclose(out[b], ref_transform(coords[b], cv_matrix), rtol=0, atol=5e-3)
+
+
+def test_to_image_coords_accepts_tensor_heatmap_size_and_batch_of_one():
+    out = to_image_coords(torch.tensor([[[36.0, 48.0]]]), torch.tensor([[10.0, 20.0]]),
+                          torch.tensor([[1.0, 1.0]]), torch.tensor([72, 96]))
+    torch.testing.assert_close(out, torch.tensor([[[10.0, 20.0]]]))
+
+
+# ----------------------------------------------------------------------------- SPEC §10 #2
+def test_gaussian_target_worked_example():
+    joints = np.array([[144.0, 192.0]])
+    target, weight = encode_heatmaps(joints, np.array([1]), (288, 384), (72, 96), 3)
+    assert target.shape == (1, 96, 72) and target.dtype == np.float32
+    assert weight.shape == (1, 1) and weight[0, 0] == 1.0
+    rows, cols = np.nonzero(target[0])
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (39, 57, 27, 45)
+    assert target[0, 48, 36] == 1.0 and target[0].max() == 1.0
+    assert np.isclose(target[0, 48, 37], math.exp(-1 / 18))
+
+
+@pytest.mark.parametrize("sigma", [1, 2, 3, 1.5, 2.5, 1.4, 1.7])
+def test_encode_matches_per_joint_loop(sigma):
+    rng = np.random.default_rng(int(sigma * 10))
+    image_size, heatmap_size = (288, 384), (72, 96)
+    joints = rng.uniform(-60, 420, size=(6, 17, 2))
+    joints[0, :4] = [[0.0, 0.0], [-1.9, -5.0], [287.9, 383.9], [-40.0, 100.0]]  # truncation edge cases
+    vis = (rng.uniform(size=(6, 17)) > 0.2).astype(np.float32)
+    target, weight = encode_heatmaps(joints, vis, image_size, heatmap_size, sigma)
+    for b in range(6):
+        ref_t, ref_w = ref_encode(joints[b], vis[b], image_size, heatmap_size, sigma)
+        np.testing.assert_array_equal(weight[b], ref_w)
+        np.testing.assert_array_equal(target[b], ref_t)       # bitwise: same float32 arithmetic
+
+
+def test_encode_accepts_vis_with_trailing_axis_and_non_square_stride():
+    rng = np.random.default_rng(1)
+    joints = rng.uniform(0, 128, size=(17, 2))
+    vis = np.ones((17, 1))
+    target, weight = encode_heatmaps(joints, vis, (96, 128), (24, 32), 1)
+    ref_t, ref_w = ref_encode(joints, vis[:, 0], (96, 128), (24, 32), 1)
+    np.testing.assert_array_equal(target, ref_t)
+    np.testing.assert_array_equal(weight, ref_w)
+    with pytest.raises(ValueError, match="joints_vis"):
+        encode_heatmaps(joints, np.ones(16), (96, 128), (24, 32), 1)
+
+
+# ----------------------------------------------------------------------------- decoding
+def test_one_hot_decodes_to_its_pixel():
+    hm = torch.zeros(2, 3, H_HM, W_HM)
+    pixels = [(5, 7), (70, 95), (0, 0), (36, 48), (1, 2), (13, 80)]
+    for i, (x, y) in enumerate(pixels):
+        hm[i // 3, i % 3, y, x] = 1.0
+    coords = soft_argmax(hm, beta=1000.0)
+    torch.testing.assert_close(coords, torch.tensor(pixels, dtype=torch.float32).reshape(2, 3, 2),
+                               rtol=0, atol=1e-3)
+    # Through decode_soft with the identity-like box: centre at the map centre, k = 1.
+    center = torch.tensor([[W_HM / 2, H_HM / 2]]).expand(2, 2)
+    scale = torch.full((2, 2), W_HM / 200.0)
+    out = decode_soft(hm, center, scale, beta=1000.0, post_process=False)
+    torch.testing.assert_close(out, coords, rtol=0, atol=1e-4)
+    argmax_coords, maxvals = decode_argmax(hm, center, scale, post_process=False)
+    torch.testing.assert_close(argmax_coords, coords, rtol=0, atol=1e-3)
+    assert maxvals.shape == (2, 3, 1) and bool((maxvals == 1).all())
+
+
+@pytest.mark.parametrize("post_process", [True, False])
+def test_decode_soft_matches_original_loop(post_process):
+    rng = np.random.default_rng(2)
+    hm = blob_heatmaps(rng, 4, 17)
+    centers, scales = random_boxes(rng, 4)
+    out = decode_soft(torch.from_numpy(hm), torch.from_numpy(centers), torch.from_numpy(scales),
+                      beta=100.0, post_process=post_process)
+    ref = ref_decode_soft(hm, centers, scales, 100.0, post_process)
+    np.testing.assert_allclose(out.numpy(), ref, rtol=0, atol=1e-6)
+    # float32, as in training: same numbers up to float32 round-off.
+    out32 = decode_soft(torch.from_numpy(hm).float(), torch.from_numpy(centers).float(),
+                        torch.from_numpy(scales).float(), beta=100.0, post_process=post_process)
+    assert out32.dtype == torch.float32
+    np.testing.assert_allclose(out32.numpy(), ref, rtol=0, atol=2e-2)
+
+
+def test_post_process_strict_bounds_and_sign():
+    # One-hot-ish peaks with a higher right / lower neighbour: shift +0.25 in x, -0.25 in y
+    # only when 1 < px < W-1 and 1 < py < H-1.
+    cases = [((2, 2), True), ((1, 40), False), ((40, 1), False), ((W_HM - 2, 40), True),
+             ((W_HM - 1, 40), False), ((40, H_HM - 2), True), ((40, H_HM - 1), False)]
+    hm = torch.zeros(1, len(cases), H_HM, W_HM)
+    for j, ((x, y), _) in enumerate(cases):
+        hm[0, j, y, x] = 1.0
+        if x + 1 < W_HM:
+            hm[0, j, y, x + 1] = 0.01
+        if y - 1 >= 0:
+            hm[0, j, y - 1, x] = 0.01
+    center = torch.tensor([[W_HM / 2, H_HM / 2]])
+    scale = torch.tensor([[W_HM / 200.0, 1.0]])
+    plain = decode_soft(hm, center, scale, beta=2000.0, post_process=False)
+    shifted = decode_soft(hm, center, scale, beta=2000.0, post_process=True)
+    for j, (_, inside) in enumerate(cases):
+        expected = torch.tensor([0.25, -0.25]) if inside else torch.zeros(2)
+        torch.testing.assert_close(shifted[0, j] - plain[0, j], expected, rtol=0, atol=1e-5)
+    # sign(0) = 0: a symmetric neighbourhood is not shifted.
+    sym = torch.zeros(1, 1, H_HM, W_HM)
+    sym[0, 0, 30, 30] = 1.0
+    torch.testing.assert_close(decode_soft(sym, center, scale, 2000.0, True),
+                               decode_soft(sym, center, scale, 2000.0, False))
+
+
+def test_post_process_shift_is_constant_for_gradients():
+    rng = np.random.default_rng(3)
+    hm = torch.from_numpy(blob_heatmaps(rng, 3, 5)).requires_grad_(True)
+    centers, scales = (torch.from_numpy(a) for a in random_boxes(rng, 3))
+    weights = torch.from_numpy(rng.standard_normal((3, 5, 2)))
+    (decode_soft(hm, centers, scales, 100.0, True) * weights).sum().backward()
+    grad_pp = hm.grad.clone()
+    hm.grad = None
+    (decode_soft(hm, centers, scales, 100.0, False) * weights).sum().backward()
+    torch.testing.assert_close(grad_pp, hm.grad)
+    # And the hand-written backward equals autograd through plain softmax ops.
+    hm.grad = None
+    (soft_argmax(hm, 100.0) * weights).sum().backward()
+    h, w = hm.shape[-2:]
+    prob = torch.softmax(100.0 * hm.reshape(3, 5, -1), dim=-1).reshape(3, 5, h, w)
+    auto_x = (prob * torch.arange(w, dtype=hm.dtype)).sum(dim=(2, 3))
+    auto_y = (prob * torch.arange(h, dtype=hm.dtype)[:, None]).sum(dim=(2, 3))
+    auto_grad, = torch.autograd.grad((torch.stack([auto_x, auto_y], -1) * weights).sum(), hm)
+    torch.testing.assert_close(hm.grad, auto_grad)
+
+
+def test_gradcheck_soft_argmax_and_to_image_coords():
+    gen = torch.Generator().manual_seed(0)
+    hm = torch.randn(2, 3, 5, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: soft_argmax(x, beta=3.0), (hm,))
+    coords = torch.rand(2, 3, 2, dtype=torch.float64, generator=gen, requires_grad=True)
+    center = torch.rand(2, 2, dtype=torch.float64, generator=gen, requires_grad=True)
+    scale = (torch.rand(2, 2, dtype=torch.float64, generator=gen) + 0.5).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda c, m, s: to_image_coords(c, m, s, (4, 5)), (coords, center, scale))
+
+
+@pytest.mark.parametrize("post_process", [True, False])
+def test_decode_argmax_matches_original_loop(post_process):
+    rng = np.random.default_rng(4)
+    hm = blob_heatmaps(rng, 3, 17).astype(np.float32)
+    hm[0, :3] -= 5.0                       # max <= 0 -> coordinates zeroed before the transform
+    hm[1, 0] = 0.0                         # all-zero map: max 0 -> zeroed
+    centers, scales = random_boxes(rng, 3)
+    coords, maxvals = decode_argmax(torch.from_numpy(hm), torch.from_numpy(centers).float(),
+                                    torch.from_numpy(scales).float(), post_process=post_process)
+    ref_coords, ref_max = ref_decode_argmax(hm, centers, scales, post_process)
+    np.testing.assert_allclose(coords.numpy(), ref_coords, rtol=0, atol=1e-3)
+    np.testing.assert_array_equal(maxvals.numpy(), ref_max.astype(np.float32))
+
+
+def test_decode_on_batch_of_one_and_bfloat16():
+    hm = torch.zeros(1, 17, H_HM, W_HM)
+    hm[0, :, 48, 36] = 1.0
+    center, scale = torch.tensor([[500.0, 500.0]]), torch.tensor([[2.15625, 2.875]])
+    out = decode_soft(hm, center, scale, beta=1000.0)
+    assert out.shape == (1, 17, 2)
+    torch.testing.assert_close(out, torch.full((1, 17, 2), 500.0), rtol=0, atol=1e-2)
+    out_bf16 = decode_soft(hm.bfloat16(), center, scale, beta=1000.0)
+    assert out_bf16.dtype == torch.float32
+    torch.testing.assert_close(out_bf16, out, rtol=0, atol=1e-2)
+
+
+# ----------------------------------------------------------------------------- remapping
+def test_remap_h36m_to_panoptic():
+    hm = torch.arange(17.0).reshape(1, 17, 1, 1).expand(2, 17, 3, 4)
+    out = remap_h36m_to_panoptic(hm)
+    assert out.shape == (2, 15, 3, 4)
+    assert out[:, :, 0, 0].tolist() == [list(map(float, H36M_TO_PANOPTIC))] * 2
+    assert [8, 9, 0, 11, 12, 13, 4, 5, 6, 14, 15, 16, 1, 2, 3] == list(H36M_TO_PANOPTIC)
+    torch.testing.assert_close(prepare_heatmaps(hm, "panoptic"), out)
+    assert prepare_heatmaps(hm, "h36m") is hm
+    with pytest.raises(ValueError, match="unknown"):
+        prepare_heatmaps(hm, "mpii")
+    with pytest.raises(ValueError, match="17"):
+        remap_h36m_to_panoptic(hm[:, :16])
