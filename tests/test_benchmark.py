@@ -1,0 +1,47 @@
+"""Smoke test of run/benchmark.py: tiny config, two steps, every JSON key present (no timing asserts)."""
+import json
+import math
+
+from run import benchmark
+
+TINY = "experiments/demo/tiny_96x128.yaml"
+KEYS = ("step_ms_2d_only", "step_ms_guided_sb", "step_ms_guided_multi", "overhead_guided_sb", "decode_ms",
+        "lifter_ms", "loader_samples_per_s", "valid_samples_per_s", "peak_mem_mb", "device", "batch", "config")
+
+
+def _positive(value):
+    return isinstance(value, float) and math.isfinite(value) and value > 0
+
+
+def test_benchmark_json_has_every_key(tmp_path, capsys):
+    missing_root = tmp_path / "not_prepared"
+    res = benchmark.main(["--cfg", TINY, "--batch", "2", "--steps", "2", "--warmup", "0", "--device", "cpu",
+                          "--json", "--compare-original", "--valid-batches", "1",
+                          "DATASET.ROOT", str(missing_root)])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed == json.loads(json.dumps(res))
+    for key in KEYS:
+        assert key in printed, key
+    for key in ("step_ms_2d_only", "step_ms_guided_sb", "step_ms_guided_multi", "overhead_guided_sb",
+                "decode_ms", "valid_samples_per_s", "peak_mem_mb"):
+        assert _positive(printed[key]), (key, printed[key])
+    assert set(printed["lifter_ms"]) == {"sb", "videopose", "iganet", "mixste"}
+    assert all(_positive(v) for v in printed["lifter_ms"].values())
+    assert printed["device"] == "cpu" and printed["batch"] == 2
+    assert printed["config"]["file"] == TINY
+    assert printed["config"]["opts"] == ["DATASET.ROOT", str(missing_root)]
+    # No prepared dataset and no --make-data: null with a note naming the root.
+    assert printed["loader_samples_per_s"] is None
+    assert any(str(missing_root) in note for note in printed["notes"])
+    original = printed["original"]
+    assert _positive(original["ratio_sb"]) and _positive(original["ratio_multi"])
+
+
+def test_benchmark_make_data_times_the_loader(tmp_path, capsys):
+    res = benchmark.main(["--cfg", TINY, "--batch", "2", "--steps", "1", "--warmup", "0", "--device", "cpu",
+                          "--valid-batches", "1", "--loader-batches", "2", "--make-data",
+                          "DATASET.ROOT", str(tmp_path / "absent")])
+    out = capsys.readouterr().out
+    assert "DataLoader" in out and "2D-only step" in out
+    assert _positive(res["loader_samples_per_s"])
+    assert not (tmp_path / "absent").exists()      # generated in a temporary folder, not at ROOT
