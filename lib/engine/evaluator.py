@@ -1,0 +1,216 @@
+"""Validation (SPEC §4): 2D decode, PDJ@0.2, per-lifter MPJPE / P-MPJPE, cross lifters, median
+ensemble and per-action means, vectorised on the model's device.
+
+Shapes: N batch, J dataset joints, K lifters. Units: 2D in original-image pixels, 3D in mm
+(lifter outputs in metres x 1000; ground truth ``joints_3d`` in cm x 10).
+
+Numbers are those of the original ``validate()`` (SPEC §4.2-4.6):
+
+* PDJ: every joint of every sample counts (no visibility); detected iff error < 0.2 x the GT
+  left-shoulder/right-hip distance (strict); reported in %.
+* Per-lifter errors are per-sample means over joints; the main MPJPE pools the per-sample errors
+  of all main lifters (= their average for equal counts); cross lifters are pooled apart.
+* For z-scored lifters (``sb``) the GT goes through the original's normalise -> unnormalise round
+  trip (``(x - m) / (s + 1e-8) * s + m``; SPEC §9 #22) before the x10.
+* Ensemble: element-wise median over ALL evaluated lifters (main + cross, as the original),
+  mean of the two middle values for an even count (numpy semantics); with ``ensemble=True`` it
+  replaces the main MPJPE / P-MPJPE, as the original does.
+
+Per batch nothing is copied to the host; the per-sample tensors are concatenated and reduced once
+at the end (one synchronisation per validation).
+
+Returned dict (plain floats; ``-1`` where no lifter was evaluated, as the original)::
+
+    {'num_samples', 'pdj', 'mpjpe', 'p_mpjpe',
+     'per_lifter': {name: {'mpjpe', 'p_mpjpe', 'held_out': bool}},
+     'main': {'mpjpe', 'p_mpjpe', 'lifters'},            # pooled training (main) lifters
+     'cross': {'mpjpe', 'p_mpjpe', 'lifters'} | None,    # pooled held-out lifters
+     'ensemble': {'mpjpe', 'p_mpjpe', 'lifters'} | None,
+     'per_action': {name: {action: mean MPJPE or None}} | None,
+     'per_sample_mpjpe': {name: numpy (num_samples,)}}   # not JSON; see results_for_json()
+"""
+import math
+from contextlib import nullcontext
+from typing import Dict, Mapping, Optional
+
+import numpy as np
+import torch
+
+from lib.core.heatmap import decode_argmax, decode_soft, prepare_heatmaps
+from lib.core.skeleton import H36M_ACTIONS, get_skeleton
+from lib.eval.metrics import mpjpe_torch, p_mpjpe_torch
+
+MM_PER_CM = 10.0
+MM_PER_M = 1000.0
+ZSCORE_EPS = 1e-8
+PDJ_FRACTION = 0.2
+
+
+def median_over_lifters(preds: torch.Tensor) -> torch.Tensor:
+    """(K, ...) -> (...): numpy's median (mean of the two middle values when K is even)."""
+    k = preds.shape[0]
+    ordered = preds.sort(dim=0).values
+    if k % 2:
+        return ordered[k // 2]
+    return 0.5 * (ordered[k // 2 - 1] + ordered[k // 2])
+
+
+def gt_mm_for(lifter, joints_3d_cm: torch.Tensor) -> torch.Tensor:
+    """(N, J, 3) cm -> mm ground truth as the original computes it for this lifter."""
+    if getattr(lifter, "normalization", None) == "zscore" and getattr(lifter, "mean_3d", None) is not None:
+        mean = lifter.mean_3d.to(joints_3d_cm.dtype)
+        std = lifter.std_3d.to(joints_3d_cm.dtype)
+        joints_3d_cm = (joints_3d_cm - mean) / (std + ZSCORE_EPS) * std + mean
+    return joints_3d_cm * MM_PER_CM
+
+
+def pdj_hits(pred_2d_px: torch.Tensor, gt_2d_px: torch.Tensor, left_shoulder: int, right_hip: int,
+             fraction: float = PDJ_FRACTION) -> torch.Tensor:
+    """(N, J, 2) x2 -> (N, J) bool: error < fraction x GT torso diameter (strict)."""
+    torso = torch.linalg.vector_norm(gt_2d_px[:, left_shoulder] - gt_2d_px[:, right_hip], dim=-1)
+    err = torch.linalg.vector_norm(pred_2d_px - gt_2d_px, dim=-1)
+    return err < fraction * torso[:, None]
+
+
+def _autocast(device: torch.device, amp: str):
+    if amp in ("fp16", "bf16"):
+        dtype = torch.float16 if amp == "fp16" else torch.bfloat16
+        return torch.autocast(device_type=device.type, dtype=dtype)
+    return nullcontext()
+
+
+def _mean(values: torch.Tensor) -> float:
+    return float(values.double().mean()) if values.numel() else -1.0
+
+
+def _gather(t: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``t`` (first axis) over DDP ranks; identity in a single process."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return t
+    world = torch.distributed.get_world_size()
+    if world == 1:
+        return t
+    n = torch.tensor([t.shape[0]], device=t.device)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    torch.distributed.all_gather(sizes, n)
+    sizes = [int(s) for s in sizes]
+    pad = torch.zeros((max(sizes) - t.shape[0],) + tuple(t.shape[1:]), dtype=t.dtype, device=t.device)
+    parts = [torch.zeros((max(sizes),) + tuple(t.shape[1:]), dtype=t.dtype, device=t.device) for _ in range(world)]
+    torch.distributed.all_gather(parts, torch.cat([t, pad]))
+    return torch.cat([p[:s] for p, s in zip(parts, sizes)])
+
+
+@torch.no_grad()
+def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
+             cross_lifters: Optional[Mapping] = None, *, gt_2d: bool = False, soft_argmax: bool = True,
+             beta: Optional[float] = None, ensemble: bool = False, action_valid: bool = False,
+             max_batches: int = 0) -> Dict:
+    """Evaluate ``model_2d`` (heatmaps) + lifters on ``loader`` (module docstring for the result).
+
+    ``lifters``: main name -> frozen lifter; ``cross_lifters``: held-out ones. ``gt_2d`` feeds the
+    ground-truth 2D to the lifters (``model_2d`` may be None). ``beta`` defaults to cfg.TEST.BETA.
+    Under DDP with a ``DistributedSampler`` the per-sample values are gathered from every rank
+    (a sampler that pads the last batch duplicates a few samples, as torch's does).
+    """
+    dataset = cfg.DATASET.DATASET
+    skel = get_skeleton(dataset)
+    beta = float(cfg.TEST.BETA if beta is None else beta)
+    post_process = bool(cfg.TEST.POST_PROCESS)
+    lifters = dict(lifters or {})
+    cross_lifters = {k: v for k, v in dict(cross_lifters or {}).items() if k not in lifters}
+    evaluated = {**lifters, **cross_lifters}
+    names = list(evaluated)
+    amp = str(cfg.TRAIN.AMP)
+    was_training = model_2d.training if model_2d is not None else False
+    if model_2d is not None:
+        model_2d.eval()
+    if not gt_2d and model_2d is None:
+        raise ValueError("validate: model_2d is None; pass a detector or gt_2d=True")
+
+    hits, per_sample, per_sample_p, actions = [], {n: [] for n in names}, {n: [] for n in names}, []
+    ens, ens_p = [], []
+    for step, (images, _target, _weight, meta) in enumerate(loader):
+        if max_batches and step >= max_batches:
+            break
+        joints_2d = meta["joints_2d"].to(device, non_blocking=True).float()
+        if gt_2d:
+            pred_2d = joints_2d
+        else:
+            center = meta["center"].to(device, non_blocking=True).float()
+            scale = meta["scale"].to(device, non_blocking=True).float()
+            with _autocast(device, amp):
+                heatmaps = model_2d(images.to(device, non_blocking=True))
+            heatmaps = prepare_heatmaps(heatmaps.float(), dataset)
+            if soft_argmax:
+                pred_2d = decode_soft(heatmaps, center, scale, beta, post_process)
+            else:
+                pred_2d, _ = decode_argmax(heatmaps, center, scale, post_process)
+        hits.append(pdj_hits(pred_2d, joints_2d, skel.left_shoulder, skel.right_hip))
+        if "action_idx" in meta:
+            actions.append(torch.as_tensor(meta["action_idx"]).to(device).long().reshape(-1))
+        else:
+            actions.append(torch.full((joints_2d.shape[0],), -1, dtype=torch.long, device=device))
+        if not names:
+            continue
+        joints_3d_cm = meta["joints_3d"].to(device, non_blocking=True).float()
+        image_size = meta["image_size"].to(device, non_blocking=True).float()
+        preds_mm, gt0 = [], None
+        for name in names:
+            lifter = evaluated[name]
+            pred_mm = lifter(pred_2d, image_size).float() * MM_PER_M
+            gt_mm = gt_mm_for(lifter, joints_3d_cm)
+            gt0 = gt_mm if gt0 is None else gt0
+            per_sample[name].append(mpjpe_torch(pred_mm, gt_mm))
+            per_sample_p[name].append(p_mpjpe_torch(pred_mm, gt_mm))
+            preds_mm.append(pred_mm)
+        if ensemble:
+            med = median_over_lifters(torch.stack(preds_mm))
+            ens.append(mpjpe_torch(med, gt0))
+            ens_p.append(p_mpjpe_torch(med, gt0))
+
+    if model_2d is not None and was_training:
+        model_2d.train()
+    hits = _gather(torch.cat(hits)) if hits else torch.zeros(0, skel.num_joints, dtype=torch.bool)
+    num_samples = int(hits.shape[0])
+    out = {"num_samples": num_samples, "dataset": dataset,
+           "pdj": 100.0 * float(hits.double().mean()) if num_samples else 0.0,
+           "per_lifter": {}, "per_action": None, "per_sample_mpjpe": {}, "cross": None, "ensemble": None}
+    cat = {n: _gather(torch.cat(per_sample[n])) for n in names}
+    cat_p = {n: _gather(torch.cat(per_sample_p[n])) for n in names}
+    for n in names:
+        out["per_lifter"][n] = {"mpjpe": _mean(cat[n]), "p_mpjpe": _mean(cat_p[n]), "held_out": n in cross_lifters}
+        out["per_sample_mpjpe"][n] = cat[n].double().cpu().numpy()
+
+    def pooled(group):
+        if not group:
+            return {"mpjpe": -1.0, "p_mpjpe": -1.0, "lifters": []}
+        return {"mpjpe": _mean(torch.cat([cat[n] for n in group])),
+                "p_mpjpe": _mean(torch.cat([cat_p[n] for n in group])), "lifters": list(group)}
+
+    out["main"] = pooled(list(lifters))
+    if cross_lifters:
+        out["cross"] = pooled(list(cross_lifters))
+    if ensemble and names:
+        out["ensemble"] = {"mpjpe": _mean(_gather(torch.cat(ens))), "p_mpjpe": _mean(_gather(torch.cat(ens_p))),
+                           "lifters": names}
+    main = out["ensemble"] if out["ensemble"] is not None else out["main"]
+    out["mpjpe"], out["p_mpjpe"] = main["mpjpe"], main["p_mpjpe"]
+
+    if action_valid and names:
+        action_idx = _gather(torch.cat(actions))
+        n_act = len(H36M_ACTIONS)
+        valid = action_idx >= 0
+        counts = torch.zeros(n_act, dtype=torch.float64, device=action_idx.device).index_add_(
+            0, action_idx[valid], torch.ones(int(valid.sum()), dtype=torch.float64, device=action_idx.device))
+        out["per_action"] = {}
+        for n in names:
+            sums = torch.zeros(n_act, dtype=torch.float64, device=action_idx.device).index_add_(
+                0, action_idx[valid], cat[n][valid].double())
+            means = (sums / counts).cpu().tolist()
+            out["per_action"][n] = {a: (None if math.isnan(m) else m) for a, m in zip(H36M_ACTIONS, means)}
+    return out
+
+
+def results_for_json(results: Dict) -> Dict:
+    """The JSON-able part of :func:`validate`'s result (drops per-sample arrays)."""
+    return {k: v for k, v in results.items() if k != "per_sample_mpjpe"}

@@ -1,0 +1,31 @@
+"""``--gpu_id N`` -> ``torch.device('cuda:N')``, or the CPU with one clear warning when CUDA is absent."""
+import os
+import warnings
+
+import torch
+
+_warned = set()
+
+
+def select_device(gpu_id: int = 0, use_cuda: bool = True) -> torch.device:
+    """The device to train/evaluate on.
+
+    ``use_cuda`` False (cfg ``USE_CUDA``) or a negative ``gpu_id`` selects the CPU silently.
+    Without CUDA the CPU is used and ONE warning is issued per process (not per call). A GPU
+    index that does not exist is an error naming the visible count.
+    """
+    if not use_cuda or gpu_id is None or int(gpu_id) < 0:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        if "no-cuda" not in _warned:
+            _warned.add("no-cuda")
+            msg = (f"CUDA is not available: running on the CPU instead of cuda:{gpu_id} "
+                   f"(this is slow for real data; set USE_CUDA False or --gpu_id -1 to silence this)")
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        return torch.device("cpu")
+    count = torch.cuda.device_count()
+    if int(gpu_id) >= count:
+        raise ValueError(f"--gpu_id {gpu_id}: only {count} CUDA device(s) visible "
+                         f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
+    torch.cuda.set_device(int(gpu_id))
+    return torch.device(f"cuda:{int(gpu_id)}")

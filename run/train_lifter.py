@@ -1,0 +1,69 @@
+"""Train a 3D lifter on ground-truth 2D -> 3D pairs of the prepared dataset (SPEC §8).
+
+    python run/train_lifter.py --cfg experiments/h36m/w32_384x288_adam_lr1e-3.yaml --model_3d sb
+    python run/train_lifter.py --cfg experiments/demo/tiny_96x128.yaml --model_3d sb,videopose \\
+        LIFTER_TRAIN.EPOCHS 30
+
+The loss, schedule, optimizer and augmentation of each lifter come from model_3d.LIFTER_RECIPES;
+LIFTER_TRAIN.* keys (or the flags below) override epochs / batch size / lr. The best epoch (lowest
+GT-2D validation MPJPE) is saved as a self-contained checkpoint (weights + normalisation stats +
+joint count + dataset) at MODEL_3D.WEIGHTS.<NAME>, or by default where train_hrnet.py looks:
+model_3d/<net>/weights/... (model_3d.default_weight_path). Log, history.json and curves.png go to
+<OUTPUT_DIR>/<dataset>/lifters/<name>/.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python run/train_lifter.py`: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lib.config import load_cfg
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cfg", required=True, help="experiment YAML (its DATASET.* chooses the prepared data)")
+    p.add_argument("--model_3d", required=True, help="lifter name(s), comma-separated: sb, videopose, iganet, mixste")
+    p.add_argument("--gpu_id", type=int, default=0, help="CUDA device index (CPU fallback with a warning; -1 = CPU)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the recipe's) [LIFTER_TRAIN.EPOCHS]")
+    p.add_argument("--batch_size", type=int, default=None, help="batch size [LIFTER_TRAIN.BATCH_SIZE]")
+    p.add_argument("--lr", type=float, default=None, help="initial learning rate [LIFTER_TRAIN.LR]")
+    p.add_argument("--weights", default=None,
+                   help="output checkpoint (one lifter only) [MODEL_3D.WEIGHTS.<NAME>]; default: the lifter's "
+                        "default path")
+    p.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides as KEY VALUE pairs")
+    return p
+
+
+def main(argv=None):
+    import model_3d
+    from lib.engine.lifter_trainer import train_lifter
+
+    args = build_parser().parse_intermixed_args(argv)
+    names = [n.strip() for n in args.model_3d.split(",") if n.strip()]
+    unknown = [n for n in names if n not in model_3d.LIFTERS]
+    if unknown or not names:
+        raise SystemExit(f"error: unknown lifter(s) {unknown or args.model_3d!r} in --model_3d; "
+                         f"valid names: {sorted(model_3d.LIFTERS)}")
+    if args.weights and len(names) != 1:
+        raise SystemExit("error: --weights names one file; train one lifter per call or use "
+                         "MODEL_3D.WEIGHTS.<NAME> overrides")
+    opts = []
+    for value, key in ((args.epochs, "LIFTER_TRAIN.EPOCHS"), (args.batch_size, "LIFTER_TRAIN.BATCH_SIZE"),
+                       (args.lr, "LIFTER_TRAIN.LR")):
+        if value is not None:
+            opts += [key, value]
+    if args.weights:
+        opts += [f"MODEL_3D.WEIGHTS.{names[0].upper()}", args.weights]
+    cfg = load_cfg(args.cfg, opts + list(args.opts or []))
+    cfg.CFG_FILE = args.cfg
+    cfg.freeze()
+    results = {}
+    for name in names:
+        results[name] = train_lifter(cfg, name, gpu_id=args.gpu_id)
+    return results if len(names) > 1 else results[names[0]]
+
+
+if __name__ == "__main__":
+    main()

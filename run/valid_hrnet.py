@@ -1,0 +1,192 @@
+"""Evaluate a trained detector + lifters (SPEC §1.2, §4): MPJPE, P-MPJPE, PDJ@0.2, per lifter / action.
+
+    python run/valid_hrnet.py --cfg experiments/h36m/w32_384x288_adam_lr1e-3.yaml \\
+        --model_dir output/h36m/hrnet/<loss_type>/sb --model_3d sb [--action_valid] [--ensemble]
+    python run/valid_hrnet.py --cfg ... --gt --model_3d sb,videopose,iganet,mixste   # lifters on GT 2D
+    python run/valid_hrnet.py --cfg ... --model_dir <run> --cross_valid            # model_best_cross.pth
+
+Prints the lines of the original script and writes metrics.json (metrics_cross.json with
+--cross_valid) into --model_dir: mpjpe, p_mpjpe (mm), pdj (%), per_lifter, cross, ensemble and,
+with --action_valid, per_action. All --model_3d lifters are evaluated (no held-out set here).
+Checkpoints are read with torch.load(weights_only=True) and loaded strictly.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python run/valid_hrnet.py`: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lib.config import load_cfg
+
+ACTION_ABBREV = ("Dir.", "Disc.", "Eat.", "Greet.", "Phone.", "Photo.", "Pose.", "Purch.", "Sit.", "SitD.",
+                 "Smoke.", "Wait.", "WalkD.", "Walk.", "WalkT.")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cfg", required=True, help="experiment YAML")
+    p.add_argument("--model_dir", default="", help="folder holding model_best.pth (the training run folder)")
+    p.add_argument("--gpu_id", type=int, default=0, help="CUDA device index (CPU fallback with a warning; -1 = CPU)")
+    p.add_argument("--model_3d", default=None, help="comma-separated lifters, all evaluated [MODEL_3D.NAMES]")
+    p.add_argument("--gt", action="store_true", help="feed ground-truth 2D to the lifters (no detector)")
+    p.add_argument("--soft_argmax", action="store_true", help="accepted; soft-argmax is the default decoding")
+    p.add_argument("--argmax", action="store_true", help="classic hard-argmax decoding [TEST.SOFT_ARGMAX False]")
+    p.add_argument("--vis", action="store_true", help="render sample visualisations into <model_dir>/vis")
+    p.add_argument("--vis_num", type=int, default=None, help="how many samples --vis renders [TEST.VIS_NUM]")
+    p.add_argument("--ensemble", action="store_true", help="median over lifters replaces the main metric [TEST.ENSEMBLE]")
+    p.add_argument("--beta", type=float, default=None, help="soft-argmax temperature (default 100) [TEST.BETA]")
+    p.add_argument("--cross_valid", action="store_true", help="evaluate <model_dir>/model_best_cross.pth")
+    p.add_argument("--action_valid", action="store_true", help="per-action MPJPE (Human3.6M) [TEST.ACTION_VALID]")
+    p.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides as KEY VALUE pairs")
+    return p
+
+
+def setup(args):
+    import model_3d
+    opts = []
+    if args.model_3d is not None:
+        names = sorted({n.strip() for n in args.model_3d.split(",") if n.strip()})
+        opts += ["MODEL_3D.NAMES", names]
+    if args.ensemble:
+        opts += ["TEST.ENSEMBLE", True]
+    if args.action_valid:
+        opts += ["TEST.ACTION_VALID", True]
+    if args.beta is not None:
+        opts += ["TEST.BETA", float(args.beta)]
+    if args.argmax:
+        opts += ["TEST.SOFT_ARGMAX", False]
+    if args.vis_num is not None:
+        opts += ["TEST.VIS_NUM", int(args.vis_num)]
+    cfg = load_cfg(args.cfg, opts + list(args.opts or []))
+    cfg.CFG_FILE = args.cfg
+    unknown = [n for n in cfg.MODEL_3D.NAMES if n not in model_3d.LIFTERS]
+    if unknown:
+        raise SystemExit(f"error: unknown lifter(s) {unknown} in --model_3d; valid names: {sorted(model_3d.LIFTERS)}")
+    cfg.freeze()
+    return cfg
+
+
+def format_report(cfg, results, model_path, lifters, gt_2d, soft_argmax, beta):
+    """The printed lines of the original (SPEC §4.8)."""
+    ds = cfg.DATASET.DATASET
+    lines = [f"model dir: {os.path.dirname(str(model_path))}",
+             f"[{ds}] HRNet + {'+'.join(lifters)} (GT 2D: {gt_2d}, soft argmax: {soft_argmax}, beta:{beta:g})",
+             f"[{ds}] Test MPJPE: {results['mpjpe']:.2f}mm, Test P-MPJPE: {results['p_mpjpe']:.2f}mm, "
+             f"Test PDJ@0.2: {results['pdj']:.2f}%"]
+    for name, v in results["per_lifter"].items():
+        lines.append(f"[{ds}] {name} Test MPJPE: {v['mpjpe']:.2f}mm")
+    lines.append("")
+    if results.get("per_action"):
+        for name, actions in results["per_action"].items():
+            vals = [math.nan if v is None else v for v in actions.values()]
+            lines.append(f"[{ds}] {name} " + " | ".join(f"{a}{v:.1f}" for a, v in zip(ACTION_ABBREV, vals)))
+            lines.append("")
+    lines.append("")
+    return lines
+
+
+def _render_vis(render, cfg, loader, model, device, lifters, gt_2d, soft, beta, out_dir, num):
+    """Predictions for the first ``num`` validation samples, drawn by lib.utils.vis."""
+    import numpy as np
+    import torch
+    from lib.core.heatmap import decode_argmax, decode_soft, prepare_heatmaps
+    from lib.core.skeleton import get_skeleton
+
+    paths, gt2d, pred2d, gt3d, pred3d = [], [], [], [], {n: [] for n in lifters}
+    with torch.no_grad():
+        for images, _t, _w, meta in loader:
+            joints_2d = meta["joints_2d"].to(device).float()
+            if gt_2d:
+                p2d = joints_2d
+            else:
+                hm = prepare_heatmaps(model.eval()(images.to(device)).float(), cfg.DATASET.DATASET)
+                c, s = meta["center"].to(device).float(), meta["scale"].to(device).float()
+                p2d = (decode_soft(hm, c, s, beta, bool(cfg.TEST.POST_PROCESS)) if soft
+                       else decode_argmax(hm, c, s, bool(cfg.TEST.POST_PROCESS))[0])
+            size = meta["image_size"].to(device).float()
+            for n, lifter in lifters.items():
+                pred3d[n].append(lifter(p2d, size).cpu().numpy())
+            paths += list(meta["image"])
+            gt2d.append(joints_2d.cpu().numpy())
+            pred2d.append(p2d.cpu().numpy())
+            gt3d.append(meta["joints_3d"].numpy() / 100.0)
+            if len(paths) >= num:
+                break
+    cat = lambda xs: np.concatenate(xs)[:num]   # noqa: E731
+    return render(paths[:num], cat(gt2d), cat(pred2d), cat(gt3d), {n: cat(v) for n, v in pred3d.items()},
+                  get_skeleton(cfg.DATASET.DATASET), out_dir, k=num)
+
+
+def main(argv=None):
+    import torch
+    import model_2d
+    from lib.datasets import build_dataset, index as idx
+    from lib.datasets.base import dataset_root
+    from lib.engine.evaluator import results_for_json, validate
+    from lib.engine.trainer import ShardSampler, _json_safe, build_lifter_sets, make_loader
+    from lib.utils.device import select_device
+
+    args = build_parser().parse_intermixed_args(argv)
+    cfg = setup(args)
+    device = select_device(args.gpu_id, bool(cfg.USE_CUDA))
+    torch.manual_seed(int(cfg.SEED))
+    dataset = cfg.DATASET.DATASET
+    if args.model_dir:
+        model_dir = Path(args.model_dir)
+    elif args.gt:
+        model_dir = Path(cfg.OUTPUT_DIR) / dataset / "hrnet" / "gt_2d"    # the original's fixed folder
+    else:
+        model_dir = Path(".")
+    model_path = model_dir / ("model_best_cross.pth" if args.cross_valid else "model_best.pth")
+
+    valid_set = build_dataset(cfg, cfg.DATASET.TEST_SET, False)
+    loader = make_loader(valid_set, cfg.TEST.BATCH_SIZE_PER_GPU, ShardSampler(len(valid_set), 0, 1), cfg, device)
+    # stats for z-scored lifters without their own: the training split's, read directly (SPEC §9 #21)
+    stats = idx.load_stats(dataset_root(cfg))
+    lifters, _, _ = build_lifter_sets(cfg, stats, cross=False)
+    for lifter in lifters.values():
+        lifter.to(device)
+
+    model = None
+    if not args.gt:
+        if not model_path.is_file():
+            raise FileNotFoundError(f"{model_path} not found: pass --model_dir <run folder> holding "
+                                    f"{model_path.name} (written by run/train_hrnet.py), or --gt")
+        model = model_2d.build_pose_net(cfg)
+        model_2d.load_pose_checkpoint(model, str(model_path), strict=True)
+        model.to(device)
+    soft = bool(cfg.TEST.SOFT_ARGMAX)
+    beta = float(cfg.TEST.BETA)
+    results = validate(cfg, loader, model, device, lifters, None, gt_2d=args.gt, soft_argmax=soft, beta=beta,
+                       ensemble=bool(cfg.TEST.ENSEMBLE), action_valid=bool(cfg.TEST.ACTION_VALID))
+    print("\n".join(format_report(cfg, results, model_path, list(lifters), args.gt, soft, beta)))
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    payload = {**results_for_json(results), "model_path": str(model_path), "lifters": list(lifters),
+               "gt_2d": bool(args.gt), "soft_argmax": soft, "beta": beta,
+               "lifter_weights": {n: l.weights_source for n, l in lifters.items()}}
+    if not cfg.TEST.ACTION_VALID:
+        payload.pop("per_action", None)
+    out = model_dir / ("metrics_cross.json" if args.cross_valid else "metrics.json")
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(_json_safe(payload), indent=1))
+    os.replace(tmp, out)
+
+    if args.vis:
+        try:
+            from lib.utils.vis import render_validation_samples
+        except ImportError:
+            print("--vis: visualisation is unavailable (lib/utils/vis.py not present); metrics were written")
+        else:
+            paths = _render_vis(render_validation_samples, cfg, loader, model, device, lifters, args.gt, soft, beta,
+                                model_dir / "vis", int(cfg.TEST.VIS_NUM) or 8)
+            print(f"--vis: {len(paths)} sheets in {model_dir / 'vis'}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
