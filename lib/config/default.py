@@ -7,34 +7,34 @@ from yacs.config import CfgNode as CN
 
 _C = CN()
 
-_C.OUTPUT_DIR = "output"
-_C.LOG_DIR = "log"
-_C.DATA_DIR = ""
-_C.GPUS = (0,)
-_C.WORKERS = 4
-_C.PRINT_FREQ = 100
-_C.PIN_MEMORY = True
-_C.AUTO_RESUME = False
-_C.SEED = 42
-_C.USE_CUDA = True
+_C.OUTPUT_DIR = "output"           # runs go to <OUTPUT_DIR>/<dataset>/<MODEL.NAME>/<loss_type>
+_C.LOG_DIR = "log"                 # accepted for HRNet YAMLs; the log is written into the run folder
+_C.DATA_DIR = ""                   # prefix joined to DATASET.ROOT and MODEL.PRETRAINED when set
+_C.GPUS = (0,)                     # batch = TRAIN.BATCH_SIZE_PER_GPU per process (torchrun: one process per GPU)
+_C.WORKERS = 4                     # DataLoader worker processes
+_C.PRINT_FREQ = 100                # log / progress-bar refresh every N steps (host syncs only here)
+_C.PIN_MEMORY = True               # pinned host memory for faster host-to-GPU copies
+_C.AUTO_RESUME = False             # accepted for HRNet YAMLs; use --resume
+_C.SEED = 42                       # torch / numpy / python seed (per rank: SEED + rank)
+_C.USE_CUDA = True                 # False forces the CPU
 _C.DEBUG = CN(new_allowed=True)   # accepted for compatibility with HRNet YAMLs; unused
 
 _C.CUDNN = CN()
-_C.CUDNN.BENCHMARK = True
-_C.CUDNN.DETERMINISTIC = False
-_C.CUDNN.ENABLED = True
+_C.CUDNN.BENCHMARK = True          # cudnn autotuner
+_C.CUDNN.DETERMINISTIC = False     # deterministic cudnn kernels
+_C.CUDNN.ENABLED = True            # use cudnn
 
 # ----------------------------------------------------------------- 2D detector
 _C.MODEL = CN()
-_C.MODEL.NAME = "pose_hrnet"
-_C.MODEL.INIT_WEIGHTS = True
+_C.MODEL.NAME = "pose_hrnet"       # registered detector: pose_hrnet (alias hrnet), pose_resnet, or yours
+_C.MODEL.INIT_WEIGHTS = True       # initialise from MODEL.PRETRAINED when it is set
 _C.MODEL.PRETRAINED = ""           # full checkpoint of the detector (loaded strictly)
-_C.MODEL.NUM_JOINTS = 17
-_C.MODEL.TAG_PER_JOINT = True
-_C.MODEL.TARGET_TYPE = "gaussian"
+_C.MODEL.NUM_JOINTS = 17           # detector output channels (always Human3.6M-17; Panoptic remaps to 15)
+_C.MODEL.TAG_PER_JOINT = True      # accepted for HRNet YAMLs; unused
+_C.MODEL.TARGET_TYPE = "gaussian"  # heatmap target type (gaussian only)
 _C.MODEL.IMAGE_SIZE = [256, 256]   # (width, height)
 _C.MODEL.HEATMAP_SIZE = [64, 64]   # (width, height)
-_C.MODEL.SIGMA = 2.0
+_C.MODEL.SIGMA = 2.0               # Gaussian sigma of the targets, heatmap pixels
 _C.MODEL.EXTRA = CN(new_allowed=True)   # network table (HRNet stages / ResNet depth)
 
 # ----------------------------------------------------------------- 3D lifters
@@ -50,10 +50,10 @@ _C.MODEL_3D.WEIGHTS.MIXSTE = ""
 
 # ----------------------------------------------------------------- losses
 _C.LOSS = CN()
-_C.LOSS.USE_TARGET_WEIGHT = True
-_C.LOSS.USE_DIFFERENT_JOINTS_WEIGHT = False
-_C.LOSS.USE_OHKM = False
-_C.LOSS.TOPK = 8
+_C.LOSS.USE_TARGET_WEIGHT = True   # multiply heatmap loss by joint visibility
+_C.LOSS.USE_DIFFERENT_JOINTS_WEIGHT = False  # accepted for HRNet YAMLs; unused
+_C.LOSS.USE_OHKM = False           # accepted for HRNet YAMLs; unused (see LOSS.OHKLM)
+_C.LOSS.TOPK = 8                   # accepted for HRNet YAMLs; unused (see LOSS.OHKLM_TOP_K)
 _C.LOSS.LOSS_3D = False            # --loss_3d
 _C.LOSS.LOSS_3D_Z = False          # --loss_3d_z (xy and z apart)
 _C.LOSS.OHKLM = False              # --ohklm
@@ -75,62 +75,62 @@ _C.LOSS.BETA = 100.0               # soft-argmax inverse temperature in training
 
 # ----------------------------------------------------------------- data
 _C.DATASET = CN()
-_C.DATASET.ROOT = ""
-_C.DATASET.DATASET = "h36m"
-_C.DATASET.TRAIN_SET = "train"
-_C.DATASET.TEST_SET = "valid"
-_C.DATASET.DATA_FORMAT = "jpg"
-_C.DATASET.HYBRID_JOINTS_TYPE = ""
-_C.DATASET.SELECT_DATA = False
-_C.DATASET.COLOR_RGB = True
+_C.DATASET.ROOT = ""               # prepared dataset folder (run/prepare_h36m.py / prepare_panoptic.py)
+_C.DATASET.DATASET = "h36m"        # registered dataset: h36m | panoptic
+_C.DATASET.TRAIN_SET = "train"     # split used for training
+_C.DATASET.TEST_SET = "valid"      # split used for validation
+_C.DATASET.DATA_FORMAT = "jpg"     # image file format
+_C.DATASET.HYBRID_JOINTS_TYPE = ""  # appended to the dataset name in run folders when set
+_C.DATASET.SELECT_DATA = False     # accepted for HRNet YAMLs; unused
+_C.DATASET.COLOR_RGB = True        # feed RGB (not BGR) images
 _C.DATASET.AUGMENT = False         # the original never augments; on for 2D pre-training only
-_C.DATASET.FLIP = True
-_C.DATASET.SCALE_FACTOR = 0.25
-_C.DATASET.ROT_FACTOR = 30
-_C.DATASET.PROB_HALF_BODY = 0.0
-_C.DATASET.NUM_JOINTS_HALF_BODY = 8
+_C.DATASET.FLIP = True             # with AUGMENT: random horizontal flip
+_C.DATASET.SCALE_FACTOR = 0.25     # with AUGMENT: random scale range
+_C.DATASET.ROT_FACTOR = 30         # with AUGMENT: random rotation range, degrees
+_C.DATASET.PROB_HALF_BODY = 0.0    # with AUGMENT: probability of a half-body crop
+_C.DATASET.NUM_JOINTS_HALF_BODY = 8  # with AUGMENT: visible joints needed for half-body
 _C.DATASET.TRAIN_INTERVAL = 40     # every 40th frame (Human3.6M train)
 _C.DATASET.VALID_INTERVAL = 100    # every 100th frame (Human3.6M valid)
 _C.DATASET.MAX_SAMPLES = 0         # >0: keep the first N samples of a split (quick runs)
 
 # ----------------------------------------------------------------- training
 _C.TRAIN = CN()
-_C.TRAIN.LR_FACTOR = 0.1
-_C.TRAIN.LR_STEP = [90, 110]
-_C.TRAIN.LR = 0.001
-_C.TRAIN.OPTIMIZER = "adam"
-_C.TRAIN.MOMENTUM = 0.9
+_C.TRAIN.LR_FACTOR = 0.1           # MultiStepLR gamma
+_C.TRAIN.LR_STEP = [90, 110]       # MultiStepLR milestones (epochs)
+_C.TRAIN.LR = 0.001                # Adam learning rate
+_C.TRAIN.OPTIMIZER = "adam"        # adam (no weight decay, as the original) | sgd
+_C.TRAIN.MOMENTUM = 0.9            # sgd momentum
 _C.TRAIN.WD = 0.0001               # unused with Adam, as in the original
-_C.TRAIN.NESTEROV = False
-_C.TRAIN.GAMMA1 = 0.99
-_C.TRAIN.GAMMA2 = 0.0
-_C.TRAIN.BEGIN_EPOCH = 0
+_C.TRAIN.NESTEROV = False          # sgd nesterov
+_C.TRAIN.GAMMA1 = 0.99             # accepted for HRNet YAMLs; unused
+_C.TRAIN.GAMMA2 = 0.0              # accepted for HRNet YAMLs; unused
+_C.TRAIN.BEGIN_EPOCH = 0           # first epoch index of a fresh run
 _C.TRAIN.END_EPOCH = 140           # unused by L2D (see TRAIN.EPOCHS)
 _C.TRAIN.EPOCHS = 40               # --epochs N runs epochs 0..N inclusive
 _C.TRAIN.LR_BUMP_EPOCH = 30        # after this epoch's scheduler step, LR x LR_BUMP_FACTOR
 _C.TRAIN.LR_BUMP_FACTOR = 5.0
 _C.TRAIN.MAX_STEPS_PER_EPOCH = 0   # >0: stop each epoch after N steps (quick runs)
 _C.TRAIN.FINETUNE = ""             # --finetune: detector checkpoint to start from
-_C.TRAIN.RESUME = False
-_C.TRAIN.SHUFFLE = True
-_C.TRAIN.BATCH_SIZE_PER_GPU = 32
+_C.TRAIN.RESUME = False            # --resume: continue from <run>/checkpoint.pth
+_C.TRAIN.SHUFFLE = True            # shuffle the training set every epoch
+_C.TRAIN.BATCH_SIZE_PER_GPU = 32   # training batch per process
 _C.TRAIN.AMP = "none"              # none | fp16 | bf16
-_C.TRAIN.SYNC_BN = False
-_C.TRAIN.CHANNELS_LAST = False
-_C.TRAIN.PREFETCH_FACTOR = 2
+_C.TRAIN.SYNC_BN = False           # SyncBatchNorm under torchrun
+_C.TRAIN.CHANNELS_LAST = False     # channels_last memory format for the detector
+_C.TRAIN.PREFETCH_FACTOR = 2       # batches prefetched per DataLoader worker
 
 # ----------------------------------------------------------------- validation
 _C.TEST = CN()
-_C.TEST.BATCH_SIZE_PER_GPU = 32
-_C.TEST.FLIP_TEST = False
+_C.TEST.BATCH_SIZE_PER_GPU = 32    # validation batch per process
+_C.TEST.FLIP_TEST = False          # accepted for HRNet YAMLs; unused (as the original)
 _C.TEST.POST_PROCESS = False       # quarter-pixel shift, also applied to training decoding
-_C.TEST.SHIFT_HEATMAP = False
-_C.TEST.MODEL_FILE = ""
+_C.TEST.SHIFT_HEATMAP = False      # accepted for HRNet YAMLs; unused (as the original)
+_C.TEST.MODEL_FILE = ""            # accepted for HRNet YAMLs; use --model_dir
 _C.TEST.BETA = 100.0               # --beta
 _C.TEST.SOFT_ARGMAX = True         # --argmax sets False
 _C.TEST.ENSEMBLE = False           # --ensemble (median over lifters)
 _C.TEST.ACTION_VALID = False       # --action_valid
-_C.TEST.USE_GT_BBOX = True
+_C.TEST.USE_GT_BBOX = True         # person boxes from ground-truth 2D (as the original)
 _C.TEST.VIS_NUM = 0                # --vis_num
 
 # ----------------------------------------------------------------- lifter training (run/train_lifter.py)
