@@ -7,13 +7,17 @@
 
 Prints the lines of the original script and writes metrics.json (metrics_cross.json with
 --cross_valid) into --model_dir: mpjpe, p_mpjpe (mm), pdj (%), per_lifter, cross, ensemble and,
-with --action_valid, per_action. All --model_3d lifters are evaluated (no held-out set here).
+with --action_valid, per_action (and a bar chart per lifter, per_action_<lifter>.png). All
+--model_3d lifters are evaluated (no held-out set here). --vis [--vis_num K] writes K sheets
+vis/vis_0000.png ... (samples spread over the validation set). report.md in --model_dir is then
+(re)written from everything the folder holds (lib.utils.report.write_run_report).
 Checkpoints are read with torch.load(weights_only=True) and loaded strictly.
 """
 import argparse
 import json
 import math
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -89,36 +93,68 @@ def format_report(cfg, results, model_path, lifters, gt_2d, soft_argmax, beta):
     return lines
 
 
-def _render_vis(render, cfg, loader, model, device, lifters, gt_2d, soft, beta, out_dir, num):
-    """Predictions for the first ``num`` validation samples, drawn by lib.utils.vis."""
+def vis_indices(n: int, k: int):
+    """``k`` sample indices spread evenly over ``n`` (first and last included), sorted, unique."""
+    import numpy as np
+    k = max(0, min(int(k), n))
+    if k == 0:
+        return []
+    return sorted({int(i) for i in np.round(np.linspace(0, n - 1, k)).astype(int)})
+
+
+def _render_vis(cfg, dataset, model, device, lifters, gt_2d, soft, beta, out_dir, num):
+    """``num`` validation samples spread over the set, drawn by lib.utils.vis as one sheet each.
+
+    Sheets show the network's input crop (GT green, prediction cyan/magenta/yellow) and, per lifter,
+    the 3D ground truth (dashed) with that lifter's prediction, titled with the sample's MPJPE.
+    """
     import numpy as np
     import torch
+    from torch.utils.data import DataLoader, Subset
     from lib.core.heatmap import decode_argmax, decode_soft, prepare_heatmaps
     from lib.core.skeleton import get_skeleton
+    from lib.utils.vis import render_validation_samples
 
-    paths, gt2d, pred2d, gt3d, pred3d = [], [], [], [], {n: [] for n in lifters}
+    picked = vis_indices(len(dataset), num)
+    loader = DataLoader(Subset(dataset, picked), batch_size=max(1, min(len(picked), int(cfg.TEST.BATCH_SIZE_PER_GPU))),
+                        shuffle=False, num_workers=0)
+    crops, gt2d, pred2d, gt3d, centers, scales, captions = [], [], [], [], [], [], []
+    pred3d = {n: [] for n in lifters}
+    if model is not None:
+        model.eval()
     with torch.no_grad():
         for images, _t, _w, meta in loader:
             joints_2d = meta["joints_2d"].to(device).float()
             if gt_2d:
                 p2d = joints_2d
             else:
-                hm = prepare_heatmaps(model.eval()(images.to(device)).float(), cfg.DATASET.DATASET)
+                hm = prepare_heatmaps(model(images.to(device)).float(), cfg.DATASET.DATASET)
                 c, s = meta["center"].to(device).float(), meta["scale"].to(device).float()
                 p2d = (decode_soft(hm, c, s, beta, bool(cfg.TEST.POST_PROCESS)) if soft
                        else decode_argmax(hm, c, s, bool(cfg.TEST.POST_PROCESS))[0])
             size = meta["image_size"].to(device).float()
             for n, lifter in lifters.items():
                 pred3d[n].append(lifter(p2d, size).cpu().numpy())
-            paths += list(meta["image"])
+            crops += list(images)                       # the network input: (3, H, W) normalised
             gt2d.append(joints_2d.cpu().numpy())
             pred2d.append(p2d.cpu().numpy())
-            gt3d.append(meta["joints_3d"].numpy() / 100.0)
-            if len(paths) >= num:
-                break
-    cat = lambda xs: np.concatenate(xs)[:num]   # noqa: E731
-    return render(paths[:num], cat(gt2d), cat(pred2d), cat(gt3d), {n: cat(v) for n, v in pred3d.items()},
-                  get_skeleton(cfg.DATASET.DATASET), out_dir, k=num)
+            gt3d.append(meta["joints_3d"].numpy() / 100.0)          # cm -> m
+            centers.append(meta["center"].numpy())
+            scales.append(meta["scale"].numpy())
+            captions += [f"{sub} {act or '-'} cam {cam} #{int(i)}" for sub, act, cam, i in
+                         zip(meta["subject"], meta["action"], meta["camera"], meta["index"])]
+    if not crops:
+        return []
+    from lib.core.transforms import affine_points, get_affine_transform
+    cat = np.concatenate
+    # joints into the crop's pixels (the same affine the dataset used to cut the crop)
+    M = get_affine_transform(cat(centers), cat(scales), 0.0, tuple(int(v) for v in cfg.MODEL.IMAGE_SIZE))
+    gt_crop, pred_crop = affine_points(cat(gt2d), M), affine_points(cat(pred2d), M)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("vis_*.png"):            # a rerun with a smaller K leaves no stale sheets
+        old.unlink()
+    return render_validation_samples(crops, gt_crop, pred_crop, cat(gt3d), {n: cat(v) for n, v in pred3d.items()},
+                                     get_skeleton(cfg.DATASET.DATASET), out_dir, captions=captions)
 
 
 def main(argv=None):
@@ -166,7 +202,9 @@ def main(argv=None):
     print("\n".join(format_report(cfg, results, model_path, list(lifters), args.gt, soft, beta)))
 
     model_dir.mkdir(parents=True, exist_ok=True)
+    command = "python run/valid_hrnet.py " + shlex.join(str(a) for a in (sys.argv[1:] if argv is None else argv))
     payload = {**results_for_json(results), "model_path": str(model_path), "lifters": list(lifters),
+               "command": command,
                "gt_2d": bool(args.gt), "soft_argmax": soft, "beta": beta,
                "lifter_weights": {n: l.weights_source for n, l in lifters.items()}}
     if not cfg.TEST.ACTION_VALID:
@@ -176,15 +214,20 @@ def main(argv=None):
     tmp.write_text(json.dumps(_json_safe(payload), indent=1))
     os.replace(tmp, out)
 
+    if cfg.TEST.ACTION_VALID and results.get("per_action"):
+        from lib.utils.report import plot_per_action
+        prefix = "per_action_cross" if args.cross_valid else "per_action"
+        charts = plot_per_action(results["per_action"], model_dir, prefix=prefix)
+        print(f"per-action charts: {', '.join(str(c) for c in charts)}")
     if args.vis:
-        try:
-            from lib.utils.vis import render_validation_samples
-        except ImportError:
-            print("--vis: visualisation is unavailable (lib/utils/vis.py not present); metrics were written")
-        else:
-            paths = _render_vis(render_validation_samples, cfg, loader, model, device, lifters, args.gt, soft, beta,
-                                model_dir / "vis", int(cfg.TEST.VIS_NUM) or 8)
-            print(f"--vis: {len(paths)} sheets in {model_dir / 'vis'}")
+        num = int(cfg.TEST.VIS_NUM) or 8
+        paths = _render_vis(cfg, valid_set, model, device, lifters, args.gt, soft, beta, model_dir / "vis", num)
+        print(f"--vis: {len(paths)} sheets in {model_dir / 'vis'}")
+    try:
+        from lib.utils.report import write_run_report
+        print(f"report: {write_run_report(model_dir, config=cfg)}")
+    except Exception as err:   # noqa: BLE001 - the metrics are written; a report problem must not hide them
+        print(f"warning: could not write {model_dir / 'report.md'}: {err}")
     return payload
 
 

@@ -210,3 +210,86 @@ def test_write_report(tmp_path):
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert links == ["plots/curves.png"] and (run / links[0]).is_file()
     assert "plots/absent.png` (missing)" in text
+
+
+def _history():
+    """Two epochs as lib/engine/trainer.py writes them (3D-guided, sb + held-out iganet)."""
+    def entry(epoch, total, mpjpe, best):
+        return {"epoch": epoch, "lr": 1e-3, "best": best, "best_cross": False,
+                "train": {"total": total, "loss_2d": total / 100, "loss_3d/sb": 2.0 * total, "dwa_w/sb": 1.0,
+                          "accuracy_2d": 0.5, "steps": 2, "seconds": 30.0, "samples_per_s": 4.0},
+                "valid": {"pdj": 40.0 + epoch, "mpjpe": mpjpe, "p_mpjpe": mpjpe / 2,
+                          "per_lifter": {"sb": mpjpe, "iganet": mpjpe + 10}, "cross_mpjpe": mpjpe + 10,
+                          "cross_p_mpjpe": None, "ensemble_mpjpe": -1.0}}
+    return {"mode": "3d", "lifters": ["sb"], "cross_lifters": ["iganet"],
+            "epochs": [entry(0, 1.0, 300.0, True), entry(1, 0.1, 310.0, False)]}
+
+
+def test_history_series_names_and_sentinels():
+    epochs, series, best = report.history_series(_history())
+    assert epochs == [0, 1] and best == 0
+    assert series["total"] == [1.0, 0.1] and series["loss_3d/sb"] == [2.0, 0.2]
+    assert series["mpjpe/sb"] == [300.0, 310.0] and series["mpjpe/iganet"] == [310.0, 320.0]
+    assert series["lr"] == [1e-3, 1e-3] and series["pdj"] == [40.0, 41.0]
+    # bookkeeping is not plotted; -1 (not evaluated) and None are dropped entirely
+    assert not {"steps", "seconds", "samples_per_s", "ensemble_mpjpe", "cross_p_mpjpe"} & set(series)
+    flat_epochs, flat, none = report.history_series({"loss_2d": [3.0, 2.0, 1.0]})
+    assert flat_epochs == [0, 1, 2] and flat == {"loss_2d": [3.0, 2.0, 1.0]} and none is None
+
+
+def test_trainer_curves_are_the_report_curves(tmp_path):
+    from lib.utils import plots
+
+    a = plots.plot_curves(_history(), tmp_path / "a.png")
+    b = report.plot_training_curves(_history(), tmp_path / "b.png")
+    assert a.read_bytes() == b.read_bytes()
+    assert_png(a)
+    lifter_history = {"lifter": "sb", "dataset": "h36m", "epochs": [
+        {"epoch": 0, "lr": 1e-3, "train": {"total": 0.5}, "valid": {"mpjpe": 80.0, "p_mpjpe": 60.0}, "best": True}]}
+    assert_png(plots.plot_curves(lifter_history, tmp_path / "lifter.png"))
+    with pytest.raises(ValueError, match="no values"):
+        report.plot_training_curves({"epochs": []}, tmp_path / "none.png")
+
+
+def test_write_run_report_from_folder(tmp_path):
+    import json
+
+    from lib.config import get_cfg
+
+    run = tmp_path / "run"
+    (run / "vis").mkdir(parents=True)
+    (run / "history.json").write_text(json.dumps(_history()))
+    cfg = get_cfg()
+    cfg.MODEL_3D.NAMES = ["sb"]
+    (run / "config.yaml").write_text(cfg.dump())
+    per_action = {"sb": {"Walking": 50.0, "Directions": None}}
+    (run / "metrics.json").write_text(json.dumps({
+        "num_samples": 24, "pdj": 77.5, "mpjpe": 123.456, "p_mpjpe": 99.0,
+        "per_lifter": {"sb": {"mpjpe": 123.456, "p_mpjpe": 99.0, "held_out": False}},
+        "cross": None, "ensemble": None, "per_action": per_action, "model_path": str(run / "model_best.pth"),
+        "command": "python run/valid_hrnet.py --cfg x.yaml --model_dir run"}))
+    report.plot_per_action(per_action, run)
+    cv2.imwrite(str(run / "vis" / "vis_0000.png"), np.zeros((8, 16, 3), np.uint8))
+
+    path = report.write_run_report(run, command=["python", "run/train_hrnet.py", "--cfg", "a b.yaml"])
+    text = path.read_text()
+    assert path == run / "report.md" and (run / "curves.png").is_file()     # drawn from history.json
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert links == ["curves.png", "per_action_sb.png", "vis/vis_0000.png"]
+    assert all((run / link).is_file() for link in links)
+    assert "## Command (training)\n\n```\npython run/train_hrnet.py --cfg 'a b.yaml'\n```" in text
+    assert "## Command (validation)\n\n```\npython run/valid_hrnet.py --cfg x.yaml --model_dir run" in text
+    assert "| metric | last epoch (1) | best epoch (0) | validation (model_best.pth) |" in text
+    assert "| MPJPE (mm) | 310.00 | 300.00 | 123.46 |" in text
+    assert "| MPJPE iganet (mm) | 320.00 | 310.00 | - |" in text
+    assert "| cross MPJPE (mm) | 320.00 | 310.00 | - |" in text
+    assert "ensemble" not in text                                          # -1: not evaluated
+    assert "| samples | - | - | 24 |" in text
+    assert "| lifter | Dir. | Walk. | Avg. |" in text and "| sb | - | 50.0 | 50.0 |" in text   # Directions: none
+    assert "| MODEL_3D.NAMES | `[sb]` |" in text
+    assert "2 epochs, 1.0 min training, 4.0 samples/s" in text
+    # the training command is kept in history.json, so a later report (after validation) still has it
+    assert json.loads((run / "history.json").read_text())["command"] == "python run/train_hrnet.py --cfg 'a b.yaml'"
+    assert "python run/train_hrnet.py --cfg 'a b.yaml'" in report.write_run_report(run).read_text()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        report.write_run_report(tmp_path / "absent")

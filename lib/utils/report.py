@@ -1,24 +1,27 @@
 """Run reports and the plots they embed. Every function takes plain dicts and writes files.
 
-Shapes/units: metric values are floats (MPJPE / P-MPJPE in mm, PDJ in %); a per-epoch history is
-``{term: [value per epoch]}``; per-action results are ``{lifter: {action: mpjpe_mm}}``.
+Shapes/units: metric values are floats (MPJPE / P-MPJPE in mm, PDJ in %); a training history is a
+run's ``history.json`` content (or ``{term: [value per epoch]}``); per-action results are
+``{lifter: {action: mpjpe_mm}}``.
 
-    plots = [plot_training_curves(history, run_dir / "plots" / "curves.png")]
-    plots += plot_per_action(per_action, run_dir / "plots")
-    write_report(run_dir, command=sys.argv, config=cfg, final=final, best=best, plots=plots)
+    write_run_report(run_dir)          # reads history.json, config.yaml, metrics*.json -> report.md
+    plot_training_curves(history, run_dir / "curves.png")      # the trainers' curves (lib/utils/plots)
+    plot_per_action(metrics["per_action"], run_dir)             # per_action_<lifter>.png
 
 ``report.md`` embeds the plots by paths relative to the run folder, so the folder can be moved or
 browsed on GitHub as it is. Figures are drawn on matplotlib's Agg canvas (no pyplot state).
 """
+import json
 import math
 import os
 import shlex
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from lib.core.skeleton import H36M_ACTION_ABBR, H36M_ACTIONS
 
@@ -83,37 +86,155 @@ def _fmt(value) -> str:
     return text if text else "''"
 
 
-# ---------------------------------------------------------------------------------------------- plots
-def plot_training_curves(history: Mapping[str, Sequence[float]], out_path: PathLike,
-                         epochs: Optional[Sequence[int]] = None, title: Optional[str] = None,
-                         log_scale: Optional[Iterable[str]] = None) -> Path:
-    """One small panel per term of ``history`` ({term: values per epoch}) -> PNG at ``out_path``.
+# ---------------------------------------------------------------------------------------------- curves
+# Training bookkeeping, not curves worth a panel.
+_SKIP_TRAIN = ("steps", "seconds", "samples_per_s")
+_LOSS_PANEL = "loss terms (epoch means)"
+_LOG_PANELS = (_LOSS_PANEL, "3D loss per lifter", "learning rate")
 
-    Loss terms (names with 'loss'/'weighted'/'total') whose values are all positive use a log y axis;
-    ``log_scale`` names the terms to put on a log axis instead. A term like 'mpjpe/sb' is one curve.
+
+def _num(value) -> float:
+    """A history value -> float; None, non-numbers and the evaluator's -1 'not evaluated' -> NaN."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return math.nan
+    return float(value)
+
+
+def history_series(history: Mapping) -> Tuple[List[float], Dict[str, List[float]], Optional[float]]:
+    """history -> (epochs (E,), {series name: E values (NaN where absent)}, best epoch or None).
+
+    ``history`` is either a run's ``history.json`` content (``{'epochs': [{'epoch', 'lr', 'train':
+    {term: mean}, 'valid': {metric: value, 'per_lifter': {name: mpjpe}}, 'best'}, ...]}``, as the
+    detector and lifter trainers write it) or a plain ``{series name: [value per epoch]}``.
+    Series names: the training terms as logged (``loss_2d``, ``loss_3d/sb``, ``dwa_w/sb``,
+    ``accuracy_2d``), the validation metrics (``mpjpe``, ``mpjpe/<lifter>``, ``p_mpjpe``, ``pdj``,
+    ``cross_mpjpe``, ...) and ``lr``. Negative validation errors (the evaluator's -1) become NaN.
     """
-    terms = [k for k, v in history.items() if len(v)]
-    if not terms:
+    entries = history.get("epochs") if isinstance(history, Mapping) else None
+    if not isinstance(entries, list):
+        series = {str(k): [_num(v) for v in vals] for k, vals in history.items()
+                  if isinstance(vals, (list, tuple, np.ndarray)) and len(vals)}
+        length = max((len(v) for v in series.values()), default=0)
+        return list(range(length)), series, None
+    epochs = [_num(e.get("epoch", i)) for i, e in enumerate(entries)]
+    rows: List[Dict[str, float]] = []
+    for e in entries:
+        row = {}
+        for k, v in (e.get("train") or {}).items():
+            if k not in _SKIP_TRAIN:
+                row[k] = _num(v)
+        for k, v in (e.get("valid") or {}).items():
+            if k == "per_lifter" and isinstance(v, Mapping):
+                for name, val in v.items():
+                    val = val.get("mpjpe") if isinstance(val, Mapping) else val
+                    row[f"mpjpe/{name}"] = _num(val)
+            elif not isinstance(v, Mapping):
+                val = _num(v)
+                row[k] = val if not (val < 0) else math.nan     # -1: no lifter evaluated
+        row["lr"] = _num(e.get("lr"))
+        rows.append(row)
+    names: List[str] = []
+    for row in rows:
+        names += [k for k in row if k not in names]
+    series = {k: [row.get(k, math.nan) for row in rows] for k in names}
+    series = {k: v for k, v in series.items() if np.isfinite(v).any()}
+    # terms that are zero throughout are switched off (e.g. loss_3d_cons without --loss_3d_cons), and
+    # a single lifter's DWA weight is 1 by construction: neither says anything as a curve
+    series = {k: v for k, v in series.items()
+              if not (_panel_of(k) in _LOG_PANELS and np.all(np.nan_to_num(v) == 0.0))}
+    dwa = [k for k in series if k.startswith("dwa_w/")]
+    if len(dwa) == 1:
+        del series[dwa[0]]
+    best = [x for x, e in zip(epochs, entries) if e.get("best")]
+    return epochs, series, (best[-1] if best else None)
+
+
+def _panel_of(name: str) -> str:
+    low = name.lower()
+    if low.startswith("dwa_w/"):
+        return "DWA weights per lifter"
+    if low.startswith("loss_3d/"):
+        return "3D loss per lifter"
+    if low == "lr":
+        return "learning rate"
+    if low.startswith("accuracy"):
+        return "2D heatmap accuracy (training)"
+    if "p_mpjpe" in low:
+        return "P-MPJPE (mm)"
+    if "mpjpe" in low:
+        return "MPJPE (mm)"
+    if "pdj" in low:
+        return "PDJ@0.2 (%)"
+    if any(h in low for h in _LOG_HINTS):
+        return _LOSS_PANEL
+    return name
+
+
+def _history_title(history: Mapping) -> Optional[str]:
+    if not isinstance(history, Mapping) or not isinstance(history.get("epochs"), list):
+        return None
+    if history.get("lifter"):
+        return f"lifter {history['lifter']} ({history.get('dataset', '')})"
+    lifters = history.get("lifters") or []
+    text = "2D-only training" if history.get("mode") == "2d_only" or not lifters else \
+        "3D-guided training: " + "+".join(lifters)
+    if history.get("cross_lifters"):
+        text += " (held out: " + "+".join(history["cross_lifters"]) + ")"
+    return text
+
+
+def plot_training_curves(history: Mapping, out_path: PathLike, title: Optional[str] = None) -> Path:
+    """The one training-curves figure: every loss term, MPJPE, P-MPJPE, PDJ, accuracy and LR per epoch.
+
+    history: ``history.json`` content or ``{series: [value per epoch]}`` (see :func:`history_series`).
+    Series are grouped into panels by name (all loss terms in one panel, MPJPE of every lifter /
+    cross / ensemble in one, ...). Loss and LR panels use a log axis when every value is positive;
+    metric panels switch to log when their values span more than a factor of 10. The best epoch
+    (history ``best`` flags) is a dotted vertical line. Written atomically; returns the path.
+    """
+    epochs, series, best_epoch = history_series(history)
+    if not series:
         raise ValueError("plot_training_curves: history has no values to plot")
-    cols = min(4, len(terms))
-    rows = int(math.ceil(len(terms) / cols))
-    fig, canvas = _new_figure(3.2 * cols, 2.4 * rows)
-    log_terms = set(log_scale) if log_scale is not None else None
-    for i, term in enumerate(terms):
+    panels: Dict[str, List[str]] = {}
+    for name in series:
+        panels.setdefault(_panel_of(name), []).append(name)
+    order = [_LOSS_PANEL, "3D loss per lifter", "DWA weights per lifter", "MPJPE (mm)", "P-MPJPE (mm)",
+             "PDJ@0.2 (%)", "2D heatmap accuracy (training)", "learning rate"]
+    keys = [p for p in order if p in panels] + [p for p in panels if p not in order]
+    cols = min(4, len(keys))
+    rows = int(math.ceil(len(keys) / cols))
+    fig, canvas = _new_figure(3.9 * cols, 3.0 * rows + 0.4)
+    xs = np.asarray(epochs, dtype=np.float64)
+    for i, panel in enumerate(keys):
         ax = fig.add_subplot(rows, cols, i + 1)
-        values = np.asarray(history[term], dtype=np.float64)
-        xs = np.asarray(epochs[:len(values)] if epochs is not None else np.arange(len(values)))
-        ax.plot(xs, values, marker="o", markersize=3, linewidth=1.5, color="tab:blue")
-        finite = values[np.isfinite(values)]
-        wants_log = (term in log_terms) if log_terms is not None else any(h in term.lower() for h in _LOG_HINTS)
-        if wants_log and len(finite) and (finite > 0).all():
+        values = []
+        ys_all = {name: np.asarray(series[name], dtype=np.float64) for name in panels[panel]}
+        finite = np.concatenate([v[np.isfinite(v)] for v in ys_all.values()])
+        positive = finite[finite > 0]
+        # losses and LR on a log axis (non-positive points cannot show there and are skipped);
+        # metrics only when they span more than a decade
+        log = len(positive) > 0 and (panel in _LOG_PANELS or (len(positive) == len(finite)
+                                                               and positive.max() / positive.min() > 10.0))
+        for name, ys in ys_all.items():
+            ok = np.isfinite(ys) & ((ys > 0) if log else True)
+            ax.plot(xs[ok], ys[ok], marker="o", markersize=3, linewidth=1.4, label=name)
+        if log:
             ax.set_yscale("log")
-        ax.set_title(term, fontsize=9)
+        if best_epoch is not None and panel not in _LOG_PANELS:
+            ax.axvline(best_epoch, color="0.5", linestyle=":", linewidth=1)
+        ax.set_title(panel, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(True, alpha=0.3)
+        ax.tick_params(which="both", labelsize=7)      # after set_yscale: log minor labels too
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(xs) and np.nanmax(xs) - np.nanmin(xs) < 1:          # one epoch: whole-number ticks around it
+            ax.set_xlim(np.nanmin(xs) - 1, np.nanmax(xs) + 1)
+        ax.grid(True, alpha=0.3, which="both" if ax.get_yscale() == "log" else "major")
+        if len(panels[panel]) > 1 or panel != panels[panel][0]:
+            ax.legend(fontsize=6, loc="best", framealpha=0.6)
+    title = title or _history_title(history)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title + (f"  (dotted: best epoch {int(best_epoch)})" if best_epoch is not None else ""),
+                     fontsize=10)
     fig.tight_layout()
     return _save(fig, canvas, out_path)
 
@@ -132,18 +253,21 @@ def plot_per_action(per_action: Mapping[str, Mapping[str, float]], out_dir: Path
     """
     paths = []
     for lifter, by_action in per_action.items():
-        actions = _action_order([a for a in by_action if a.lower() not in ("avg", "average", "mean")])
+        # actions without samples (None / NaN) are left out rather than drawn as empty slots
+        actions = _action_order([a for a, v in by_action.items()
+                                 if a.lower() not in ("avg", "average", "mean") and math.isfinite(_num(v))])
         if not actions:
             continue
-        values = np.array([float(by_action[a]) for a in actions])
+        values = np.array([_num(by_action[a]) for a in actions])
         abbr = dict(zip(H36M_ACTIONS, H36M_ACTION_ABBR))
         labels = [abbr.get(a, a) for a in actions] + ["Avg."]
-        values = np.append(values, np.nanmean(values))
+        values = np.append(values, np.nanmean(values) if np.isfinite(values).any() else np.nan)
         fig, canvas = _new_figure(max(6.0, 0.5 * len(labels) + 1.5), 3.4)
         ax = fig.add_subplot(1, 1, 1)
         colors = ["tab:blue"] * (len(labels) - 1) + ["tab:red"]
         bars = ax.bar(np.arange(len(labels)), values, color=colors)
-        ax.bar_label(bars, labels=[f"{v:.1f}" for v in values], fontsize=6, padding=1)
+        ax.bar_label(bars, labels=[f"{v:.1f}" if np.isfinite(v) else "n/a" for v in values], fontsize=6,
+                     padding=1)
         ax.set_xticks(np.arange(len(labels)), labels, rotation=45, ha="right", fontsize=8)
         ax.set_ylabel(unit, fontsize=9)
         ax.set_title(f"per-action {unit.split(' ')[0]}: {lifter}", fontsize=10)
@@ -269,5 +393,208 @@ def write_report(run_dir: PathLike, command: Union[str, Sequence[str], None] = N
     return out
 
 
-__all__ = ["KEY_CONFIG", "flatten", "plot_training_curves", "plot_per_action", "plot_metric_table",
-           "plot_demo_table", "metrics_table", "write_report"]
+# ---------------------------------------------------------------------------------------------- run report
+VIS_SHOWN = 4          # vis/ sheets embedded in report.md (the rest are listed by count)
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not readable JSON ({err}); delete or fix it and rerun") from err
+
+
+def _read_config(path: Path) -> Optional[dict]:
+    if not path.is_file():
+        return None
+    import yaml
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not readable YAML ({err})") from err
+    return data if isinstance(data, dict) else None
+
+
+def summarize_metrics(m: Optional[Mapping], train: Optional[Mapping] = None) -> Dict[str, float]:
+    """A history ``valid`` entry or a metrics.json dict -> ordered {row label: value} for the table.
+
+    Rows: MPJPE / P-MPJPE / PDJ, MPJPE per lifter (held-out ones marked), cross and ensemble errors,
+    the epoch and sample count when known, and ``train`` loss ``total`` when given. Values below
+    zero (the evaluator's -1 for "no lifter evaluated") and None are left out.
+    """
+    rows: Dict[str, float] = {}
+    if not m:
+        return rows
+
+    def put(label, value):
+        value = _num(value)
+        if math.isfinite(value) and value >= 0:
+            rows[label] = value
+
+    put("MPJPE (mm)", m.get("mpjpe"))
+    put("P-MPJPE (mm)", m.get("p_mpjpe"))
+    put("PDJ@0.2 (%)", m.get("pdj"))
+    for name, v in (m.get("per_lifter") or {}).items():
+        held = isinstance(v, Mapping) and v.get("held_out")
+        put(f"MPJPE {name}{' (held out)' if held else ''} (mm)", v.get("mpjpe") if isinstance(v, Mapping) else v)
+    for group in ("cross", "ensemble"):
+        sub = m.get(group)
+        if isinstance(sub, Mapping):
+            put(f"{group} MPJPE (mm)", sub.get("mpjpe"))
+            put(f"{group} P-MPJPE (mm)", sub.get("p_mpjpe"))
+        else:
+            put(f"{group} MPJPE (mm)", m.get(f"{group}_mpjpe"))
+            put(f"{group} P-MPJPE (mm)", m.get(f"{group}_p_mpjpe"))
+    if train:
+        put("train loss (total)", train.get("total"))
+    if isinstance(m.get("num_samples"), int):
+        rows["samples"] = m["num_samples"]
+    return rows
+
+
+def _per_action_table(per_action: Mapping[str, Mapping[str, Optional[float]]]) -> List[str]:
+    lifters = [n for n, v in per_action.items() if v]
+    if not lifters:
+        return []
+    actions = _action_order({a for n in lifters for a in per_action[n]})
+    abbr = dict(zip(H36M_ACTIONS, H36M_ACTION_ABBR))
+    lines = ["| lifter | " + " | ".join(abbr.get(a, a) for a in actions) + " | Avg. |",
+             "|---|" + "---:|" * (len(actions) + 1)]
+    for n in lifters:
+        vals = np.array([_num(per_action[n].get(a)) for a in actions])
+        avg = np.nanmean(vals) if np.isfinite(vals).any() else math.nan
+        cells = [f"{v:.1f}" if math.isfinite(v) else "-" for v in list(vals) + [avg]]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _cmd_text(command) -> str:
+    return command if isinstance(command, str) else " ".join(shlex.quote(str(c)) for c in command)
+
+
+def write_run_report(run_dir: PathLike, command: Union[str, Sequence[str], None] = None, *,
+                     config: Optional[Mapping] = None, title: Optional[str] = None) -> Path:
+    """(Re)write ``<run_dir>/report.md`` from what the run folder holds; returns its path.
+
+    Reads ``history.json`` (training: per-epoch terms and metrics, best flags), ``config.yaml``
+    (else ``config``), ``metrics.json`` / ``metrics_cross.json`` (the trainer's best checkpoint, or
+    ``run/valid_hrnet.py``'s validation, which records its own command). Writes: the commands
+    (training: ``history['command']`` when recorded, else ``command``, which is then recorded in
+    history.json so a later re-report keeps it), the key config values, a metrics table (last epoch,
+    best epoch, best cross epoch, validation), the per-action table, and embeds ``curves.png``
+    (drawn here from the history when missing), ``per_action_*.png`` and the first
+    ``VIS_SHOWN`` ``vis/*.png`` by relative path. Safe to call after every training and validation.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"write_run_report: run folder {run_dir} does not exist")
+    history = _read_json(run_dir / "history.json")
+    cfg = _read_config(run_dir / "config.yaml") or (dict(config) if config is not None else None)
+    metrics = _read_json(run_dir / "metrics.json")
+    metrics_cross = _read_json(run_dir / "metrics_cross.json")
+
+    commands: List[Tuple[str, str]] = []
+    train_cmd = None
+    if history is not None:
+        train_cmd = history.get("command") or history.get("argv")
+        if not train_cmd and command:
+            train_cmd = _cmd_text(command)
+            history["command"] = train_cmd          # kept for the reports written after validation
+            tmp = run_dir / "history.json.tmp"
+            tmp.write_text(json.dumps(history, indent=1))
+            os.replace(tmp, run_dir / "history.json")
+    if not train_cmd and cfg:
+        train_cmd = flatten(cfg).get("COMMAND")
+    if train_cmd:
+        commands.append(("training", _cmd_text(train_cmd)))
+    elif command:
+        commands.append(("command", _cmd_text(command)))
+    for m, what in ((metrics, "validation"), (metrics_cross, "validation (model_best_cross.pth)")):
+        if m and m.get("command"):
+            commands.append((what, _cmd_text(m["command"])))
+
+    entries = (history or {}).get("epochs") or []
+    columns: Dict[str, Dict[str, float]] = {}
+    if entries:
+        last = entries[-1]
+        columns[f"last epoch ({last.get('epoch')})"] = summarize_metrics(last.get("valid"), last.get("train"))
+        best = [e for e in entries if e.get("best")]
+        if best:
+            columns[f"best epoch ({best[-1].get('epoch')})"] = summarize_metrics(best[-1].get("valid"),
+                                                                               best[-1].get("train"))
+        best_cross = [e for e in entries if e.get("best_cross")]
+        if best_cross:
+            columns[f"best cross epoch ({best_cross[-1].get('epoch')})"] = summarize_metrics(
+                best_cross[-1].get("valid"), best_cross[-1].get("train"))
+    for m, ckpt in ((metrics, "model_best.pth"), (metrics_cross, "model_best_cross.pth")):
+        if m and ("model_path" in m or not entries):       # written by run/valid_hrnet.py
+            label = "validation, GT 2D" if m.get("gt_2d") else f"validation ({Path(str(m.get('model_path', ckpt))).name})"
+            columns[label] = summarize_metrics(m)
+
+    lines = [f"# {title or run_dir.name}", "", f"Run folder: `{run_dir}`", ""]
+    if history and history.get("mode"):
+        lifters = "+".join(history.get("lifters") or []) or "none"
+        info = f"Mode: **{history['mode']}**, training lifters: {lifters}"
+        if history.get("cross_lifters"):
+            info += ", held out: " + "+".join(history["cross_lifters"])
+        if entries:
+            secs = [_num((e.get("train") or {}).get("seconds")) for e in entries]
+            sps = [_num((e.get("train") or {}).get("samples_per_s")) for e in entries]
+            info += f"; {len(entries)} epochs"
+            if np.isfinite(secs).any():
+                info += f", {np.nansum(secs) / 60:.1f} min training"
+            if np.isfinite(sps).any():
+                info += f", {np.nanmean(sps):.1f} samples/s"
+        lines += [info + ".", ""]
+    for what, cmd in commands:
+        lines += [f"## Command ({what})", "", "```", cmd, "```", ""]
+    if cfg:
+        flat = flatten(cfg)
+        shown = [(k, flat[k]) for k in KEY_CONFIG if k in flat]
+        if shown:
+            lines += ["## Key configuration", "", "| key | value |", "|---|---|"]
+            lines += [f"| {k} | `{_fmt(v)}` |" for k, v in shown]
+            lines.append("")
+    if columns:
+        lines += ["## Metrics", ""] + metrics_table(columns) + [""]
+    per_action = next((m["per_action"] for m in (metrics, metrics_cross) if m and m.get("per_action")), None)
+    if per_action:
+        table = _per_action_table(per_action)
+        if table:
+            lines += ["## Per-action MPJPE (mm)", ""] + table + [""]
+
+    curves = run_dir / "curves.png"
+    if history and entries and not curves.is_file():
+        try:
+            plot_training_curves(history, curves)
+        except ValueError:
+            pass
+    figures: List[Tuple[str, Path]] = []
+    if curves.is_file():
+        figures.append(("training curves", curves))
+    figures += [(f"per-action MPJPE: {p.stem[len('per_action_'):]}", p)
+                for p in sorted(run_dir.glob("per_action_*.png"))]
+    if figures:
+        lines += ["## Plots", ""]
+        for caption, path in figures:
+            lines += [f"### {caption}", "", f"![{caption}]({path.relative_to(run_dir).as_posix()})", ""]
+    sheets = sorted((run_dir / "vis").glob("*.png")) if (run_dir / "vis").is_dir() else []
+    if sheets:
+        lines += ["## Validation samples", "",
+                  f"{len(sheets)} sheets in `vis/`: the crop with ground truth (green) and predicted 2D "
+                  f"skeletons, then per lifter the 3D ground truth (dashed) and prediction.", ""]
+        for path in sheets[:VIS_SHOWN]:
+            rel = path.relative_to(run_dir).as_posix()
+            lines += [f"![{path.stem}]({rel})", ""]
+    out = run_dir / "report.md"
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text("\n".join(lines).rstrip() + "\n")
+    os.replace(tmp, out)
+    return out
+
+
+__all__ = ["KEY_CONFIG", "flatten", "history_series", "plot_training_curves", "plot_per_action",
+           "plot_metric_table", "plot_demo_table", "metrics_table", "summarize_metrics", "write_report",
+           "write_run_report"]

@@ -364,7 +364,7 @@ def render_validation_samples(images, joints_2d_gt_px, joints_2d_pred_px, pose_3
         panel = draw_skeleton_2d(panel, pr2[i] * to_panel[0] + to_panel[1], skeleton, "pred",
                                  thickness=thick, radius=thick)
         _label(panel, "GT", (6, 16), COLOR_SCHEMES["gt"]["centre"])
-        _label(panel, "pred", (36, 16), COLOR_SCHEMES["pred"]["left"])
+        _label(panel, "pred", (34, 16), COLOR_SCHEMES["pred"]["left"])
         if captions is not None:
             _label(panel, str(captions[i]), (6, panel_px - 8), (230, 230, 230))
         row = [panel]
@@ -380,9 +380,22 @@ def render_validation_samples(images, joints_2d_gt_px, joints_2d_pred_px, pose_3
     return paths
 
 
-def _label(image: np.ndarray, text: str, org: Tuple[int, int], color) -> None:
-    cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, 1, cv2.LINE_AA)
+def _label(image: np.ndarray, text: str, org: Tuple[int, int], color, scale: float = 0.45) -> None:
+    """Text at ``org`` (baseline left) on a darkened box, shrunk until it fits the image width.
+
+    A box rather than a thick dark copy of the text: OpenCV advances glyphs by the stroke
+    thickness, so a thick outline does not line up with the thin text drawn over it.
+    """
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    room = image.shape[1] - org[0] - 4
+    (width, _), _ = cv2.getTextSize(text, font, scale, 1)
+    if width > room > 0:
+        scale *= room / width
+    (width, height), base = cv2.getTextSize(text, font, scale, 1)
+    x0, y0 = max(org[0] - 2, 0), max(org[1] - height - 2, 0)
+    x1, y1 = min(org[0] + width + 2, image.shape[1]), min(org[1] + base + 1, image.shape[0])
+    image[y0:y1, x0:x1] = (image[y0:y1, x0:x1].astype(np.uint16) * 2 // 5).astype(np.uint8)
+    cv2.putText(image, text, org, font, scale, color, 1, cv2.LINE_AA)
 
 
 __all__ = [
