@@ -33,11 +33,11 @@ import math
 from contextlib import nullcontext
 from typing import Dict, Mapping, Optional
 
-import numpy as np
 import torch
 
 from lib.core.heatmap import decode_argmax, decode_soft, prepare_heatmaps
 from lib.core.skeleton import H36M_ACTIONS, get_skeleton
+from lib.engine.distributed import all_gather_cat, is_dist
 from lib.eval.metrics import mpjpe_torch, p_mpjpe_torch
 
 MM_PER_CM = 10.0
@@ -83,21 +83,21 @@ def _mean(values: torch.Tensor) -> float:
     return float(values.double().mean()) if values.numel() else -1.0
 
 
-def _gather(t: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``t`` (first axis) over DDP ranks; identity in a single process."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return t
-    world = torch.distributed.get_world_size()
-    if world == 1:
-        return t
-    n = torch.tensor([t.shape[0]], device=t.device)
-    sizes = [torch.zeros_like(n) for _ in range(world)]
-    torch.distributed.all_gather(sizes, n)
-    sizes = [int(s) for s in sizes]
-    pad = torch.zeros((max(sizes) - t.shape[0],) + tuple(t.shape[1:]), dtype=t.dtype, device=t.device)
-    parts = [torch.zeros((max(sizes),) + tuple(t.shape[1:]), dtype=t.dtype, device=t.device) for _ in range(world)]
-    torch.distributed.all_gather(parts, torch.cat([t, pad]))
-    return torch.cat([p[:s] for p, s in zip(parts, sizes)])
+def _dataset_order(sample_index: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """Gathered dataset indices (M,) -> positions putting the rows in dataset order, each sample once.
+
+    Under DDP the gathered rows come rank by rank; sorting by the dataset index restores the
+    single-process order (so per-sample arrays and float sums match it), and keeping the first of
+    equal indices drops the duplicates a padding sampler (torch's DistributedSampler) adds.
+    ``None`` when not distributed or the loader gave no ``meta['index']``.
+    """
+    if sample_index is None:
+        return None
+    order = torch.sort(sample_index, stable=True).indices
+    ordered = sample_index[order]
+    keep = torch.ones_like(ordered, dtype=torch.bool)
+    keep[1:] = ordered[1:] != ordered[:-1]
+    return order[keep]
 
 
 @torch.no_grad()
@@ -109,8 +109,10 @@ def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
 
     ``lifters``: main name -> frozen lifter; ``cross_lifters``: held-out ones. ``gt_2d`` feeds the
     ground-truth 2D to the lifters (``model_2d`` may be None). ``beta`` defaults to cfg.TEST.BETA.
-    Under DDP with a ``DistributedSampler`` the per-sample values are gathered from every rank
-    (a sampler that pads the last batch duplicates a few samples, as torch's does).
+    Under DDP each rank evaluates its shard (e.g. :class:`lib.engine.distributed.ShardSampler`);
+    the per-sample values are gathered from every rank, put back in dataset order by
+    ``meta['index']`` and de-duplicated (a padding sampler repeats a few samples), so every metric
+    equals the single-process value on every rank.
     """
     dataset = cfg.DATASET.DATASET
     skel = get_skeleton(dataset)
@@ -128,7 +130,8 @@ def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
         raise ValueError("validate: model_2d is None; pass a detector or gt_2d=True")
 
     hits, per_sample, per_sample_p, actions = [], {n: [] for n in names}, {n: [] for n in names}, []
-    ens, ens_p = [], []
+    ens, ens_p, sample_index = [], [], []
+    distributed = is_dist()
     for step, (images, _target, _weight, meta) in enumerate(loader):
         if max_batches and step >= max_batches:
             break
@@ -146,6 +149,11 @@ def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
             else:
                 pred_2d, _ = decode_argmax(heatmaps, center, scale, post_process)
         hits.append(pdj_hits(pred_2d, joints_2d, skel.left_shoulder, skel.right_hip))
+        if distributed and sample_index is not None:
+            if "index" in meta:
+                sample_index.append(torch.as_tensor(meta["index"]).to(device).long().reshape(-1))
+            else:
+                sample_index = None      # no dataset index: keep the rank-by-rank order
         if "action_idx" in meta:
             actions.append(torch.as_tensor(meta["action_idx"]).to(device).long().reshape(-1))
         else:
@@ -170,13 +178,25 @@ def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
 
     if model_2d is not None and was_training:
         model_2d.train()
-    hits = _gather(torch.cat(hits)) if hits else torch.zeros(0, skel.num_joints, dtype=torch.bool)
+    # Every rank reaches the same collectives, even one whose shard gave no batch (empty tensors).
+    empty_f = torch.zeros(0, dtype=torch.float32, device=device)
+    order = None
+    if distributed and sample_index is not None:
+        index = all_gather_cat(torch.cat(sample_index) if sample_index else empty_f.long())
+        order = _dataset_order(index)
+
+    def gather(parts, empty=empty_f):
+        """Per-batch (B, ...) tensors -> (num_samples, ...) over all ranks, in dataset order."""
+        t = all_gather_cat(torch.cat(parts) if parts else empty)
+        return t if order is None else t[order]
+
+    hits = gather(hits, torch.zeros(0, skel.num_joints, dtype=torch.bool, device=device))
     num_samples = int(hits.shape[0])
     out = {"num_samples": num_samples, "dataset": dataset,
            "pdj": 100.0 * float(hits.double().mean()) if num_samples else 0.0,
            "per_lifter": {}, "per_action": None, "per_sample_mpjpe": {}, "cross": None, "ensemble": None}
-    cat = {n: _gather(torch.cat(per_sample[n])) for n in names}
-    cat_p = {n: _gather(torch.cat(per_sample_p[n])) for n in names}
+    cat = {n: gather(per_sample[n]) for n in names}
+    cat_p = {n: gather(per_sample_p[n]) for n in names}
     for n in names:
         out["per_lifter"][n] = {"mpjpe": _mean(cat[n]), "p_mpjpe": _mean(cat_p[n]), "held_out": n in cross_lifters}
         out["per_sample_mpjpe"][n] = cat[n].double().cpu().numpy()
@@ -191,13 +211,13 @@ def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
     if cross_lifters:
         out["cross"] = pooled(list(cross_lifters))
     if ensemble and names:
-        out["ensemble"] = {"mpjpe": _mean(_gather(torch.cat(ens))), "p_mpjpe": _mean(_gather(torch.cat(ens_p))),
+        out["ensemble"] = {"mpjpe": _mean(gather(ens)), "p_mpjpe": _mean(gather(ens_p)),
                            "lifters": names}
     main = out["ensemble"] if out["ensemble"] is not None else out["main"]
     out["mpjpe"], out["p_mpjpe"] = main["mpjpe"], main["p_mpjpe"]
 
     if action_valid and names:
-        action_idx = _gather(torch.cat(actions))
+        action_idx = gather(actions, empty_f.long())
         n_act = len(H36M_ACTIONS)
         valid = action_idx >= 0
         counts = torch.zeros(n_act, dtype=torch.float64, device=action_idx.device).index_add_(

@@ -13,9 +13,14 @@ Host synchronisation happens only every PRINT_FREQ steps (log line, progress bar
 check; on the CPU the non-finite check runs every step since it costs nothing there). Loss terms
 are accumulated on the device in between.
 
-Multi-GPU and mixed precision slot in here: under ``torchrun`` (``WORLD_SIZE`` > 1) the detector is
-wrapped in DistributedDataParallel, the training split is sharded by a ``DistributedSampler`` and
-validation by :class:`ShardSampler` with results gathered, and only rank 0 writes. ``TRAIN.AMP``
+Multi-GPU (``torchrun``, ``WORLD_SIZE`` > 1; helpers in :mod:`lib.engine.distributed`): the detector
+is wrapped in DistributedDataParallel (optionally with synchronised BatchNorm, TRAIN.SYNC_BN, which
+also works on the CPU with gloo), the training split is sharded by a ``DistributedSampler``
+re-shuffled every epoch, seeds are ``SEED + rank``, the DWA history takes the per-lifter 3D losses
+averaged over the ranks, the non-finite check is collective, logged means cover all ranks,
+validation is sharded by :class:`ShardSampler` and gathered in dataset order (every metric equals
+the single-process value), and only rank 0 logs and writes. With the same global batch, seed and
+SYNC_BN a run on N processes follows the single-process run to float round-off. ``TRAIN.AMP``
 (``fp16`` with a gradient scaler, or ``bf16``) autocasts the detector only: decoding, lifters and
 the 3D losses run in float32.
 """
@@ -23,7 +28,6 @@ import json
 import math
 import os
 import pprint
-import random
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -36,9 +40,10 @@ from torch.utils.data import DataLoader, Sampler
 from lib.core.heatmap import prepare_heatmaps
 from lib.core.objective import L2DObjective
 from lib.engine import checkpoint as ckpt_io
+from lib.engine import distributed as ddp
+from lib.engine.distributed import ShardSampler  # noqa: F401 - re-exported (run/valid_hrnet.py)
 from lib.engine.evaluator import results_for_json, validate
 from lib.engine.run_dir import lifter_names, run_dir as make_run_dir
-from lib.utils.device import select_device
 from lib.utils.logger import close_logger, setup_logger
 
 # SPEC §2.1 step 10: lifter dict order (dropout index and DWA entries follow it).
@@ -88,33 +93,8 @@ def make_optimizer(params, cfg):
 # ----------------------------------------------------------------------------- distributed
 def init_distributed(cfg, gpu_id: int):
     """-> (device, rank, world_size). torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; else one process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return select_device(gpu_id, bool(cfg.USE_CUDA)), 0, 1
-    import torch.distributed as dist
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = bool(cfg.USE_CUDA) and torch.cuda.is_available()
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-        device = torch.device(f"cuda:{local_rank}")
-    else:
-        device = torch.device("cpu")
-    return device, dist.get_rank(), dist.get_world_size()
-
-
-class ShardSampler(Sampler):
-    """Indices ``rank::world`` without padding (validation: every sample exactly once overall)."""
-
-    def __init__(self, n: int, rank: int, world: int):
-        self.indices = list(range(rank, n, world))
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self):
-        return len(self.indices)
+    info = ddp.init_distributed(bool(cfg.USE_CUDA), gpu_id)
+    return info.device, info.rank, info.world_size
 
 
 class EpochRandomSampler(Sampler):
@@ -268,16 +248,43 @@ def _state_dict_cpu(model):
     return {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
 
 
-def _seed_everything(seed: int, rank: int = 0):
-    torch.manual_seed(seed + rank)
-    np.random.seed(seed + rank)
-    random.seed(seed + rank)
+def _write_report(out_dir: Path, args: Optional[dict], log):
+    """Rank 0, end of training: the teammate-provided run report, optional (never stops training)."""
+    try:
+        from lib.utils.report import write_run_report
+    except (ImportError, AttributeError):
+        return
+    import sys
+    command = " ".join([Path(sys.executable).name] + sys.argv) if args is not None else None
+    try:
+        write_run_report(out_dir, command=command)
+    except (ImportError, AttributeError) as err:
+        log.warning("run report skipped: %s", err)
+    except Exception as err:   # noqa: BLE001 - a report must never fail a finished training
+        log.warning("could not write the run report: %s", err)
 
 
 # ----------------------------------------------------------------------------- one epoch
+def _global_means(sums: Dict[str, torch.Tensor], n_seen, acc_sum, acc_cnt):
+    """Running sums of this rank -> (term means, accuracy, samples) over all ranks: one all-reduce.
+
+    A host sync (marked): call only at log intervals and at the end of the epoch, on every rank.
+    """
+    names = list(sums)
+    packed = torch.stack([sums[k] for k in names] + [n_seen, acc_sum, acc_cnt])
+    packed = ddp.all_reduce_sum(packed).tolist()                                  # host sync
+    n, a, c = packed[-3:]
+    means = {k: v / n for k, v in zip(names, packed[:-3])} if n else {}
+    return means, (a / c if c > 0 else 0.0), n
+
+
 def train_one_epoch(epoch, model, objective, loader, optimizer, scaler, device, cfg, log,
                     is_main=True, writer=None, global_step=0):
-    """Train one epoch; -> dict of epoch means (loss terms, accuracy_2d, samples_per_s, steps)."""
+    """Train one epoch; -> dict of epoch means (loss terms, accuracy_2d, samples_per_s, steps).
+
+    Under DDP the logged and returned means cover all ranks (the global batch); the non-finite
+    check is collective, so every rank raises :class:`NonFiniteLossError` at the same step.
+    """
     from tqdm import tqdm
 
     model.train()
@@ -344,18 +351,23 @@ def train_one_epoch(epoch, model, objective, loader, optimizer, scaler, device, 
 
         last = step + 1 == total_steps
         if step % check_every == 0 or step % print_freq == 0 or last:
-            if int(bad_step) >= 0:                                     # host sync
-                values = ", ".join(f"{k}={v:.6g}" for k, v in zip(term_names, bad_terms.tolist()))
+            any_bad = int(ddp.first_bad_step(bad_step))               # host sync (+ all-reduce under DDP)
+            if any_bad >= 0:
+                if int(bad_step) >= 0:
+                    values = ", ".join(f"{k}={v:.6g}" for k, v in zip(term_names, bad_terms.tolist()))
+                    where = f"step {int(bad_step)}: {values}"
+                else:
+                    where = f"step {any_bad} on another rank (this rank's losses were finite)"
+                rank_note = f" (rank {ddp.rank()} of {ddp.world_size()})" if ddp.is_dist() else ""
                 raise NonFiniteLossError(
-                    f"non-finite loss at epoch {epoch}, step {int(bad_step)}: {values}. Training stopped; "
+                    f"non-finite loss at epoch {epoch}, {where}{rank_note}. Training stopped; "
                     f"the last good checkpoint (end of the previous epoch) is kept. Lower TRAIN.LR or "
                     f"check the data/lifter weights, then --resume.")
         if step % print_freq == 0 or last:
             now = time.time()
-            speed = samples_since / max(now - t_last, 1e-9)
+            means, acc, _ = _global_means(sums, n_seen, acc_sum, acc_cnt)       # host sync (marked)
+            speed = samples_since * ddp.world_size() / max(now - t_last, 1e-9)
             t_last, samples_since = now, 0
-            means = {k: float(v / n_seen) for k, v in sums.items()}            # host sync (marked)
-            acc = float(acc_sum / acc_cnt) if float(acc_cnt) > 0 else 0.0
             lr = optimizer.param_groups[0]["lr"]
             avg_cur = float(terms["loss_3d_avg"]) * float(L.LOSS_3D_AVG_W) if (use_3d and L.LOSS_3D_AVG) else -1.0
             cons_cur = float(terms["loss_3d_cons"]) * float(L.LOSS_3D_CONS_W) if (use_3d and L.LOSS_3D_CONS) else -1.0
@@ -381,10 +393,9 @@ def train_one_epoch(epoch, model, objective, loader, optimizer, scaler, device, 
         bar.update(1)
     bar.close()
     steps = step + 1 if not (max_steps and step >= max_steps) else max_steps
+    out, acc, n = _global_means(sums, n_seen, acc_sum, acc_cnt)
     elapsed = time.time() - t_epoch
-    n = float(n_seen)
-    out = {k: float(v / n) for k, v in sums.items()} if n else {}
-    out["accuracy_2d"] = float(acc_sum / acc_cnt) if float(acc_cnt) > 0 else 0.0
+    out["accuracy_2d"] = acc
     out["samples_per_s"] = n / max(elapsed, 1e-9)
     out["steps"] = int(steps)
     out["seconds"] = elapsed
@@ -412,6 +423,8 @@ def train(cfg, *, gpu_id: int = 0, resume: Optional[bool] = None, args: Optional
         return _train(cfg, device, rank, world, is_main, out_dir, log, log_path, resume, args, build_dataset)
     finally:
         close_logger()
+        if world > 1:
+            ddp.cleanup()
 
 
 def _train(cfg, device, rank, world, is_main, out_dir, log, log_path, resume, args, build_dataset):
@@ -427,7 +440,7 @@ def _train(cfg, device, rank, world, is_main, out_dir, log, log_path, resume, ar
     torch.backends.cudnn.deterministic = bool(cfg.CUDNN.DETERMINISTIC)
     torch.backends.cudnn.enabled = bool(cfg.CUDNN.ENABLED)
     seed = int(cfg.SEED)
-    _seed_everything(seed, rank)
+    ddp.seed_per_rank(seed, rank)          # rank 0 = the single-process stream; DDP broadcasts rank 0's init
 
     # ---- data
     train_set = build_dataset(cfg, cfg.DATASET.TRAIN_SET, True)
@@ -448,8 +461,8 @@ def _train(cfg, device, rank, world, is_main, out_dir, log, log_path, resume, ar
     if bool(cfg.TRAIN.CHANNELS_LAST):
         model = model.to(memory_format=torch.channels_last)
     if world > 1:
-        if bool(cfg.TRAIN.SYNC_BN):
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if bool(cfg.TRAIN.SYNC_BN):       # BatchNorm over the global batch (GPU: torch's; CPU: gloo)
+            model = ddp.convert_sync_batchnorm(model, device)
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     use_3d = bool(cfg.LOSS.LOSS_3D)
@@ -459,6 +472,7 @@ def _train(cfg, device, rank, world, is_main, out_dir, log, log_path, resume, ar
         for lifter in list(train_lifters.values()) + list(cross_lifters.values()):
             lifter.to(device)
     objective = L2DObjective(cfg, train_lifters).to(device)
+    ddp.make_dwa_global(objective)        # DWA from the global-batch 3D losses: same weights on every rank
     optimizer = make_optimizer(_unwrap(model).parameters(), cfg)
     scheduler = make_scheduler(optimizer, cfg)
     amp = str(cfg.TRAIN.AMP)
@@ -493,7 +507,13 @@ def _train(cfg, device, rank, world, is_main, out_dir, log, log_path, resume, ar
             best_perf = float(state["best_perf"])
             best_cross = float(state["best_cross_perf"])
             history = state["history"]
-            ckpt_io.set_rng_state(state["rng"])
+            per_rank = state.get("rng_per_rank") or []
+            if len(per_rank) == world:
+                ckpt_io.set_rng_state(per_rank[rank])
+            else:                          # saved by another world size: rank 0's stream, offset per rank
+                ckpt_io.set_rng_state(state["rng"])
+                if rank > 0:
+                    ddp.seed_per_rank(seed + 1000 * begin_epoch, rank)
             log.info("=> resumed from %s: continuing at epoch %d (best %.4f, best cross %.4f)",
                      ckpt_path, begin_epoch, best_perf, best_cross)
         else:
@@ -517,7 +537,13 @@ def _train(cfg, device, rank, world, is_main, out_dir, log, log_path, resume, ar
                      optimizer.param_groups[0]["lr"] / float(cfg.TRAIN.LR_BUMP_FACTOR),
                      optimizer.param_groups[0]["lr"])
 
-        # ---- validation (every epoch)
+        # ---- replicas: rank 0's BatchNorm statistics everywhere, then check nothing drifted apart
+        ddp.broadcast_buffers(_unwrap(model))
+        replica_diff = ddp.max_replica_difference(_unwrap(model)) if world > 1 else None
+        if replica_diff:
+            log.warning("replicas differ after epoch %d: max |w - w_rank0| = %.3g", epoch, replica_diff)
+
+        # ---- validation (every epoch; sharded over the ranks, gathered)
         results = validate(cfg, valid_loader, _unwrap(model), device, train_lifters, cross_lifters,
                            beta=float(cfg.LOSS.BETA), ensemble=ensemble)
         if use_3d:
@@ -541,6 +567,9 @@ def _train(cfg, device, rank, world, is_main, out_dir, log, log_path, resume, ar
                            "cross_p_mpjpe": results["cross"]["p_mpjpe"] if results["cross"] else None,
                            "ensemble_mpjpe": results["ensemble"]["mpjpe"] if results["ensemble"] else None},
                  "best": bool(is_best), "best_cross": bool(is_best_cross)}
+        if world > 1:
+            entry["world_size"] = world
+            entry["replica_max_abs_diff"] = replica_diff
         history["epochs"].append(_json_safe(entry))
         history["best_perf"] = best_perf if math.isfinite(best_perf) else None
         history["best_cross_perf"] = best_cross if math.isfinite(best_cross) else None
@@ -562,6 +591,7 @@ def _train(cfg, device, rank, world, is_main, out_dir, log, log_path, resume, ar
                  stats.get("weighted_3d", float("nan")), stats["accuracy_2d"], stats["samples_per_s"],
                  stats["seconds"], lr_now)
 
+        rng_per_rank = ddp.all_gather_object(ckpt_io.rng_state()) if world > 1 else None   # collective
         if is_main:
             weights = _state_dict_cpu(model)
             if is_best:
@@ -581,6 +611,7 @@ def _train(cfg, device, rank, world, is_main, out_dir, log, log_path, resume, ar
                      "scaler": scaler.state_dict() if scaler is not None else None,
                      "best_perf": float(best_perf), "best_cross_perf": float(best_cross), "perf": float(perf),
                      "objective": objective.state_dict(), "rng": ckpt_io.rng_state(),
+                     "rng_per_rank": rng_per_rank,
                      "history": history, "config": ckpt_io.plain(cfg), "config_yaml": cfg.dump()}
             ckpt_io.atomic_save(ckpt_io.plain(state), ckpt_path)
             _write_json(out_dir / "history.json", history)
@@ -602,8 +633,10 @@ def _train(cfg, device, rank, world, is_main, out_dir, log, log_path, resume, ar
 
     if is_main:
         ckpt_io.atomic_save(_state_dict_cpu(model), out_dir / "final_state.pth")
+        _write_report(out_dir, args, log)
     if writer is not None:
         writer.close()
+    ddp.barrier()                          # no rank leaves before rank 0 has written everything
     log.info("=> done: %s (best %s %.4f)", out_dir, "PDJ" if not use_3d else "MPJPE", best_perf)
     return {"run_dir": out_dir, "log_file": log_path, "best_perf": best_perf, "best_cross_perf": best_cross,
             "history": history, "lifters": list(train_lifters), "cross_lifters": list(cross_lifters),

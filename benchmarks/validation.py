@@ -1,0 +1,238 @@
+"""Validation speed: our evaluator (batched on the device) vs the original's per-sample post-processing.
+
+Shapes: N samples per batch, J = 17 joints, heatmaps (N, 17, Hm, Wm) of the config (72 x 96 for
+w32_384x288). Both sides get the same heatmaps, run the same lifters (batched, as the original
+does) and must report the same numbers (checked here: PDJ@0.2, per-lifter MPJPE and P-MPJPE); only
+what differs is timed by default:
+
+* ours: ``lib.engine.evaluator.validate`` (soft-argmax decode with post-processing, one affine for
+  the batch, PDJ, lifters, MPJPE and batched-SVD P-MPJPE on the device, one host sync per pass);
+* original (SPEC §2.4-2.5, §4.3-4.4): softmax over the batch, then a Python double loop over samples
+  and joints for the quarter-pixel shift and one OpenCV 3-point affine per sample
+  (``run/benchmark.py::original_decode``), PDJ and MPJPE per sample, and a per-sample numpy
+  Procrustes (SVD, reflection fix) per lifter.
+
+``--with-detector`` adds the detector forward to both sides (end-to-end samples/s; the forward is
+identical in both, so the ratio shrinks towards 1 as the detector dominates on a CPU).
+Usage::
+
+    python benchmarks/validation.py [--cfg FILE] [--batch 64] [--batches 8] [--lifters sb,videopose]
+                                    [--device cpu|cuda] [--repeats 3] [--with-detector] [--json]
+"""
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lib.config import load_cfg  # noqa: E402
+from lib.core.heatmap import prepare_heatmaps  # noqa: E402
+from lib.core.skeleton import get_skeleton  # noqa: E402
+from lib.engine.evaluator import MM_PER_M, gt_mm_for, validate  # noqa: E402
+from run.benchmark import build_lifters, original_decode, random_batch  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cfg", default="experiments/h36m/w32_384x288_adam_lr1e-3.yaml")
+    p.add_argument("--batch", type=int, default=64, help="samples per batch (TEST.BATCH_SIZE_PER_GPU)")
+    p.add_argument("--batches", type=int, default=8, help="batches per validation pass")
+    p.add_argument("--lifters", default="sb,videopose", help="comma-separated lifters evaluated per batch")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeats", type=int, default=3, help="timed passes per side (median)")
+    p.add_argument("--with-detector", action="store_true", help="include the detector forward on both sides")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    return p.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------- inputs
+def peaked_heatmaps(cfg, n: int, seed: int) -> torch.Tensor:
+    """(N, 17, Hm, Wm): a unit Gaussian per joint at a random point plus weak noise (a trained
+    detector's look, so the quarter-pixel shift of the post-processing really happens)."""
+    g = torch.Generator().manual_seed(seed)
+    wm, hm = (int(v) for v in cfg.MODEL.HEATMAP_SIZE)
+    mu = torch.rand(n, 17, 2, generator=g) * torch.tensor([wm - 6.0, hm - 6.0]) + 3.0
+    xs = torch.arange(wm, dtype=torch.float32).view(1, 1, 1, wm)
+    ys = torch.arange(hm, dtype=torch.float32).view(1, 1, hm, 1)
+    d2 = (xs - mu[..., 0, None, None]) ** 2 + (ys - mu[..., 1, None, None]) ** 2
+    sigma = float(cfg.MODEL.SIGMA)
+    return torch.exp(-d2 / (2 * sigma ** 2)) + 0.01 * torch.randn(n, 17, hm, wm, generator=g)
+
+
+class Replay(torch.nn.Module):
+    """A stand-in detector that returns its input: lets ``validate`` start from given heatmaps."""
+
+    def forward(self, heatmaps):
+        return heatmaps
+
+
+# ----------------------------------------------------------------------------- the original's way
+def procrustes_error_mm(pred_mm: np.ndarray, gt_mm: np.ndarray) -> float:
+    """(J, 3) x2 -> MPJPE after aligning ``pred`` to ``gt`` (SPEC §4.4), one sample, float64."""
+    mu_x, mu_y = gt_mm.mean(axis=0), pred_mm.mean(axis=0)
+    x0, y0 = gt_mm - mu_x, pred_mm - mu_y
+    norm_x, norm_y = np.sqrt((x0 ** 2).sum()), np.sqrt((y0 ** 2).sum())
+    x0, y0 = x0 / norm_x, y0 / norm_y
+    u, s, vt = np.linalg.svd(x0.T @ y0)
+    v = vt.T
+    r = v @ u.T
+    if np.linalg.det(r) < 0:
+        v[:, -1] *= -1
+        s[-1] *= -1
+        r = v @ u.T
+    b = s.sum() * norm_x / norm_y
+    t = mu_x - b * (mu_y @ r)
+    aligned = b * (pred_mm @ r) + t
+    return float(np.linalg.norm(aligned - gt_mm, axis=-1).mean())
+
+
+@torch.no_grad()
+def original_validate(cfg, batches, model, lifters, device):
+    """The original's loop: per-sample decode, PDJ, MPJPE and Procrustes; -> (pdj %, {name: (mpjpe, p_mpjpe)})."""
+    skel = get_skeleton(cfg.DATASET.DATASET)
+    beta, post = float(cfg.TEST.BETA), bool(cfg.TEST.POST_PROCESS)
+    detected, counted = 0, 0
+    errors = {n: ([], []) for n in lifters}
+    for images, _, _, meta in batches:
+        heatmaps = prepare_heatmaps(model(images.to(device)).float(), cfg.DATASET.DATASET)
+        center = meta["center"].cpu().numpy()
+        scale = meta["scale"].cpu().numpy()
+        pred_2d = original_decode(heatmaps.cpu(), center, scale, beta, post)           # (N, J, 2) CPU
+        gt_2d = meta["joints_2d"].cpu().numpy()
+        pred_np = pred_2d.numpy()
+        for b in range(pred_np.shape[0]):
+            torso = np.linalg.norm(gt_2d[b][skel.left_shoulder] - gt_2d[b][skel.right_hip])
+            for j in range(pred_np.shape[1]):
+                detected += int(np.linalg.norm(pred_np[b][j] - gt_2d[b][j]) < 0.2 * torso)
+                counted += 1
+        image_size = meta["image_size"].to(device).float()
+        joints_3d_cm = meta["joints_3d"].to(device).float()
+        for name, lifter in lifters.items():
+            pred_mm = (lifter(pred_2d.to(device), image_size).float() * MM_PER_M).cpu().numpy().astype(np.float64)
+            gt_mm = gt_mm_for(lifter, joints_3d_cm).cpu().numpy().astype(np.float64)
+            for b in range(pred_mm.shape[0]):
+                errors[name][0].append(float(np.linalg.norm(pred_mm[b] - gt_mm[b], axis=-1).mean()))
+                errors[name][1].append(procrustes_error_mm(pred_mm[b], gt_mm[b]))
+    return 100.0 * detected / counted, {n: (float(np.mean(e)), float(np.mean(p))) for n, (e, p) in errors.items()}
+
+
+# ----------------------------------------------------------------------------- run
+def median_seconds(fn, repeats: int, sync) -> float:
+    fn()                                   # warm-up (allocator, kernels, cudnn autotuning)
+    times = []
+    for _ in range(max(repeats, 1)):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run(args) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    cfg = load_cfg(args.cfg, [])
+    names = [n for n in args.lifters.split(",") if n]
+    torch.manual_seed(0)                   # the same (untrained) lifters every run
+    lifters = build_lifters(names, get_skeleton(cfg.DATASET.DATASET).num_joints, device)
+    for lifter in lifters.values():
+        lifter.eval()
+    batches = []
+    for i in range(args.batches):
+        _, target, weight, meta = random_batch(cfg, args.batch, device, seed=100 + i)
+        images = peaked_heatmaps(cfg, args.batch, seed=200 + i).to(device)
+        batches.append((images, target, weight, meta))
+    if args.with_detector:
+        import model_2d
+        torch.manual_seed(0)
+        model = model_2d.build_pose_net(cfg).to(device).eval()
+        w, h = (int(v) for v in cfg.MODEL.IMAGE_SIZE)
+        g = torch.Generator().manual_seed(1)
+        batches = [(torch.randn(args.batch, 3, h, w, generator=g).to(device), t, wt, m) for _, t, wt, m in batches]
+    else:
+        model = Replay()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    ours = {}
+
+    def run_ours():
+        ours["res"] = validate(cfg, batches, model, device, lifters)
+
+    orig = {}
+
+    def run_orig():
+        orig["pdj"], orig["lifters"] = original_validate(cfg, batches, model, lifters, device)
+
+    t_ours = median_seconds(run_ours, args.repeats, sync)
+    t_orig = median_seconds(run_orig, args.repeats, sync)
+
+    # the same numbers: PDJ up to one borderline joint, errors to float32 round-off
+    res, n = ours["res"], args.batch * args.batches
+    one_joint = 100.0 / (n * get_skeleton(cfg.DATASET.DATASET).num_joints)
+    assert abs(res["pdj"] - orig["pdj"]) <= one_joint + 1e-9, (res["pdj"], orig["pdj"])
+    for name, (mpjpe, p_mpjpe) in orig["lifters"].items():
+        got = res["per_lifter"][name]
+        assert abs(got["mpjpe"] - mpjpe) <= 1e-4 * abs(mpjpe) + 1e-6, (name, got["mpjpe"], mpjpe)
+        assert abs(got["p_mpjpe"] - p_mpjpe) <= 1e-4 * abs(p_mpjpe) + 1e-6, (name, got["p_mpjpe"], p_mpjpe)
+
+    # where the time goes: the decode alone, and the metrics alone (given the same predictions)
+    from lib.core.heatmap import decode_soft
+    from lib.eval.metrics import mpjpe_torch, p_mpjpe_torch
+    hm0, meta0 = prepare_heatmaps(batches[0][0].float(), cfg.DATASET.DATASET), batches[0][3]
+    if args.with_detector:
+        hm0 = peaked_heatmaps(cfg, args.batch, seed=200).to(device)
+    beta, post = float(cfg.TEST.BETA), bool(cfg.TEST.POST_PROCESS)
+    t_dec_ours = median_seconds(lambda: decode_soft(hm0, meta0["center"], meta0["scale"], beta, post), args.repeats, sync)
+    t_dec_orig = median_seconds(lambda: original_decode(hm0.cpu(), meta0["center"].cpu().numpy(),
+                                                        meta0["scale"].cpu().numpy(), beta, post), args.repeats, sync)
+    pred = torch.randn(args.batch, 17, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64) * 300
+    gt = torch.randn(args.batch, 17, 3, generator=torch.Generator().manual_seed(6), dtype=torch.float64) * 300
+    pred_d, gt_d = pred.float().to(device), gt.float().to(device)
+    t_met_ours = median_seconds(lambda: (float(mpjpe_torch(pred_d, gt_d).mean()), float(p_mpjpe_torch(pred_d, gt_d).mean())),
+                                args.repeats, sync)
+    pn, gn = pred.numpy(), gt.numpy()
+    t_met_orig = median_seconds(lambda: [(np.linalg.norm(pn[b] - gn[b], axis=-1).mean(), procrustes_error_mm(pn[b], gn[b]))
+                                         for b in range(args.batch)], args.repeats, sync)
+
+    return {"cfg": args.cfg, "device": str(device), "batch": args.batch, "batches": args.batches,
+            "lifters": names, "with_detector": bool(args.with_detector),
+            "heatmap_size": [int(v) for v in cfg.MODEL.HEATMAP_SIZE], "threads": torch.get_num_threads(),
+            "ours_samples_per_s": n / t_ours, "original_samples_per_s": n / t_orig, "speedup": t_orig / t_ours,
+            "decode_ms": {"ours": 1e3 * t_dec_ours, "original": 1e3 * t_dec_orig},
+            "metrics_ms_per_lifter": {"ours": 1e3 * t_met_ours, "original": 1e3 * t_met_orig},
+            "pdj": res["pdj"], "mpjpe": {k: v["mpjpe"] for k, v in res["per_lifter"].items()},
+            "p_mpjpe": {k: v["p_mpjpe"] for k, v in res["per_lifter"].items()}, "numbers_equal": True}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    out = run(args)
+    if args.json:
+        print(json.dumps(out))
+        return out
+    scope = "detector + decode + lifters + metrics" if out["with_detector"] else "decode + lifters + metrics"
+    print(f"validation ({scope}), {out['batches']} x {out['batch']} samples, heatmaps "
+          f"{out['heatmap_size'][0]}x{out['heatmap_size'][1]}, lifters {','.join(out['lifters'])}, "
+          f"{out['device']} ({out['threads']} threads)")
+    print(f"  ours      {out['ours_samples_per_s']:10.1f} samples/s")
+    print(f"  original  {out['original_samples_per_s']:10.1f} samples/s")
+    d, m = out["decode_ms"], out["metrics_ms_per_lifter"]
+    print(f"  per batch of {out['batch']}: decode {d['ours']:.1f} ms vs {d['original']:.1f} ms "
+          f"(x{d['original'] / d['ours']:.1f}); MPJPE + P-MPJPE per lifter {m['ours']:.2f} ms vs {m['original']:.2f} ms "
+          f"(x{m['original'] / m['ours']:.1f})")
+    print(f"  speed-up  {out['speedup']:10.1f}x   (goal >= 5x); same numbers: PDJ {out['pdj']:.2f} %, "
+          + ", ".join(f"{k} MPJPE {v:.2f} / P-MPJPE {out['p_mpjpe'][k]:.2f} mm" for k, v in out["mpjpe"].items()))
+    return out
+
+
+if __name__ == "__main__":
+    main()
