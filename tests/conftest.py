@@ -19,3 +19,15 @@ def shared_data():
     if not (path / "test_h36m_body3d.npz").is_file():
         pytest.skip("real Human3.6M sample data (../shared/data/h36m_sample) not present")
     return path
+
+
+def make_tiny_h36m(root, seed, frames_per_seq=3, image_size=128):
+    """A prepared synthetic Human3.6M set (S1 train, S9 valid, one action) at ``root``; returns it."""
+    from lib.datasets.synthetic import make_h36m_demo
+    from run import prepare_h36m
+
+    make_h36m_demo(root, seed=seed, frames_per_seq=frames_per_seq, image_size=image_size,
+                   actions_per_subject=1, subjects=("S1", "S9"), preview=False)
+    prepare_h36m.main(["--src", str(root), "--dst", str(root), "--train-interval", "1",
+                       "--valid-interval", "1", "--no-check-images"])
+    return root

@@ -7,20 +7,16 @@ import pytest
 import torch
 
 from run import train_hrnet, train_lifter, valid_hrnet
+from conftest import make_tiny_h36m
 
 CFG = "experiments/demo/tiny_96x128.yaml"
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    from lib.datasets.synthetic import make_h36m_demo
-    from run import prepare_h36m
     base = tmp_path_factory.mktemp("e2e")
     data = base / "data"
-    make_h36m_demo(data, seed=0, frames_per_seq=4, image_size=128, actions_per_subject=1,
-                   subjects=("S1", "S9"), preview=False)
-    prepare_h36m.main(["--src", str(data), "--dst", str(data), "--train-interval", "1", "--valid-interval", "1",
-                       "--no-check-images"])
+    make_tiny_h36m(data, seed=0, frames_per_seq=4, image_size=128)
     weights = {n: base / "lifters" / f"{n}.pth" for n in ("sb", "videopose", "iganet")}
     common = ["DATASET.ROOT", str(data), "OUTPUT_DIR", str(base / "out"), "USE_CUDA", "False",
               "TRAIN.BATCH_SIZE_PER_GPU", "4", "TEST.BATCH_SIZE_PER_GPU", "8", "TRAIN.MAX_STEPS_PER_EPOCH", "2",

@@ -7,20 +7,16 @@ import numpy as np
 import pytest
 
 from run import demo_multi, train_hrnet
+from conftest import make_tiny_h36m
 
 CFG = "experiments/demo/tiny_96x128.yaml"
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from lib.datasets.synthetic import make_h36m_demo
-    from run import prepare_h36m
     base = tmp_path_factory.mktemp("multi")
     root = base / "data"
-    make_h36m_demo(root, seed=3, frames_per_seq=3, image_size=128, actions_per_subject=1,
-                   subjects=("S1", "S9"), preview=False)
-    prepare_h36m.main(["--src", str(root), "--dst", str(root), "--train-interval", "1", "--valid-interval", "1",
-                       "--no-check-images"])
+    make_tiny_h36m(root, seed=3, frames_per_seq=3, image_size=128)
     return base, root
 
 

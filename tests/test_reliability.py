@@ -7,20 +7,16 @@ import torch
 
 from lib.engine import trainer
 from run import train_hrnet, train_lifter, valid_hrnet
+from conftest import make_tiny_h36m
 
 CFG = "experiments/demo/tiny_96x128.yaml"
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    from lib.datasets.synthetic import make_h36m_demo
-    from run import prepare_h36m
     base = tmp_path_factory.mktemp("rel")
     data = base / "data"
-    make_h36m_demo(data, seed=1, frames_per_seq=3, image_size=128, actions_per_subject=1,
-                   subjects=("S1", "S9"), preview=False)
-    prepare_h36m.main(["--src", str(data), "--dst", str(data), "--train-interval", "1", "--valid-interval", "1",
-                       "--no-check-images"])
+    make_tiny_h36m(data, seed=1, frames_per_seq=3, image_size=128)
     common = ["DATASET.ROOT", str(data), "USE_CUDA", "False", "TRAIN.BATCH_SIZE_PER_GPU", "4",
               "TEST.BATCH_SIZE_PER_GPU", "8", "TRAIN.MAX_STEPS_PER_EPOCH", "2", "PRINT_FREQ", "5",
               "LIFTER_TRAIN.BATCH_SIZE", "16", "MODEL_3D.WEIGHTS.SB", str(base / "sb.pth"),

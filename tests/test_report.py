@@ -9,6 +9,7 @@ import cv2
 import pytest
 
 from run import train_hrnet, train_lifter, valid_hrnet
+from conftest import make_tiny_h36m
 
 CFG = "experiments/demo/tiny_96x128.yaml"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -36,15 +37,10 @@ def report_links(report: Path):
 @pytest.fixture(scope="module")
 def run3d(tmp_path_factory):
     """A 3D-guided (sb) run of two epochs x 2 steps on a tiny synthetic set."""
-    from lib.datasets.synthetic import make_h36m_demo
-    from run import prepare_h36m
 
     base = tmp_path_factory.mktemp("report")
     data = base / "data"
-    make_h36m_demo(data, seed=1, frames_per_seq=3, image_size=128, actions_per_subject=1,
-                   subjects=("S1", "S9"), preview=False)
-    prepare_h36m.main(["--src", str(data), "--dst", str(data), "--train-interval", "1", "--valid-interval", "1",
-                       "--no-check-images"])
+    make_tiny_h36m(data, seed=1, frames_per_seq=3, image_size=128)
     common = ["DATASET.ROOT", str(data), "OUTPUT_DIR", str(base / "out"), "USE_CUDA", "False",
               "TRAIN.BATCH_SIZE_PER_GPU", "4", "TEST.BATCH_SIZE_PER_GPU", "8", "TRAIN.MAX_STEPS_PER_EPOCH", "2",
               "PRINT_FREQ", "1", "LIFTER_TRAIN.BATCH_SIZE", "16", "MODEL_3D.WEIGHTS.SB", str(base / "sb.pth")]
