@@ -10,6 +10,12 @@ GT-2D validation MPJPE) is saved as a self-contained checkpoint (weights + norma
 joint count + dataset) at MODEL_3D.WEIGHTS.<NAME>, or by default where train_hrnet.py looks:
 model_3d/<net>/weights/... (model_3d.default_weight_path). Log, history.json and curves.png go to
 <OUTPUT_DIR>/<dataset>/lifters/<name>/.
+
+Multi-process (one process per GPU, or gloo on CPUs); LIFTER_TRAIN.BATCH_SIZE stays the GLOBAL batch,
+so the recipe is unchanged; TRAIN.SYNC_BN True synchronises the lifter's BatchNorm over it:
+
+    torchrun --standalone --nproc_per_node=4 run/train_lifter.py \\
+        --cfg experiments/h36m/w32_384x288_adam_lr1e-3.yaml --model_3d sb,videopose TRAIN.SYNC_BN True
 """
 import argparse
 import sys
@@ -38,6 +44,7 @@ def build_parser():
 
 def main(argv=None):
     import model_3d
+    from lib.engine import distributed as ddp
     from lib.engine.lifter_trainer import train_lifter
 
     args = build_parser().parse_intermixed_args(argv)
@@ -59,9 +66,14 @@ def main(argv=None):
     cfg = load_cfg(args.cfg, opts + list(args.opts or []))
     cfg.CFG_FILE = args.cfg
     cfg.freeze()
+    # one process group for all the lifters of this call (torchrun); a no-op in a single process
+    ddp.init_distributed(bool(cfg.USE_CUDA), args.gpu_id)
     results = {}
-    for name in names:
-        results[name] = train_lifter(cfg, name, gpu_id=args.gpu_id)
+    try:
+        for name in names:
+            results[name] = train_lifter(cfg, name, gpu_id=args.gpu_id)
+    finally:
+        ddp.cleanup()
     return results if len(names) > 1 else results[names[0]]
 
 

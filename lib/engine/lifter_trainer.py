@@ -22,6 +22,29 @@ as a self-contained ``l2d-lifter`` checkpoint at ``cfg.MODEL_3D.WEIGHTS.<NAME>``
 
 Config: ``LIFTER_TRAIN.EPOCHS`` / ``BATCH_SIZE`` / ``LR`` (<= 0: the recipe's value),
 ``LIFTER_TRAIN.MAX_STEPS_PER_EPOCH`` (> 0: quick runs), ``LIFTER_TRAIN.FLIP`` (off disables flip).
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1; helpers in :mod:`lib.engine.distributed`):
+
+* the batch size is the GLOBAL batch: every rank draws the same per-epoch permutation and flip
+  mask (generator seeded with ``SEED``), takes its contiguous part of each global batch
+  (``tensor_split``: sizes differ by at most one) and weights its loss by ``world * n_rank / n_global``,
+  so DDP's gradient average is the global-batch mean. Steps per epoch, the LR schedule and the BN
+  momentum schedule are those of the single-process recipe, whatever the number of processes.
+  Under DDP a trailing global batch smaller than ``2 x world`` is skipped (a rank would get fewer
+  than two samples, which training-mode BatchNorm rejects);
+* the network is wrapped in DistributedDataParallel (rank 0's initial weights everywhere);
+  ``TRAIN.SYNC_BN`` synchronises its BatchNorm1d layers over the global batch (torch's
+  ``SyncBatchNorm`` on GPUs; on CPUs :class:`GlooSyncBatchNorm` behind a 1D->2D view); without it
+  rank 0's running statistics are broadcast before each validation;
+* dropout draws differ per rank (rank r reseeds with ``SEED + r`` after the shared initialisation;
+  rank 0 keeps the single-process stream);
+* validation is sharded ``rank::world`` and the per-sample errors gathered back into dataset
+  order, so the logged metric is the full-split value (the same as re-evaluating the saved
+  checkpoint in one process);
+* only rank 0 logs and writes the checkpoint, ``history.json`` and ``curves.png``; the training
+  loss is averaged over ranks and a non-finite one stops every rank together; all ranks meet at a
+  barrier before returning. :func:`train_lifter` leaves a process group it did not create to its
+  caller (``run/train_lifter.py`` destroys it after the last lifter).
 """
 import json
 import math
@@ -33,6 +56,7 @@ from typing import Dict
 import numpy as np
 import torch
 
+from lib.engine import distributed as ddp
 from lib.eval.metrics import mpjpe_torch, p_mpjpe_torch
 
 CM_PER_M = 100.0
@@ -76,35 +100,116 @@ def _load_arrays(root, split, dataset, max_samples, device):
 
 
 @torch.no_grad()
-def evaluate_lifter(lifter, pose_2d_px, image_size, pose_3d_cm, batch_size=4096) -> Dict[str, float]:
-    """GT-2D MPJPE / P-MPJPE in mm over the given arrays (lifter's net in eval mode)."""
+def _per_sample_errors_mm(lifter, pose_2d_px, image_size, pose_3d_cm, batch_size=4096):
+    """-> (mpjpe (N,), p_mpjpe (N,)) in mm, float64, lifter's net in eval mode."""
     was = lifter.net.training
     lifter.net.eval()
     err, perr = [], []
     for s in range(0, pose_2d_px.shape[0], batch_size):
         pred_mm = lifter(pose_2d_px[s:s + batch_size], image_size[s:s + batch_size]) * 1000.0
         gt_mm = pose_3d_cm[s:s + batch_size] * MM_PER_CM
-        err.append(mpjpe_torch(pred_mm, gt_mm))
-        perr.append(p_mpjpe_torch(pred_mm, gt_mm))
+        err.append(mpjpe_torch(pred_mm, gt_mm).double())
+        perr.append(p_mpjpe_torch(pred_mm, gt_mm).double())
     lifter.net.train(was)
-    return {"mpjpe": float(torch.cat(err).double().mean()), "p_mpjpe": float(torch.cat(perr).double().mean())}
+    dev = pose_2d_px.device
+    empty = torch.zeros(0, dtype=torch.float64, device=dev)
+    return (torch.cat(err) if err else empty), (torch.cat(perr) if perr else empty)
+
+
+def evaluate_lifter(lifter, pose_2d_px, image_size, pose_3d_cm, batch_size=4096) -> Dict[str, float]:
+    """GT-2D MPJPE / P-MPJPE in mm over the given arrays (lifter's net in eval mode).
+
+    Shapes: pose_2d_px (N,J,2), image_size (N,2), pose_3d_cm (N,J,3). Under torchrun (a collective:
+    every rank calls it with the same arrays) each rank evaluates rows ``rank::world`` and the
+    per-sample errors are gathered back into dataset order, so every rank returns the full-split means.
+    """
+    n = pose_2d_px.shape[0]
+    world, rank = ddp.world_size(), ddp.rank()
+    rows = torch.arange(rank, n, world, device=pose_2d_px.device)
+    if world > 1:
+        pose_2d_px, image_size, pose_3d_cm = pose_2d_px[rows], image_size[rows], pose_3d_cm[rows]
+    err, perr = _per_sample_errors_mm(lifter, pose_2d_px, image_size, pose_3d_cm, batch_size)
+    if world > 1:
+        gathered = ddp.all_gather_cat(torch.stack([err, perr], dim=1))       # (n, 2), rank-major
+        order = torch.cat([torch.arange(r, n, world, device=gathered.device) for r in range(world)])
+        full = torch.empty_like(gathered)
+        full[order] = gathered
+        err, perr = full[:, 0], full[:, 1]
+    return {"mpjpe": float(err.mean()), "p_mpjpe": float(perr.mean())}
+
+
+class _SyncBatchNorm1dView(ddp.GlooSyncBatchNorm):
+    """GlooSyncBatchNorm for BatchNorm1d inputs (N,C) or (N,C,L): viewed as (N,C,L,1), same statistics."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() not in (2, 3):
+            raise ValueError(f"synchronised BatchNorm1d expects (N,C) or (N,C,L) input, got {tuple(x.shape)}")
+        return super().forward(x.reshape(x.shape[0], x.shape[1], -1, 1)).reshape(x.shape)
+
+
+def _convert_sync_batchnorm_1d(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """TRAIN.SYNC_BN for the lifters, whose BatchNorm layers are 1D.
+
+    torch's converter (CUDA) handles every BatchNorm; ``distributed.convert_sync_batchnorm`` on the CPU
+    converts BatchNorm2d only, so BatchNorm1d gets the same gloo synchronisation through a view.
+    Parameters and running statistics are the same tensors (state_dict keys unchanged).
+    """
+    if device.type == "cuda":
+        return ddp.convert_sync_batchnorm(module, device)
+    if isinstance(module, torch.nn.BatchNorm1d):
+        new = _SyncBatchNorm1dView(module.num_features, module.eps, module.momentum, module.affine,
+                                   module.track_running_stats)
+        if module.affine:
+            new.weight, new.bias = module.weight, module.bias
+        if module.track_running_stats:
+            new.running_mean, new.running_var = module.running_mean, module.running_var
+            new.num_batches_tracked = module.num_batches_tracked
+        new.train(module.training)
+        return new
+    for child_name, child in module.named_children():
+        setattr(module, child_name, _convert_sync_batchnorm_1d(child, device))
+    return ddp.convert_sync_batchnorm(module, device) if isinstance(module, torch.nn.BatchNorm2d) else module
+
+
+class _TrainLoss(torch.nn.Module):
+    """The recipe's training loss as a module, so DDP sees one forward: (x_px, size, y_cm) -> 0-dim loss.
+
+    Shapes: x (n,J,2) px, size (n,2), y (n,J,3) cm. ``mse_zscore``: MSE of the net's z-scored output;
+    else mean joint error in metres. Holds the lifter (its net trains, its stats are buffers).
+    """
+
+    def __init__(self, lifter, loss: str, num_joints: int):
+        super().__init__()
+        self.lifter, self.loss, self.num_joints = lifter, loss, num_joints
+
+    def forward(self, pose_2d_px, image_size, pose_3d_cm):
+        lifter, n, J = self.lifter, pose_2d_px.shape[0], self.num_joints
+        if self.loss == "mse_zscore":
+            raw = lifter.net(lifter.normalize_input(pose_2d_px).reshape(n, -1)).reshape(n, J, 3)
+            target = (pose_3d_cm - lifter.mean_3d) / (lifter.std_3d + 1e-8)
+            return torch.mean((raw - target) ** 2)
+        pred_m = lifter(pose_2d_px, image_size)
+        return torch.linalg.vector_norm(pred_m - pose_3d_cm / CM_PER_M, dim=-1).mean()
 
 
 def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None) -> Dict:
-    """Train lifter ``name`` as configured.
+    """Train lifter ``name`` as configured (one process, or every rank of a ``torchrun`` launch).
 
     Returns ``{'path', 'best', 'history', 'baseline_mean_pose_mm', 'untrained_mm', 'run_folder'}``: the two
     references are the valid MPJPE (mm) of predicting the training mean pose and of the network before training.
+    Every rank returns the same metrics; only rank 0 writes files.
     """
     import model_3d
     from lib.core.skeleton import get_skeleton
     from lib.datasets import index as idx
     from lib.datasets.base import dataset_root
     from lib.engine.checkpoint import plain
-    from lib.utils.device import select_device
     from lib.utils.logger import close_logger, setup_logger
     from lib.utils.plots import plot_curves
 
+    owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    info = ddp.init_distributed(bool(cfg.USE_CUDA), gpu_id)
+    device, rank, world, is_main = info.device, info.rank, info.world_size, info.is_main
     dataset = cfg.DATASET.DATASET
     skeleton = get_skeleton(dataset)
     J = skeleton.num_joints
@@ -113,11 +218,10 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None) ->
     run_folder = Path(cfg.OUTPUT_DIR) / dataset / "lifters" / name
     own_log = log is None
     if own_log:
-        log, _ = setup_logger(run_folder, (cfg.CFG_NAME or "lifter") + f"_{name}", "train_lifter")
+        log, _ = setup_logger(run_folder, (cfg.CFG_NAME or "lifter") + f"_{name}", "train_lifter", enabled=is_main)
     try:
-        device = select_device(gpu_id, bool(cfg.USE_CUDA))
         seed = int(cfg.SEED)
-        torch.manual_seed(seed)
+        torch.manual_seed(seed)            # the same initial weights on every rank (= the single-process run)
         np.random.seed(seed)
         root = dataset_root(cfg)
         max_samples = int(cfg.DATASET.MAX_SAMPLES)
@@ -133,20 +237,37 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None) ->
         lr0 = float(lt.LR) if float(lt.LR) > 0 else float(recipe["lr"])
         max_steps = int(lt.MAX_STEPS_PER_EPOCH)
         flip = bool(recipe["flip_augment"]) and bool(lt.FLIP)
+        sync_bn = world > 1 and bool(cfg.TRAIN.SYNC_BN)
         out_path = Path(out_path) if out_path else model_3d.lifter_weight_path(cfg, name)
         log.info("training lifter %s on %s GT 2D->3D: %d train / %d valid samples, %d epochs, batch %d, lr %g, "
                  "loss %s, flip %s, device %s -> %s (recipe: %s)", name, dataset, x_tr.shape[0], x_va.shape[0],
                  epochs, batch_size, lr0, recipe["loss"], flip, device, out_path, recipe["source"])
+        if world > 1:
+            log.info("torchrun: %d processes, global batch %d (about %d per process), SYNC_BN %s",
+                     world, batch_size, math.ceil(batch_size / world), sync_bn)
+        if world > 1 and batch_size < 2 * world:
+            raise ValueError(f"LIFTER_TRAIN.BATCH_SIZE {batch_size} is the global batch and must give every one of "
+                             f"the {world} processes at least 2 samples: set it to >= {2 * world}")
+        if recipe["loss"] == "mse_zscore" and spec.layout != "flat":
+            raise ValueError(f"lifter {name!r}: loss 'mse_zscore' expects a 'flat' layout, got {spec.layout!r}")
 
         lifter = model_3d.build_lifter(name, J, stats=stats if spec.normalization == "zscore" else None).to(device)
         for p in lifter.net.parameters():
             p.requires_grad_(True)
+        if sync_bn:
+            lifter.net = _convert_sync_batchnorm_1d(lifter.net, device)
+        step_loss = _TrainLoss(lifter, recipe["loss"], J)
+        if world > 1:
+            step_loss = torch.nn.parallel.DistributedDataParallel(
+                step_loss, device_ids=[device.index] if device.type == "cuda" else None)
+            if rank > 0:                       # own dropout stream; rank 0 keeps the single-process one
+                ddp.seed_per_rank(seed, rank)
         params = [p for p in lifter.net.parameters()]
         opt_cls = torch.optim.AdamW if recipe["optimizer"] == "adamw" else torch.optim.Adam
         optimizer = opt_cls(params, lr=lr0, amsgrad=bool(recipe["amsgrad"]),
                             weight_decay=float(recipe["weight_decay"]))
         perm = _flip_perm(skeleton).to(device)
-        gen = torch.Generator(device="cpu")
+        gen = torch.Generator(device="cpu")      # shared stream: the same permutation / flips on every rank
         gen.manual_seed(seed)
 
         # reference: predicting the training mean pose for every validation sample
@@ -156,14 +277,16 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None) ->
         untrained = evaluate_lifter(lifter, x_va, size_va, y_va)["mpjpe"]
         log.info("reference: untrained network (seed %d) -> valid MPJPE %.2f mm", seed, untrained)
 
-        if recipe["loss"] == "mse_zscore" and spec.layout != "flat":
-            raise ValueError(f"lifter {name!r}: loss 'mse_zscore' expects a 'flat' layout, got {spec.layout!r}")
         history = {"lifter": name, "dataset": dataset, "baseline_mean_pose_mm": baseline,
                    "untrained_mm": untrained, "epochs": []}
+        if world > 1:
+            history["world_size"] = world
+            history["sync_bn"] = sync_bn
         last_plot = time.time()
         best = {"mpjpe": math.inf}
         iteration = 0
         n = x_tr.shape[0]
+        skipped_tail = False
         for epoch in range(epochs):
             t0 = time.time()
             if recipe["bn_momentum"]:
@@ -177,30 +300,39 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None) ->
             for step, s in enumerate(range(0, n, batch_size)):
                 if max_steps and step >= max_steps:
                     break
+                idx_b = order[s:s + batch_size]
+                n_glob = idx_b.shape[0]
+                if world > 1 and n_glob < 2 * world:   # same decision on every rank (n is shared)
+                    skipped_tail = True
+                    break
                 lr_now = lr0 * model_3d.lr_factor(recipe, epoch, iteration)
                 for g in optimizer.param_groups:
                     g["lr"] = lr_now
-                idx_b = order[s:s + batch_size]
+                mask = (torch.rand(n_glob, generator=gen) < 0.5).to(device) if flip else None
+                if world > 1:                  # this rank's contiguous part of the global batch
+                    part = torch.tensor_split(torch.arange(n_glob, device=device), world)[rank]
+                    idx_b = idx_b[part]
+                    mask = mask[part] if mask is not None else None
                 x, size, y_cm = x_tr[idx_b], size_tr[idx_b], y_tr[idx_b]
                 if flip:
-                    mask = (torch.rand(x.shape[0], generator=gen) < 0.5).to(device)
                     x, y_cm = flip_batch(x, size, y_cm, perm, mask)
-                if recipe["loss"] == "mse_zscore":
-                    raw = lifter.net(lifter.normalize_input(x).reshape(x.shape[0], -1)).reshape(x.shape[0], J, 3)
-                    target = (y_cm - lifter.mean_3d) / (lifter.std_3d + 1e-8)
-                    loss = torch.mean((raw - target) ** 2)
-                else:
-                    pred_m = lifter(x, size)
-                    loss = torch.linalg.vector_norm(pred_m - y_cm / CM_PER_M, dim=-1).mean()
+                loss = step_loss(x, size, y_cm)
+                # DDP averages gradients over ranks: weight by the rank's share -> the global-batch mean
+                scale = world * x.shape[0] / n_glob
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * scale if world > 1 else loss).backward()
                 optimizer.step()
                 iteration += 1
                 loss_sum += loss.detach().double() * x.shape[0]
                 seen += x.shape[0]
+            if world > 1:
+                totals = ddp.all_reduce_sum(torch.stack([loss_sum, loss_sum.new_tensor(float(seen))]))
+                loss_sum, seen = totals[0], int(totals[1])
+                if not sync_bn:                # validation and the checkpoint use rank 0's running statistics
+                    ddp.broadcast_buffers(lifter.net)
             metrics = evaluate_lifter(lifter, x_va, size_va, y_va)
             train_loss = float(loss_sum / max(seen, 1))
-            if not math.isfinite(train_loss):
+            if not math.isfinite(train_loss):  # the same value on every rank: all stop together
                 raise RuntimeError(f"lifter {name}: non-finite training loss at epoch {epoch}; lower LIFTER_TRAIN.LR")
             is_best = metrics["mpjpe"] < best["mpjpe"]
             log.info("lifter %s epoch %d/%d: loss %.6f, valid MPJPE %.2f mm, P-MPJPE %.2f mm, lr %.3e, %.1fs%s",
@@ -210,8 +342,12 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None) ->
                                       "valid": dict(metrics), "best": bool(is_best)})
             if is_best:
                 best = {**metrics, "epoch": epoch}
+            if not is_main:
+                continue
+            if is_best:
                 config = plain({"lifter_train": dict(lt), "recipe": {k: v for k, v in recipe.items()},
                                 "epochs": epochs, "batch_size": batch_size, "lr": lr0, "flip": flip,
+                                "world_size": world, "sync_bn": sync_bn,
                                 "dataset_root": str(root), "cfg_file": cfg.get("CFG_FILE", "")})
                 model_3d.save_lifter_checkpoint(out_path, lifter, name=name, num_joints=J, dataset=dataset,
                                                 stats=lifter.stats, epoch=epoch, metrics=metrics, config=config)
@@ -226,6 +362,10 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None) ->
                     plot_curves(history, run_folder / "curves.png")
                 except Exception as err:   # noqa: BLE001 - plots never stop training
                     log.warning("could not draw curves: %s", err)
+        if skipped_tail:
+            log.info("torchrun: the trailing global batch of %d samples (< 2 x %d processes) was skipped each epoch",
+                     n % batch_size, world)
+        ddp.barrier()                          # no rank returns before rank 0 has written everything
         log.info("lifter %s: best epoch %s, valid MPJPE %.2f mm, P-MPJPE %.2f mm -> %s", name, best.get("epoch"),
                  best["mpjpe"], best.get("p_mpjpe", float("nan")), out_path)
         return {"path": out_path, "best": best, "history": history, "baseline_mean_pose_mm": baseline,
@@ -233,3 +373,5 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None) ->
     finally:
         if own_log:
             close_logger()
+        if owns_group:
+            ddp.cleanup()
