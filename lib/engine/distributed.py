@@ -264,27 +264,33 @@ class _AllReduceSum(torch.autograd.Function):
 
 
 class GlooSyncBatchNorm(nn.BatchNorm2d):
-    """BatchNorm2d whose training statistics cover the global batch (all ranks), on any device.
+    """BatchNorm whose training statistics cover the global batch (all ranks), on any device.
 
-    Shapes: x (N, C, H, W). Mean and biased variance come from per-channel sums over all ranks
-    (two all-reduces: sum -> mean, then sum of squared deviations), in float32 at least; the
-    running variance takes the unbiased global variance, as BatchNorm. Eval mode and a single
-    process fall back to plain BatchNorm. DDP averages the parameter gradients; the all-reduce in
-    the backward sums the statistics' gradients over ranks, so the result equals one
-    BatchNorm over the concatenated batch.
+    Shapes: x (N, C, *): it stands in for BatchNorm1d/2d/3d alike. Mean and biased variance come
+    from per-channel sums over all ranks (two all-reduces: sum -> mean, then sum of squared
+    deviations), in float32 at least; the running variance takes the unbiased global variance, as
+    BatchNorm. Eval mode and a single process fall back to plain BatchNorm. DDP averages the
+    parameter gradients; the all-reduce in the backward sums the statistics' gradients over ranks,
+    so the result equals one BatchNorm over the concatenated batch.
     """
+
+    def _check_input_dim(self, x):
+        if x.dim() < 2:
+            raise ValueError(f"BatchNorm expects (N, C, *) input, got {tuple(x.shape)}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and is_dist()):
             return super().forward(x)
         c = x.shape[1]
+        dims = (0,) + tuple(range(2, x.dim()))
+        shape = (1, c) + (1,) * (x.dim() - 2)
         xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x   # statistics in >= float32
         count = torch.tensor([float(x.numel() // c)], device=x.device, dtype=xf.dtype)
-        total = _AllReduceSum.apply(torch.cat([xf.sum(dim=(0, 2, 3)), count]))
+        total = _AllReduceSum.apply(torch.cat([xf.sum(dim=dims), count]))
         n = total[-1]
         mean = total[:c] / n
-        centred = xf - mean.view(1, c, 1, 1)
-        var = _AllReduceSum.apply((centred * centred).sum(dim=(0, 2, 3))) / n
+        centred = xf - mean.view(shape)
+        var = _AllReduceSum.apply((centred * centred).sum(dim=dims)) / n
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
@@ -292,20 +298,20 @@ class GlooSyncBatchNorm(nn.BatchNorm2d):
                 self.running_mean.mul_(1 - m).add_(mean.detach().to(self.running_mean.dtype), alpha=m)
                 unbiased = var.detach() * (n / (n - 1).clamp(min=1))
                 self.running_var.mul_(1 - m).add_(unbiased.to(self.running_var.dtype), alpha=m)
-        y = centred * torch.rsqrt(var + self.eps).view(1, c, 1, 1)
+        y = centred * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
-            y = y * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)
+            y = y * self.weight.view(shape) + self.bias.view(shape)
         return y.to(x.dtype)
 
 
 def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
-    """Every BatchNorm2d -> synchronised BatchNorm (torch's on CUDA, :class:`GlooSyncBatchNorm` else).
+    """Every BatchNorm (1d/2d/3d) -> synchronised BatchNorm (torch's on CUDA, :class:`GlooSyncBatchNorm` else).
 
-    Parameters and running statistics are kept (the same tensors).
+    Parameters and running statistics are kept (the same tensors; state_dict keys unchanged).
     """
     if device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    if isinstance(module, nn.BatchNorm2d) and not isinstance(module, GlooSyncBatchNorm):
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlooSyncBatchNorm):
         new = GlooSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
                                 module.track_running_stats)
         if module.affine:

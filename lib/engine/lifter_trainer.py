@@ -138,39 +138,6 @@ def evaluate_lifter(lifter, pose_2d_px, image_size, pose_3d_cm, batch_size=4096)
     return {"mpjpe": float(err.mean()), "p_mpjpe": float(perr.mean())}
 
 
-class _SyncBatchNorm1dView(ddp.GlooSyncBatchNorm):
-    """GlooSyncBatchNorm for BatchNorm1d inputs (N,C) or (N,C,L): viewed as (N,C,L,1), same statistics."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() not in (2, 3):
-            raise ValueError(f"synchronised BatchNorm1d expects (N,C) or (N,C,L) input, got {tuple(x.shape)}")
-        return super().forward(x.reshape(x.shape[0], x.shape[1], -1, 1)).reshape(x.shape)
-
-
-def _convert_sync_batchnorm_1d(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """TRAIN.SYNC_BN for the lifters, whose BatchNorm layers are 1D.
-
-    torch's converter (CUDA) handles every BatchNorm; ``distributed.convert_sync_batchnorm`` on the CPU
-    converts BatchNorm2d only, so BatchNorm1d gets the same gloo synchronisation through a view.
-    Parameters and running statistics are the same tensors (state_dict keys unchanged).
-    """
-    if device.type == "cuda":
-        return ddp.convert_sync_batchnorm(module, device)
-    if isinstance(module, torch.nn.BatchNorm1d):
-        new = _SyncBatchNorm1dView(module.num_features, module.eps, module.momentum, module.affine,
-                                   module.track_running_stats)
-        if module.affine:
-            new.weight, new.bias = module.weight, module.bias
-        if module.track_running_stats:
-            new.running_mean, new.running_var = module.running_mean, module.running_var
-            new.num_batches_tracked = module.num_batches_tracked
-        new.train(module.training)
-        return new
-    for child_name, child in module.named_children():
-        setattr(module, child_name, _convert_sync_batchnorm_1d(child, device))
-    return ddp.convert_sync_batchnorm(module, device) if isinstance(module, torch.nn.BatchNorm2d) else module
-
-
 class _TrainLoss(torch.nn.Module):
     """The recipe's training loss as a module, so DDP sees one forward: (x_px, size, y_cm) -> 0-dim loss.
 
@@ -255,7 +222,7 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None) ->
         for p in lifter.net.parameters():
             p.requires_grad_(True)
         if sync_bn:
-            lifter.net = _convert_sync_batchnorm_1d(lifter.net, device)
+            lifter.net = ddp.convert_sync_batchnorm(lifter.net, device)
         step_loss = _TrainLoss(lifter, recipe["loss"], J)
         if world > 1:
             step_loss = torch.nn.parallel.DistributedDataParallel(
