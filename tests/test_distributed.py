@@ -156,7 +156,7 @@ def test_torchrun_equals_single_process_and_resumes(env):
 
 CHECK_SCRIPT = '''
 """torchrun helper of tests/test_distributed.py: sharded validation, a NaN on rank 1, SyncBN grads."""
-import json, logging, sys
+import gc, json, logging, sys
 from pathlib import Path
 import torch, torch.nn as nn
 from torch.utils.data import default_collate
@@ -217,6 +217,8 @@ shard = slice(4 * r, 4 * r + 4)
 ((bn_net(x[shard]) - t[shard]) ** 2).mean().backward()
 torch.save({"grads": {k: p.grad for k, p in bn_net.module.named_parameters()},
             "state": bn_net.module.state_dict()}, out / f"bn_rank{r}.pt")
+del net, bn_net             # DDP reducers must go before their process group, or gloo aborts at exit
+gc.collect()
 ddp.cleanup()
 '''
 

@@ -86,9 +86,16 @@ def init_distributed(use_cuda: bool = True, gpu_id: int = 0, backend: Optional[s
 
 
 def cleanup() -> None:
-    """Leave the process group (end of a torchrun script); nothing in a single process."""
+    """Leave the process group (end of a torchrun script); nothing in a single process.
+
+    The barrier first: a rank that tears gloo down while its peer still talks to it aborts
+    ("terminate called without an active exception").
+    """
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def barrier() -> None:
