@@ -61,6 +61,7 @@ from lib.core.heatmap import decode_soft, prepare_heatmaps
 from lib.core.losses import JointsMSELoss, joints_mse_per_joint, ohklm
 from lib.core.objective import L2DObjective
 from lib.core.skeleton import get_skeleton
+from lib.engine.trainer import backward_and_step
 
 MULTI_LIFTERS = ("sb", "videopose", "iganet", "mixste")   # SPEC §2.1 step 10 dict order
 IMAGE_SIZE_PX = (1000.0, 1000.0)                          # a Human3.6M frame (w, h)
@@ -197,14 +198,7 @@ def make_train_step(model, objective, optimizer, scaler, batch, device, amp: str
         with amp_context(device, amp):
             heatmaps = model(images)
         loss, _ = objective(heatmaps.float(), target, target_weight, meta)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        backward_and_step(loss, optimizer, scaler)
     return step
 
 

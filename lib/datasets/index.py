@@ -190,3 +190,19 @@ def image_root(root, info):
     """Absolute folder that the split's ``image`` paths are relative to."""
     path = Path(info.get("image_root", "."))
     return path if path.is_absolute() else Path(os.path.normpath(Path(root) / path))
+
+
+def up_to_date_index(dst, dataset: str, fingerprint, log=print):
+    """The existing index at ``dst`` when it was built from the same inputs and options, else None."""
+    dst = Path(dst)
+    if not (dst / INDEX_FILE).is_file():
+        return None
+    try:
+        old = read_index(dst, dataset)
+    except DatasetIndexError as exc:
+        log(f"rebuilding: {exc}")
+        return None
+    if old.get("fingerprint") == fingerprint and all((dst / s["file"]).is_file() for s in old["splits"].values()):
+        log(f"{dst / INDEX_FILE} is up to date (same inputs and options); nothing to do (--force rebuilds)")
+        return old
+    return None

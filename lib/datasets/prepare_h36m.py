@@ -285,16 +285,9 @@ def prepare_h36m(src, dst, cameras=None, train_interval=40, valid_interval=100, 
         if intervals[split] < 1:
             raise ValueError(f"--{split}-interval must be >= 1, got {intervals[split]}")
     fingerprint = _fingerprint([a[2] for a in annots], camera_file, intervals, check_images, splits)
-    if not force and (dst / idx.INDEX_FILE).is_file():
-        try:
-            old = idx.read_index(dst, "h36m")
-        except idx.DatasetIndexError as exc:
-            log(f"rebuilding: {exc}")
-            old = None
-        if old is not None and old.get("fingerprint") == fingerprint and all(
-                (dst / s["file"]).is_file() for s in old["splits"].values()):
-            log(f"{dst / idx.INDEX_FILE} is up to date (same inputs and options); nothing to do (--force rebuilds)")
-            return old
+    old = None if force else idx.up_to_date_index(dst, "h36m", fingerprint, log)
+    if old is not None:
+        return old
 
     all_cams = load_h36m_cameras(camera_file)
     cam_desc = str(camera_file) if camera_file is not None else "shipped lib/datasets/h36m_cameras.json"

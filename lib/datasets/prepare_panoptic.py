@@ -155,16 +155,9 @@ def prepare_panoptic(src, dst, train_seqs=TRAIN_SEQUENCES, valid_seqs=VALID_SEQU
     wanted = [src / s for split in splits for s in seq_of[split] if (src / s).is_dir()]
     intervals = {s: int(interval) for s in splits}
     fingerprint = _fingerprint(wanted, intervals, check_images, splits, {k: list(v) for k, v in seq_of.items()})
-    if not force and (dst / idx.INDEX_FILE).is_file():
-        try:
-            old = idx.read_index(dst, "panoptic")
-        except idx.DatasetIndexError as exc:
-            log(f"rebuilding: {exc}")
-            old = None
-        if old is not None and old.get("fingerprint") == fingerprint and all(
-                (dst / s["file"]).is_file() for s in old["splits"].values()):
-            log(f"{dst / idx.INDEX_FILE} is up to date (same inputs and options); nothing to do (--force rebuilds)")
-            return old
+    old = None if force else idx.up_to_date_index(dst, "panoptic", fingerprint, log)
+    if old is not None:
+        return old
     workers = workers or min(16, (os.cpu_count() or 2) * 2)
     try:
         image_rel = os.path.relpath(src.resolve(), dst.resolve())

@@ -118,13 +118,18 @@ def seed_per_rank(seed: int, rank_: Optional[int] = None) -> int:
 
 
 # ----------------------------------------------------------------------------- reductions
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum over ranks (a new tensor; ``t`` is untouched). No host sync on GPUs."""
+def _all_reduce(t: torch.Tensor, op) -> torch.Tensor:
+    """``op`` over ranks into a new tensor (``t`` is untouched); identity in a single process."""
     if not is_dist():
         return t
     out = t.detach().clone()
-    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    dist.all_reduce(out, op=op)
     return out
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks (a new tensor; ``t`` is untouched). No host sync on GPUs."""
+    return _all_reduce(t, dist.ReduceOp.SUM) if is_dist() else t
 
 
 def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
@@ -135,19 +140,11 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
 
 
 def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
-    if not is_dist():
-        return t
-    out = t.detach().clone()
-    dist.all_reduce(out, op=dist.ReduceOp.MAX)
-    return out
+    return _all_reduce(t, dist.ReduceOp.MAX) if is_dist() else t
 
 
 def all_reduce_min(t: torch.Tensor) -> torch.Tensor:
-    if not is_dist():
-        return t
-    out = t.detach().clone()
-    dist.all_reduce(out, op=dist.ReduceOp.MIN)
-    return out
+    return _all_reduce(t, dist.ReduceOp.MIN) if is_dist() else t
 
 
 def all_gather_cat(t: torch.Tensor) -> torch.Tensor:

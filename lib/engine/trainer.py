@@ -278,6 +278,18 @@ def _global_means(sums: Dict[str, torch.Tensor], n_seen, acc_sum, acc_cnt):
     return means, (a / c if c > 0 else 0.0), n
 
 
+def backward_and_step(loss, optimizer, scaler=None) -> None:
+    """Zero the gradients, back-propagate ``loss`` and step (through the fp16 gradient scaler if any)."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+
+
 def train_one_epoch(epoch, model, objective, loader, optimizer, scaler, device, cfg, log,
                     is_main=True, writer=None, global_step=0):
     """Train one epoch; -> dict of epoch means (loss terms, accuracy_2d, samples_per_s, steps).
@@ -324,14 +336,7 @@ def train_one_epoch(epoch, model, objective, loader, optimizer, scaler, device, 
             heatmaps = model(images)
         # decoding, lifters and 3D losses in float32 (guidance accuracy), outside autocast
         loss, terms = objective(heatmaps.float(), target, target_weight, meta_dev)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        backward_and_step(loss, optimizer, scaler)
 
         # ---- device-side bookkeeping (no host sync)
         with torch.no_grad():
