@@ -1,12 +1,16 @@
 """Time of the training-step decode: ``decode_soft`` (post-processing on) forward + backward.
 
 Shapes: heatmaps (N, J, H, W) = (batch, 17, 96, 72) by default. Printed beside it (median of
-repeats, milliseconds): the softmax alone (forward only: the floor of any soft-argmax; and with
-autograd's backward) and
+repeats, milliseconds): ``torch.softmax`` alone (forward only, and with autograd's backward) and
 a per-sample loop in the style of the original ``get_final_preds_softargmax`` (Python loop over
-N x J for the quarter-pixel shift, one OpenCV affine solve per sample). Usage::
+N x J for the quarter-pixel shift, one OpenCV affine solve per sample).
 
-    python benchmarks/decode.py [--batch 64] [--repeats 20] [--device cpu] [--threads 0]
+``--maps peaked`` (default) gives maps that look like a trained detector's (a unit Gaussian per
+joint over a background near 0): with beta = 100 most exponents then fall in float32's denormal
+range, which is what makes a plain softmax slow on CPUs. ``--maps noise`` gives N(0, 0.1) maps.
+Usage::
+
+    python benchmarks/decode.py [--batch 64] [--repeats 20] [--maps peaked|noise] [--device cpu] [--threads 0]
 """
 import argparse
 import math
@@ -81,6 +85,7 @@ def main(argv=None):
     parser.add_argument("--height", type=int, default=96)
     parser.add_argument("--width", type=int, default=72)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--maps", choices=("peaked", "noise"), default="peaked")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     args = parser.parse_args(argv)
@@ -89,14 +94,22 @@ def main(argv=None):
     device = torch.device(args.device)
     gen = torch.Generator().manual_seed(0)
     shape = (args.batch, args.joints, args.height, args.width)
-    heatmaps = (0.1 * torch.randn(shape, generator=gen)).to(device)
+    if args.maps == "peaked":
+        mu = torch.rand(args.batch, args.joints, 2, generator=gen) * torch.tensor([args.width - 6.0, args.height - 6.0]) + 3
+        xs = torch.arange(args.width, dtype=torch.float32)
+        ys = torch.arange(args.height, dtype=torch.float32)[:, None]
+        d2 = (xs - mu[..., 0, None, None]) ** 2 + (ys - mu[..., 1, None, None]) ** 2
+        heatmaps = torch.exp(-d2 / 8.0) + 0.01 * torch.randn(shape, generator=gen)
+    else:
+        heatmaps = 0.1 * torch.randn(shape, generator=gen)
+    heatmaps = heatmaps.to(device)
     center = (400 + 200 * torch.rand(args.batch, 2, generator=gen)).to(device)
     scale = (1.5 + torch.rand(args.batch, 2, generator=gen)).to(device)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
-          f"heatmaps {tuple(shape)}; median of {args.repeats} repeats")
-    rows = [("softmax forward only (floor)", softmax_only, False),
-            ("softmax forward + backward", softmax_only, True),
+          f"{args.maps} heatmaps {tuple(shape)}; median of {args.repeats} repeats")
+    rows = [("torch.softmax forward only", softmax_only, False),
+            ("torch.softmax forward + backward", softmax_only, True),
             ("decode_soft, post-process", lambda h, c, s: decode_soft(h, c, s, 100.0, True), True),
             ("per-sample loop (original style)", loop_decode, True)]
     for label, fn, backward in rows:

@@ -45,3 +45,14 @@ def test_benchmark_make_data_times_the_loader(tmp_path, capsys):
     assert "DataLoader" in out and "2D-only step" in out
     assert _positive(res["loader_samples_per_s"])
     assert not (tmp_path / "absent").exists()      # generated in a temporary folder, not at ROOT
+
+
+def test_validation_benchmark_agrees_with_the_original_loops(capsys):
+    # benchmarks/validation.py raises unless our evaluator and the original's per-sample loops
+    # report the same PDJ / MPJPE / P-MPJPE; here on a small case, with the detector's cost included.
+    from benchmarks import validation
+    res = validation.main(["--cfg", TINY, "--batch", "6", "--batches", "2", "--lifters", "sb,videopose",
+                           "--repeats", "1", "--with-detector", "--json"])
+    assert json.loads(capsys.readouterr().out.strip()) == json.loads(json.dumps(res))
+    assert res["numbers_equal"] and set(res["mpjpe"]) == {"sb", "videopose"}
+    assert _positive(res["speedup"]) and 0.0 <= res["pdj"] <= 100.0

@@ -291,6 +291,29 @@ def test_post_process_shift_is_constant_for_gradients():
     torch.testing.assert_close(hm.grad, auto_grad)
 
 
+def test_soft_argmax_float32_on_trained_looking_maps_matches_float64():
+    # Peak 1 over a background near 0: with beta = 100 nearly every exponent lies 87-110 below the
+    # maximum, where float32 exp() is denormal or zero. The float32 result and its gradient must
+    # still be those of an exact float64 softmax.
+    rng = np.random.default_rng(7)
+    hm64 = torch.from_numpy(blob_heatmaps(rng, 3, 17, sigma=2.0, noise=0.005))
+    weights = torch.from_numpy(rng.standard_normal((3, 17, 2)))
+    exponents = 100.0 * (hm64 - hm64.amax(dim=(2, 3), keepdim=True))
+    assert float(((exponents < -87.3) & (exponents > -103.9)).double().mean()) > 0.5
+    hm32 = hm64.float().requires_grad_(True)
+    coords32 = soft_argmax(hm32, 100.0)
+    (coords32 * weights.float()).sum().backward()
+    hm_ref = hm32.detach().double().requires_grad_(True)
+    h, w = hm_ref.shape[-2:]
+    prob = torch.softmax(100.0 * hm_ref.reshape(3, 17, -1), dim=-1).reshape(3, 17, h, w)
+    ref = torch.stack([(prob * torch.arange(w, dtype=torch.float64)).sum(dim=(2, 3)),
+                       (prob * torch.arange(h, dtype=torch.float64)[:, None]).sum(dim=(2, 3))], -1)
+    ref_grad, = torch.autograd.grad((ref * weights).sum(), hm_ref)
+    np.testing.assert_allclose(coords32.detach().double().numpy(), ref.detach().numpy(), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(hm32.grad.double().numpy(), ref_grad.numpy(), rtol=0,
+                               atol=1e-4 * float(ref_grad.abs().max()))
+
+
 def test_gradcheck_soft_argmax_and_to_image_coords():
     gen = torch.Generator().manual_seed(0)
     hm = torch.randn(2, 3, 5, 4, dtype=torch.float64, generator=gen, requires_grad=True)

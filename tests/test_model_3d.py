@@ -360,3 +360,43 @@ def test_recipes_table():
     assert vp["amsgrad"] and vp["flip_augment"] and model_3d.lr_factor(vp, 3, 123) == pytest.approx(0.95 ** 3)
     assert model_3d.get_recipe("iganet", "panoptic")["batch_size"] == 128
     assert model_3d.get_recipe("iganet", "h36m")["batch_size"] == 1024
+
+
+def test_videopose_single_frame_path_matches_the_convolutions():
+    # With every filter 1 wide, TemporalModel runs its layers as matrix products over frames; the
+    # outputs, the gradients and (in training) BatchNorm's running statistics must be those of the
+    # plain nn.Conv1d modules (float64); a dilated model keeps the convolutions.
+    import copy
+
+    import torch.nn.functional as F
+    from model_3d.videopose.model import TemporalModel
+
+    def plain_forward(net, x):
+        n, t = x.shape[:2]
+        x = x.reshape(n, t, -1).permute(0, 2, 1)
+        x = F.relu(net.expand_bn(net.expand_conv(x)))
+        for i in range(len(net.pad) - 1):
+            res = x[:, :, net.pad[i + 1]: x.shape[2] - net.pad[i + 1]]
+            x = F.relu(net.layers_bn[2 * i](net.layers_conv[2 * i](x)))
+            x = res + F.relu(net.layers_bn[2 * i + 1](net.layers_conv[2 * i + 1](x)))
+        return net.shrink(x).permute(0, 2, 1).reshape(n, -1, net.num_joints_out, 3)
+
+    torch.manual_seed(0)
+    for widths, frames in (([1, 1, 1], 5), ([3, 3], 11)):
+        for training in (False, True):
+            net = TemporalModel(17, 2, 17, widths, channels=32, dropout=0.0).double()
+            for bn in [net.expand_bn, *net.layers_bn]:
+                bn.running_mean.uniform_(-0.5, 0.5)
+                bn.running_var.uniform_(0.5, 2.0)
+            net.train(training)
+            ref_net = copy.deepcopy(net)
+            x = torch.randn(2, frames, 17, 2, dtype=torch.float64, requires_grad=True)
+            out, ref = net(x), plain_forward(ref_net, x)
+            assert out.shape == (2, frames - net.receptive_field() + 1, 17, 3)
+            torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+            probe = torch.arange(out.numel(), dtype=torch.float64).reshape(out.shape)
+            g, = torch.autograd.grad((out * probe).sum(), x)
+            g_ref, = torch.autograd.grad((ref * probe).sum(), x)
+            torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-10)
+            for key, value in net.state_dict().items():
+                torch.testing.assert_close(value, ref_net.state_dict()[key], rtol=1e-12, atol=1e-12)

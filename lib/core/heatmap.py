@@ -11,6 +11,7 @@ torch functions are batched, stay on the input's device and never synchronise wi
 Encoding (``encode_heatmaps``) is numpy, for the data loader, and reproduces HRNet's per-joint
 Gaussian target loop (SPEC §5.1 step 7) for any sigma.
 """
+import math
 from typing import Sequence, Tuple, Union
 
 import numpy as np
@@ -37,15 +38,24 @@ class _SoftArgmax(torch.autograd.Function):
         n, j, h, w = heatmaps.shape
         # Half-precision softmax with beta=100 loses the sub-pixel information; decode in fp32+.
         dtype = torch.promote_types(heatmaps.dtype, torch.float32)
-        logits = heatmaps.reshape(n, j, h * w).to(dtype) * beta
-        prob = torch.softmax(logits, dim=-1).reshape(n, j, h, w)
+        flat = heatmaps.reshape(n, j, h * w).to(dtype)
+        # A trained detector's maps peak near 1 over a background near 0, so with beta = 100 most
+        # pixels sit ~100 below the maximum and their exp() lands in the denormal range, which
+        # CPUs process 5-50x slower. Raising every exponent to the level where no probability can
+        # be denormal changes each probability by less than the smallest normal number.
+        floor = math.log(torch.finfo(dtype).tiny) + math.log(h * w) + 1.0
+        weight = torch.add(flat.amax(dim=-1, keepdim=True) * -beta, flat, alpha=beta)
+        weight = weight.clamp_(min=floor).exp_().reshape(n, j, h, w)   # unnormalised softmax
         grid_x = torch.arange(w, dtype=dtype, device=heatmaps.device)
         grid_y = torch.arange(h, dtype=dtype, device=heatmaps.device)
-        # Marginals first: (N, J, W) and (N, J, H) instead of two full-size products. Elementwise
-        # ops, not matmul, so that autocast cannot lower them to half precision.
-        x_hm = (prob.sum(dim=2) * grid_x).sum(dim=-1)
-        y_hm = (prob.sum(dim=3) * grid_y).sum(dim=-1)
-        ctx.save_for_backward(prob, x_hm, y_hm)
+        # Marginals first: (N, J, W) and (N, J, H) instead of two full-size products, and the
+        # normalisation on them rather than on the full maps. Elementwise ops, not matmul, so
+        # that autocast cannot lower them to half precision.
+        col, row = weight.sum(dim=2), weight.sum(dim=3)
+        total = col.sum(dim=-1)
+        x_hm = (col * grid_x).sum(dim=-1) / total
+        y_hm = (row * grid_y).sum(dim=-1) / total
+        ctx.save_for_backward(weight, total, x_hm, y_hm)
         ctx.beta = beta
         ctx.in_dtype = heatmaps.dtype
         return torch.stack((x_hm, y_hm), dim=-1)
@@ -53,14 +63,16 @@ class _SoftArgmax(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_coords):
-        prob, x_hm, y_hm = ctx.saved_tensors
-        _, _, h, w = prob.shape
-        grid_x = torch.arange(w, dtype=prob.dtype, device=prob.device)
-        grid_y = torch.arange(h, dtype=prob.dtype, device=prob.device)
-        grad_coords = grad_coords.to(prob.dtype) * ctx.beta
+        weight, total, x_hm, y_hm = ctx.saved_tensors
+        _, _, h, w = weight.shape
+        grid_x = torch.arange(w, dtype=weight.dtype, device=weight.device)
+        grid_y = torch.arange(h, dtype=weight.dtype, device=weight.device)
+        # d x / d h_i = beta * p_i * (gx_i - x) with p_i = weight_i / total; dividing the small
+        # per-row/column terms by the total spares a pass over the full maps.
+        grad_coords = grad_coords.to(weight.dtype) * (ctx.beta / total).unsqueeze(-1)
         term_x = (grid_x - x_hm.unsqueeze(-1)) * grad_coords[..., 0:1]   # (N, J, W)
         term_y = (grid_y - y_hm.unsqueeze(-1)) * grad_coords[..., 1:2]   # (N, J, H)
-        grad = prob * (term_y.unsqueeze(-1) + term_x.unsqueeze(-2))
+        grad = weight * (term_y.unsqueeze(-1) + term_x.unsqueeze(-2))
         return grad.to(ctx.in_dtype), None
 
 

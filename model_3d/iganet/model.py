@@ -10,6 +10,7 @@ from functools import partial
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .graph import LAYOUT_BY_JOINTS, spatial_adjacency
 
@@ -78,10 +79,15 @@ class GCN(nn.Module):
 
     def forward(self, x):
         n, j, _ = x.shape
-        x = self.conv1d(x.transpose(1, 2))                           # (N, K*C, J)
-        x = x.reshape(n, self.kernel_size, -1, j)                    # (N, K, C, J)
-        x = torch.einsum("nkcv,kvw->ncw", x, self.adj.to(x.dtype))
-        return x.transpose(1, 2).contiguous()
+        # Both steps as matrix products in the (N, J, C) layout (same math as the width-1
+        # convolution and the einsum; ~1.4x faster on CPUs, no transposes): rows (v, k) of the
+        # features, columns (v, k) of the adjacency.
+        # contiguous(): on a transposed view (Block's joint-axis LayerNorm) linear() would fall back
+        # to one small GEMM per sample with the weight repeated, ~10x slower on CPUs.
+        x = F.linear(x.contiguous(), self.conv1d.weight[..., 0], self.conv1d.bias)   # (N, J, K*C)
+        x = x.reshape(n, j * self.kernel_size, -1)                       # (N, J*K, C)
+        adj = self.adj.to(x.dtype).permute(2, 1, 0).reshape(j, -1)       # (W, V*K)
+        return torch.matmul(adj, x)
 
 
 class Attention(nn.Module):

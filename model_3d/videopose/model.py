@@ -5,6 +5,7 @@ Shapes: N sequences, T frames, J joints. ``forward``: ``(N, T, J_in, in_features
 Keys: ``expand_conv, expand_bn, layers_conv.{k}, layers_bn.{k}, shrink``.
 """
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 class TemporalModel(nn.Module):
@@ -57,6 +58,8 @@ class TemporalModel(nn.Module):
             raise ValueError(f"TemporalModel expects (N, T, {self.num_joints_in}, {self.in_features}), "
                              f"got {tuple(x.shape)}")
         n, t = x.shape[0], x.shape[1]
+        if self.receptive_field() == 1:
+            return self._forward_per_frame(x.reshape(n * t, -1)).reshape(n, t, self.num_joints_out, 3)
         x = x.reshape(n, t, -1).permute(0, 2, 1)                     # (N, J*F, T)
         x = self.drop(self.relu(self.expand_bn(self.expand_conv(x))))
         for i in range(len(self.pad) - 1):
@@ -66,3 +69,18 @@ class TemporalModel(nn.Module):
             x = res + self.drop(self.relu(self.layers_bn[2 * i + 1](self.layers_conv[2 * i + 1](x))))
         x = self.shrink(x).permute(0, 2, 1)                          # (N, T', J*3)
         return x.reshape(n, -1, self.num_joints_out, 3)
+
+    def _forward_per_frame(self, x):
+        """(N*T, J*F) -> (N*T, J*3) when every filter is 1 wide (L2D's lifters).
+
+        Each layer then acts on every frame alone, so all frames are rows of one matrix product:
+        same math as the convolutions (BatchNorm over the rows = over batch and time), and on CPUs
+        2-3x faster in the backward than the convolution kernel for these shapes.
+        """
+        x = self.drop(self.relu(self.expand_bn(F.linear(x, self.expand_conv.weight[..., 0]))))
+        for i in range(len(self.pad) - 1):
+            res = x
+            x = self.drop(self.relu(self.layers_bn[2 * i](F.linear(x, self.layers_conv[2 * i].weight[..., 0]))))
+            x = res + self.drop(self.relu(self.layers_bn[2 * i + 1](
+                F.linear(x, self.layers_conv[2 * i + 1].weight[..., 0]))))
+        return F.linear(x, self.shrink.weight[..., 0], self.shrink.bias)
