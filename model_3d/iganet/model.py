@@ -79,11 +79,9 @@ class GCN(nn.Module):
 
     def forward(self, x):
         n, j, _ = x.shape
-        # Both steps as matrix products in the (N, J, C) layout (same math as the width-1
-        # convolution and the einsum; ~1.4x faster on CPUs, no transposes): rows (v, k) of the
-        # features, columns (v, k) of the adjacency.
-        # contiguous(): on a transposed view (Block's joint-axis LayerNorm) linear() would fall back
-        # to one small GEMM per sample with the weight repeated, ~10x slower on CPUs.
+        # The width-1 convolution and the graph sum as matrix products in the (N, J, C) layout:
+        # same math, faster on CPUs, no transposes. contiguous() because on a transposed view
+        # (Block's joint-axis LayerNorm) linear() falls back to one small GEMM per sample.
         x = F.linear(x.contiguous(), self.conv1d.weight[..., 0], self.conv1d.bias)   # (N, J, K*C)
         x = x.reshape(n, j * self.kernel_size, -1)                       # (N, J*K, C)
         adj = self.adj.to(x.dtype).permute(2, 1, 0).reshape(j, -1)       # (W, V*K)
