@@ -17,6 +17,7 @@ if __package__ in (None, ""):  # `python run/demo.py`: make the repository root 
     import sys
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lib.utils.stages import find_run, mark_stage, reuse_stage, stage_inputs
 from run import make_demo_data, prepare_h36m, train_hrnet, train_lifter, valid_hrnet
 
 ROWS = (("gt_2d", "SimpleBaseline on ground-truth 2D"),
@@ -39,13 +40,6 @@ def parse_args(argv=None):
     p.add_argument("--gpu_id", type=int, default=0)
     p.add_argument("--fresh", action="store_true", help="delete previous demo runs first")
     return p.parse_args(argv)
-
-
-def _run_dir(out_dir: Path, marker="model_best.pth") -> Path:
-    hits = sorted(out_dir.rglob(marker))
-    if not hits:
-        raise RuntimeError(f"no {marker} under {out_dir}: the run did not finish")
-    return hits[-1].parent
 
 
 def _metrics(run_dir: Path) -> dict:
@@ -102,10 +96,13 @@ def main(argv=None):
 
     print("== 3/5 2D-only pre-training of the detector")
     pre_out = out / "pretrain"
-    if not list(pre_out.rglob("final_state.pth")):
-        train_hrnet.main(["--cfg", args.cfg, "--gpu_id", str(args.gpu_id), "--epochs", str(args.pretrain_epochs),
-                          "OUTPUT_DIR", str(pre_out)] + common)
-    pre_dir = _run_dir(pre_out)
+    pre_args = ["--cfg", args.cfg, "--gpu_id", str(args.gpu_id), "--epochs", str(args.pretrain_epochs),
+                "OUTPUT_DIR", str(pre_out)] + common
+    pre_inputs = stage_inputs(options=pre_args)
+    if not reuse_stage(pre_out, pre_inputs):
+        train_hrnet.main(pre_args)
+        mark_stage(pre_out, pre_inputs)
+    pre_dir = find_run(pre_out)
 
     print("== 4/5 fine-tuning from the same checkpoint: 2D-only and 3D-guided")
     ft = ["--cfg", args.cfg, "--gpu_id", str(args.gpu_id), "--epochs", str(args.finetune_epochs),
@@ -113,8 +110,11 @@ def main(argv=None):
     runs = {"2d_only": (out / "finetune_2d", []),
             "3d_guided": (out / "finetune_3d", ["--loss_3d", "--loss_3d_z", "--ohklm", "--model_3d", "sb"])}
     for key, (run_out, flags) in runs.items():
-        if not list(run_out.rglob("final_state.pth")):
-            train_hrnet.main(ft + flags + ["OUTPUT_DIR", str(run_out)] + common)
+        run_args = ft + flags + ["OUTPUT_DIR", str(run_out)] + common
+        inputs = stage_inputs([pre_dir / "model_best.pth", sb_weights], run_args)
+        if not reuse_stage(run_out, inputs):
+            train_hrnet.main(run_args)
+            mark_stage(run_out, inputs)
 
     print("== 5/5 validation")
     valid = ["--cfg", args.cfg, "--gpu_id", str(args.gpu_id), "--model_3d", "sb"]
@@ -122,8 +122,8 @@ def main(argv=None):
     gt_out = out / "gt_2d"
     valid_hrnet.main(valid + ["--gt", "--model_dir", str(gt_out), "OUTPUT_DIR", str(out)] + common)
     report["gt_2d"] = _metrics(gt_out)
-    for key, run_dir in (("pretrained", pre_dir), ("2d_only", _run_dir(runs["2d_only"][0])),
-                         ("3d_guided", _run_dir(runs["3d_guided"][0]))):
+    for key, run_dir in (("pretrained", pre_dir), ("2d_only", find_run(runs["2d_only"][0])),
+                         ("3d_guided", find_run(runs["3d_guided"][0]))):
         valid_hrnet.main(valid + ["--model_dir", str(run_dir)] + common)
         report[key] = _metrics(run_dir)
         curves[key] = run_dir / "curves.png"

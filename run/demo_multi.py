@@ -23,6 +23,7 @@ if __package__ in (None, ""):  # `python run/demo_multi.py`: make the repository
     import sys
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lib.utils.stages import find_run, mark_stage, reuse_stage, stage_inputs
 from run import make_demo_data, prepare_h36m, train_hrnet, train_lifter
 
 ALL_LIFTERS = ("sb", "videopose", "iganet", "mixste")
@@ -50,13 +51,6 @@ def parse_args(argv=None):
     p.add_argument("--gpu_id", type=int, default=0)
     p.add_argument("--fresh", action="store_true", help="delete <out> first")
     return p.parse_args(argv)
-
-
-def _run_dir(out_dir: Path, marker="model_best.pth") -> Path:
-    hits = sorted(Path(out_dir).rglob(marker))
-    if not hits:
-        raise RuntimeError(f"no {marker} under {out_dir}: the run did not finish; delete the folder and re-run")
-    return hits[-1].parent
 
 
 class Evaluator:
@@ -153,14 +147,17 @@ def main(argv=None):
     t = time.time()
     pre_src = Path(args.pretrain_dir) if args.pretrain_dir else None
     if pre_src is not None and list(pre_src.rglob("final_state.pth")) and list(pre_src.rglob("model_best.pth")):
-        pre_dir = _run_dir(pre_src)
+        pre_dir = find_run(pre_src)
         print(f"reusing {pre_dir / 'model_best.pth'}")
     else:
         pre_out = out / "pretrain"
-        if not list(pre_out.rglob("final_state.pth")):
-            train_hrnet.main(["--cfg", args.cfg, "--gpu_id", str(args.gpu_id), "--epochs", str(args.pretrain_epochs)]
-                             + common + detector_opts + ["OUTPUT_DIR", str(pre_out)])
-        pre_dir = _run_dir(pre_out)
+        pre_args = (["--cfg", args.cfg, "--gpu_id", str(args.gpu_id), "--epochs", str(args.pretrain_epochs)]
+                    + common + detector_opts + ["OUTPUT_DIR", str(pre_out)])
+        pre_inputs = stage_inputs(options=pre_args)
+        if not reuse_stage(pre_out, pre_inputs):
+            train_hrnet.main(pre_args)
+            mark_stage(pre_out, pre_inputs)
+        pre_dir = find_run(pre_out)
     timings["pretrain_s"] = time.time() - t
 
     print(f"== 4/5 fine-tuning from the same checkpoint: 2D-only and guided by {'+'.join(guide)}")
@@ -171,8 +168,11 @@ def main(argv=None):
             "multi_guided": (out / "finetune_multi", ["--loss_3d", "--loss_3d_z", "--ohklm",
                                                       "--model_3d", ",".join(guide)])}
     for key, (run_out, flags) in runs.items():
-        if not list(run_out.rglob("final_state.pth")):
-            train_hrnet.main(ft + flags + common + ["OUTPUT_DIR", str(run_out)])
+        run_args = ft + flags + common + ["OUTPUT_DIR", str(run_out)]
+        inputs = stage_inputs([pre_dir / "model_best.pth"] + [weights[n] for n in ALL_LIFTERS], run_args)
+        if not reuse_stage(run_out, inputs):
+            train_hrnet.main(run_args)
+            mark_stage(run_out, inputs)
     timings["finetune_s"] = time.time() - t
 
     print("== 5/5 validation: per lifter, held-out lifter, median ensemble")
@@ -182,7 +182,7 @@ def main(argv=None):
     extra["lifters on ground-truth 2D"] = evaluate(None)
     extra["pre-trained detector"] = evaluate(pre_dir / "model_best.pth")
     for key, (run_out, _) in runs.items():
-        run_dir = _run_dir(run_out, "final_state.pth")
+        run_dir = find_run(run_out, "final_state.pth")
         report[key] = {**evaluate(run_dir / "final_state.pth"), "run_dir": str(run_dir)}
     timings["validation_s"] = time.time() - t
     seconds = time.time() - t0
