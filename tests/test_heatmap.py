@@ -314,6 +314,17 @@ def test_soft_argmax_float32_on_trained_looking_maps_matches_float64():
                                atol=1e-4 * float(ref_grad.abs().max()))
 
 
+def test_soft_argmax_any_beta_sign_matches_softmax():
+    # beta < 0 weights the minimum (the shift must use the map's minimum, or exp() overflows).
+    rng = np.random.default_rng(8)
+    hm = torch.from_numpy(blob_heatmaps(rng, 2, 3, h=9, w=7))
+    for beta in (-300.0, -1.0, 0.0, 2.5):
+        prob = torch.softmax(beta * hm.reshape(2, 3, -1), dim=-1).reshape(2, 3, 9, 7)
+        ref = torch.stack([(prob * torch.arange(7.0, dtype=torch.float64)).sum(dim=(2, 3)),
+                           (prob * torch.arange(9.0, dtype=torch.float64)[:, None]).sum(dim=(2, 3))], -1)
+        torch.testing.assert_close(soft_argmax(hm, beta), ref)
+
+
 def test_gradcheck_soft_argmax_and_to_image_coords():
     gen = torch.Generator().manual_seed(0)
     hm = torch.randn(2, 3, 5, 4, dtype=torch.float64, generator=gen, requires_grad=True)

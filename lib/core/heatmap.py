@@ -44,7 +44,8 @@ class _SoftArgmax(torch.autograd.Function):
         # CPUs process 5-50x slower. Raising every exponent to the level where no probability can
         # be denormal changes each probability by less than the smallest normal number.
         floor = math.log(torch.finfo(dtype).tiny) + math.log(h * w) + 1.0
-        weight = torch.add(flat.amax(dim=-1, keepdim=True) * -beta, flat, alpha=beta)
+        peak = flat.amax(dim=-1, keepdim=True) if beta >= 0 else flat.amin(dim=-1, keepdim=True)
+        weight = torch.add(peak * -beta, flat, alpha=beta)             # beta * (h - peak) <= 0
         weight = weight.clamp_(min=floor).exp_().reshape(n, j, h, w)   # unnormalised softmax
         grid_x = torch.arange(w, dtype=dtype, device=heatmaps.device)
         grid_y = torch.arange(h, dtype=dtype, device=heatmaps.device)
