@@ -50,3 +50,29 @@ def test_unfinished_or_unmarked_stage_is_cleared(tmp_path):
     assert not reuse_stage(stage, inputs) and not stage.exists()
     with pytest.raises(RuntimeError, match="model_best.pth"):
         find_run(stage)
+
+
+def test_demo_reuses_finished_stages_and_retrains_what_a_change_touches(tmp_path):
+    """run/demo.py end to end (tiny): a second run trains nothing; a longer pre-training re-trains
+    the pre-training and both fine-tunings started from it."""
+    from run import demo
+
+    args = ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--pretrain-epochs", "0",
+            "--finetune-epochs", "0", "--steps", "1", "--lifter-epochs", "1", "--frames-per-seq", "2",
+            "--gpu_id", "-1"]
+    stages = ("pretrain", "finetune_2d", "finetune_3d")
+
+    def made():
+        return {s: (find_run(tmp_path / "out" / s, "final_state.pth") / "final_state.pth").stat().st_mtime_ns
+                for s in stages}
+
+    first = demo.main(args)
+    before = made()
+    second = demo.main(args)
+    assert made() == before
+    assert second == first
+    longer = list(args)
+    longer[longer.index("--pretrain-epochs") + 1] = "1"
+    demo.main(longer)
+    after = made()
+    assert all(after[s] != before[s] for s in stages)
