@@ -1,7 +1,9 @@
 import os
+import socket
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,3 +33,29 @@ def make_tiny_h36m(root, seed, frames_per_seq=3, image_size=128):
     prepare_h36m.main(["--src", str(root), "--dst", str(root), "--train-interval", "1",
                        "--valid-interval", "1", "--no-check-images"])
     return root
+
+
+def ref_p_mpjpe_one(pred, gt):
+    """One sample, SPEC §4.4 step by step with np.linalg.svd."""
+    mu_x, mu_y = gt.mean(axis=0), pred.mean(axis=0)
+    x0, y0 = gt - mu_x, pred - mu_y
+    norm_x, norm_y = np.sqrt((x0 ** 2).sum()), np.sqrt((y0 ** 2).sum())
+    x0, y0 = x0 / norm_x, y0 / norm_y
+    u, s, vt = np.linalg.svd(x0.T @ y0)
+    v = vt.T
+    rot = v @ u.T
+    if np.linalg.det(rot) < 0:
+        v[:, -1] *= -1
+        s[-1] *= -1
+        rot = v @ u.T
+    b = s.sum() * norm_x / norm_y
+    t = mu_x - b * mu_y @ rot
+    aligned = b * pred @ rot + t
+    return np.mean(np.linalg.norm(aligned - gt, axis=1))
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 for torchrun's rendezvous."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

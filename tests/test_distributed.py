@@ -20,7 +20,6 @@ Why the training comparison is set up as it is (think of it as an exact-equivale
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -31,6 +30,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+from conftest import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 CFG = "experiments/demo/tiny_96x128.yaml"
 
@@ -38,16 +39,10 @@ pytestmark = pytest.mark.skipif(not (torch.distributed.is_available() and torch.
                                 reason="torch.distributed with gloo is not available")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _torchrun(args, timeout=150):
     """python -m torch.distributed.run --nproc_per_node=2 ... -> combined output (fails on rc != 0)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", "--monitor-interval=0.1"] + [str(a) for a in args]
+           f"--master_port={free_port()}", "--monitor-interval=0.1"] + [str(a) for a in args]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     out = proc.stdout + proc.stderr

@@ -9,7 +9,6 @@ the weights and BatchNorm statistics that were validated (broadcast from rank 0 
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 import torch
 
 import model_3d
-from conftest import make_tiny_h36m
+from conftest import free_port, make_tiny_h36m, ref_p_mpjpe_one
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = "experiments/demo/tiny_96x128.yaml"
@@ -27,12 +26,6 @@ EPOCHS = 3
 
 pytestmark = pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
                                 reason="torch.distributed with gloo is not available")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -43,24 +36,8 @@ def data(tmp_path_factory):
 
 def _reference_errors_mm(pred_mm, gt_mm):
     """float64 per-sample loop: (MPJPE, P-MPJPE) means over samples."""
-    err, perr = [], []
-    for p, g in zip(pred_mm, gt_mm):
-        err.append(np.mean(np.sqrt(((p - g) ** 2).sum(-1))))
-        mp, mg = p.mean(0), g.mean(0)
-        p0, g0 = p - mp, g - mg
-        sp, sg = np.sqrt((p0 ** 2).sum()), np.sqrt((g0 ** 2).sum())
-        p0, g0 = p0 / sp, g0 / sg
-        u, s, vt = np.linalg.svd(g0.T @ p0)
-        v = vt.T
-        r = v @ u.T
-        if np.linalg.det(r) < 0:                 # reflection: flip the last singular direction
-            v[:, -1] *= -1
-            s[-1] *= -1
-            r = v @ u.T
-        scale = s.sum() * sg / sp
-        aligned = scale * p @ r + (mg - scale * mp @ r)
-        perr.append(np.mean(np.sqrt(((aligned - g) ** 2).sum(-1))))
-    return float(np.mean(err)), float(np.mean(perr))
+    err = [np.mean(np.sqrt(((p - g) ** 2).sum(-1))) for p, g in zip(pred_mm, gt_mm)]
+    return float(np.mean(err)), float(np.mean([ref_p_mpjpe_one(p, g) for p, g in zip(pred_mm, gt_mm)]))
 
 
 @pytest.mark.parametrize("name,sync_bn,batch", [("sb", True, 8), ("videopose", False, 7)])
@@ -68,7 +45,7 @@ def test_torchrun_lifter_training(data, tmp_path, name, sync_bn, batch):
     out = tmp_path / "ckpt" / f"{name}.pth"
     run_dir = tmp_path / "out"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", "--monitor-interval=0.1", "run/train_lifter.py", "--cfg", CFG,
+           f"--master_port={free_port()}", "--monitor-interval=0.1", "run/train_lifter.py", "--cfg", CFG,
            "--model_3d", name, "--epochs", str(EPOCHS), "--batch_size", str(batch), "--weights", str(out),
            "DATASET.ROOT", str(data), "OUTPUT_DIR", str(run_dir), "USE_CUDA", "False", "SEED", "0",
            "TRAIN.SYNC_BN", str(sync_bn)]

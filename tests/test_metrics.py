@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import ref_p_mpjpe_one
 from lib.core.skeleton import H36M, H36M_ACTIONS, PANOPTIC
 from lib.eval.metrics import (mpjpe, mpjpe_torch, n_mpjpe, p_mpjpe, p_mpjpe_torch, pdj, per_action_mean,
                               procrustes_align)
@@ -16,25 +17,6 @@ def random_rotation(rng):
     if np.linalg.det(q) < 0:
         q[:, 0] *= -1
     return q
-
-
-def ref_p_mpjpe_one(pred, gt):
-    """One sample, SPEC §4.4 step by step with np.linalg.svd."""
-    mu_x, mu_y = gt.mean(axis=0), pred.mean(axis=0)
-    x0, y0 = gt - mu_x, pred - mu_y
-    norm_x, norm_y = np.sqrt((x0 ** 2).sum()), np.sqrt((y0 ** 2).sum())
-    x0, y0 = x0 / norm_x, y0 / norm_y
-    u, s, vt = np.linalg.svd(x0.T @ y0)
-    v = vt.T
-    rot = v @ u.T
-    if np.linalg.det(rot) < 0:
-        v[:, -1] *= -1
-        s[-1] *= -1
-        rot = v @ u.T
-    b = s.sum() * norm_x / norm_y
-    t = mu_x - b * mu_y @ rot
-    aligned = b * pred @ rot + t
-    return np.mean(np.linalg.norm(aligned - gt, axis=1))
 
 
 def test_mpjpe_hand_value():

@@ -33,7 +33,7 @@ import numpy as np
 
 from lib.core.skeleton import H36M32_TO_17, H36M_ACTIONS
 from lib.datasets import index as idx
-from lib.datasets.stats import compute_stats
+from lib.datasets.stats import write_train_stats
 
 TRAIN_SUBJECTS = ("S1", "S5", "S6", "S7", "S8")
 VALID_SUBJECTS = ("S9", "S11")
@@ -338,14 +338,10 @@ def prepare_h36m(src, dst, cameras=None, train_interval=40, valid_interval=100, 
             **{k: v for k, v in counts.items()}}
         info_splits[split] = {"file": f"{split}.npz", "count": n, "interval": intervals[split],
                               "subjects": list(subjects)}
-    stats_counts = None
-    if train_arrays is not None:
-        stats, stats_counts = compute_stats(train_arrays["joints_2d"], train_arrays["joints_3d"],
-                                            train_arrays["width"], train_arrays["height"])
-        idx.write_stats(dst, stats)
+    stats_info = write_train_stats(dst, train_arrays)
     info = {"dataset": "h36m", "num_joints": NUM_JOINTS, "image_root": image_rel, "splits": info_splits,
             "counts": {s: v["count"] for s, v in info_splits.items()},
-            "stats": {"file": idx.STATS_FILE, "split": "train", **(stats_counts or {})} if stats_counts else None,
+            "stats": stats_info,
             "report": report, "fingerprint": fingerprint, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
             "seconds": round(time.time() - t0, 2),
             "conventions": {"joints_2d": "px in the original image", "joints_3d": "cm, camera frame, root-relative",

@@ -23,7 +23,7 @@ import numpy as np
 
 from lib.datasets import index as idx
 from lib.datasets.prepare_h36m import _drop_black
-from lib.datasets.stats import compute_stats
+from lib.datasets.stats import write_train_stats
 
 TRAIN_SEQUENCES = ("171204_pose1", "171204_pose2", "171204_pose3", "171026_pose1", "171026_pose2",
                    "171026_cello3", "161029_piano3", "161029_piano4", "170407_office2")
@@ -210,14 +210,10 @@ def prepare_panoptic(src, dst, train_seqs=TRAIN_SEQUENCES, valid_seqs=VALID_SEQU
             "actions": {"<none>": n}, **kept}
         info_splits[split] = {"file": f"{split}.npz", "count": n, "interval": int(interval),
                               "subjects": list(seq_of[split])}
-    stats_counts = None
-    if train_arrays is not None:
-        stats, stats_counts = compute_stats(train_arrays["joints_2d"], train_arrays["joints_3d"],
-                                            train_arrays["width"], train_arrays["height"])
-        idx.write_stats(dst, stats)
+    stats_info = write_train_stats(dst, train_arrays)
     info = {"dataset": "panoptic", "num_joints": NUM_JOINTS, "image_root": image_rel, "splits": info_splits,
             "counts": {s: v["count"] for s, v in info_splits.items()},
-            "stats": {"file": idx.STATS_FILE, "split": "train", **stats_counts} if stats_counts else None,
+            "stats": stats_info,
             "report": report, "fingerprint": fingerprint, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
             "seconds": round(time.time() - t0, 2),
             "conventions": {"joints_2d": "px (L2D distortion order)", "joints_3d": "cm, camera frame, root-relative",

@@ -27,3 +27,15 @@ def compute_stats(joints_2d_px, joints_3d_cm, width, height, margin_px=200.0):
              "mean_3d": j3d.mean(axis=0), "std_3d": j3d.std(axis=0)}
     stats = {k: v.astype(np.float32) for k, v in stats.items()}
     return stats, {"n_2d": int(inside.sum()), "n_3d": int(len(j3d))}
+
+
+def write_train_stats(dst, train_arrays):
+    """Compute the statistics of a prepared training split and write them to ``dst`` (both
+    preparations). -> the ``stats`` entry of ``info.json``, or None without a training split."""
+    if train_arrays is None:
+        return None
+    from lib.datasets import index as idx
+    stats, counts = compute_stats(train_arrays["joints_2d"], train_arrays["joints_3d"],
+                                  train_arrays["width"], train_arrays["height"])
+    idx.write_stats(dst, stats)
+    return {"file": idx.STATS_FILE, "split": "train", **counts} if counts else None

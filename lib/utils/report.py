@@ -86,6 +86,16 @@ def _fmt(value) -> str:
     return text if text else "''"
 
 
+def _key_config_lines(config, keys) -> List[str]:
+    """Markdown table of the ``keys`` present in ``config`` (nested dict or yacs node); [] if none."""
+    flat = flatten(config) if config else {}
+    shown = [(k, flat[k]) for k in keys if k in flat]
+    if not shown:
+        return []
+    return (["## Key configuration", "", "| key | value |", "|---|---|"]
+            + [f"| {k} | `{_fmt(v)}` |" for k, v in shown] + [""])
+
+
 # ---------------------------------------------------------------------------------------------- curves
 # Training bookkeeping, not curves worth a panel.
 _SKIP_TRAIN = ("steps", "seconds", "samples_per_s")
@@ -358,13 +368,7 @@ def write_report(run_dir: PathLike, command: Union[str, Sequence[str], None] = N
     if command:
         cmd = command if isinstance(command, str) else " ".join(shlex.quote(str(c)) for c in command)
         lines += ["## Command", "", "```", cmd, "```", ""]
-    if config:
-        flat = flatten(config)
-        shown = [(k, flat[k]) for k in key_config if k in flat]
-        if shown:
-            lines += ["## Key configuration", "", "| key | value |", "|---|---|"]
-            lines += [f"| {k} | `{_fmt(v)}` |" for k, v in shown]
-            lines.append("")
+    lines += _key_config_lines(config, key_config)
     if final or best:
         columns = {}
         if final:
@@ -550,13 +554,7 @@ def write_run_report(run_dir: PathLike, command: Union[str, Sequence[str], None]
         lines += [info + ".", ""]
     for what, cmd in commands:
         lines += [f"## Command ({what})", "", "```", cmd, "```", ""]
-    if cfg:
-        flat = flatten(cfg)
-        shown = [(k, flat[k]) for k in KEY_CONFIG if k in flat]
-        if shown:
-            lines += ["## Key configuration", "", "| key | value |", "|---|---|"]
-            lines += [f"| {k} | `{_fmt(v)}` |" for k, v in shown]
-            lines.append("")
+    lines += _key_config_lines(cfg, KEY_CONFIG)
     if columns:
         lines += ["## Metrics", ""] + metrics_table(columns) + [""]
     per_action = next((m["per_action"] for m in (metrics, metrics_cross) if m and m.get("per_action")), None)
