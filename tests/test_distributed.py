@@ -17,6 +17,20 @@ Why the training comparison is set up as it is (think of it as an exact-equivale
   into an O(LR) step). Float32 sums in another order then stay round-off: the single-process run
   with 1 vs 2 threads differs by the same ~0.5 % of the update as DDP does; a missing SYNC_BN gives
   ~100 %.
+
+Why the tolerances are what they are. Round-off does not stay at float32's 1e-7: the synchronised
+BatchNorm takes the variance as E[x^2] - E[x]^2 over the gathered sums, the single process in two
+passes, and the difference of those two round-offs is fed through every following update. Its size
+depends on the CPU's kernels: the epoch-1 ``total`` loss of the DDP run matched the single process
+to 1e-7 on one AMD EPYC machine and differed by 4.6e-4 relative on another. So:
+
+* epoch 0 (the first step from identical weights, the second after one update) is compared tightly:
+  losses to 1e-4 relative. The bug it guards against, rank-local BatchNorm statistics (no SYNC_BN),
+  moves epoch-0 ``total`` by 6.8e-3, 68x the tolerance;
+* later epochs, after three updates, are compared to 2e-3 relative (4x the largest round-off seen;
+  no SYNC_BN moves epoch-1 ``total`` by 9.5e-3 and ``dwa_w/sb`` by 4.7e-3), validation MPJPE to
+  2e-3 and PDJ to one joint of one sample (it counts thresholded joints);
+* the final weight update to 10 % (round-off 0.4 % seen; no SYNC_BN 93 %).
 """
 import json
 import os
@@ -118,13 +132,17 @@ def test_torchrun_equals_single_process_and_resumes(env):
     state = torch.load(ddp_dir / "checkpoint.pth", weights_only=True)
     assert len(state["rng_per_rank"]) == 2 and state["epoch"] == 2
 
+    one_joint_pdj = 100.0 / (16 * 17)             # DATASET.MAX_SAMPLES 16 validation samples x 17 joints, in %
     for e_s, e_d in zip(single["epochs"], ddp["epochs"]):
+        tight = e_s["epoch"] == 0                  # see the module docstring for both tolerances
         # global-batch means: losses, per-lifter 3D losses and the DWA weights (rank-averaged history)
         for k in ("total", "loss_2d", "weighted_3d", "loss_3d/sb", "loss_3d/videopose", "dwa_w/sb",
                   "dwa_w/videopose"):
-            assert _rel(e_d["train"][k], e_s["train"][k]) < 1e-4, (e_s["epoch"], k, e_d["train"][k], e_s["train"][k])
-        for k in ("pdj", "mpjpe", "p_mpjpe"):
-            assert e_d["valid"][k] == pytest.approx(e_s["valid"][k], rel=1e-5, abs=1e-9), k
+            assert _rel(e_d["train"][k], e_s["train"][k]) < (1e-4 if tight else 2e-3), \
+                (e_s["epoch"], k, e_d["train"][k], e_s["train"][k])
+        for k in ("mpjpe", "p_mpjpe"):
+            assert e_d["valid"][k] == pytest.approx(e_s["valid"][k], rel=1e-5 if tight else 2e-3), (e_s["epoch"], k)
+        assert abs(e_d["valid"]["pdj"] - e_s["valid"]["pdj"]) <= (1e-9 if tight else one_joint_pdj + 1e-9)
 
     assert max(abs(e["train"]["dwa_w/sb"] - 0.5) for e in ddp["epochs"]) > 0.01     # DWA really moved
 
@@ -140,8 +158,8 @@ def test_torchrun_equals_single_process_and_resumes(env):
     update = flat(w_s) - flat(init)
     error = flat(w_d) - flat(w_s)
     assert 0 < float(update.norm()) < 0.1 * float(flat(init).norm())
-    assert float(error.norm() / update.norm()) < 0.03
-    assert float(error.abs().max() / update.abs().max()) < 0.03
+    assert float(error.norm() / update.norm()) < 0.1
+    assert float(error.abs().max() / update.abs().max()) < 0.1
     for k in init:
         if "running" in k:            # BatchNorm statistics came from the same global batches
             torch.testing.assert_close(w_d[k], w_s[k], rtol=2e-3, atol=1e-5, msg=k)
