@@ -388,4 +388,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from lib.utils.errors import run_cli
+    sys.exit(run_cli(main))
