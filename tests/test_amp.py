@@ -52,15 +52,31 @@ def _step_loss(model, objective, batch, amp_dtype=None):
 
 
 def test_bf16_guided_loss_close_to_float32(parts):
+    """A sanity bound, not a precision claim (where the guidance runs is checked by the next test).
+
+    bf16 keeps 8 mantissa bits; rounding every layer's output of the untrained tiny HRNet leaves its
+    heatmaps 2.4-2.8 % (relative L2) from float32. The heatmap terms move by < 0.1 %. The 3D terms
+    decode those maps with beta = 100 soft-argmax, which on an untrained detector's nearly flat maps
+    amplifies the heatmap error: measured 0.2-3.0 % over three batches on an AMD EPYC CPU (3.0 % on
+    this batch, where a 3 % bound used to fail), and it depends on the CPU's bf16 kernels. A broken
+    AMP path (garbage or overflowed activations) is off by O(1), so the bounds below are 8 % for the
+    heatmaps, 3 % for the heatmap terms and 10 % for the 3D terms."""
     cfg, model, lifters, batches = parts
+    with torch.no_grad():
+        heat32 = copy.deepcopy(model).train()(batches[0][0])
     _, loss32, terms32 = _step_loss(copy.deepcopy(model).train(), L2DObjective(cfg, lifters), batches[0])
     net = copy.deepcopy(model).train()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        heat16 = copy.deepcopy(model).train()(batches[0][0])
+    assert float((heat16.float() - heat32).norm() / heat32.norm()) < 0.08
     dtype, loss16, terms16 = _step_loss(net, L2DObjective(cfg, lifters), batches[0], torch.bfloat16)
     assert dtype == torch.bfloat16                                  # the detector really ran in bf16
     assert torch.isfinite(loss16)
-    assert float(loss16.detach()) == pytest.approx(float(loss32.detach()), rel=2e-2)
-    for k in ("loss_2d", "loss_3d", "loss_3d_xy", "loss_3d_z", "loss_ohklm"):
+    assert float(loss16.detach()) == pytest.approx(float(loss32.detach()), rel=0.1)
+    for k in ("loss_2d", "loss_ohklm"):
         assert float(terms16[k]) == pytest.approx(float(terms32[k]), rel=3e-2), k
+    for k in ("loss_3d", "loss_3d_xy", "loss_3d_z"):
+        assert float(terms16[k]) == pytest.approx(float(terms32[k]), rel=0.1), k
     loss16.backward()
     grads = [p.grad for p in net.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
