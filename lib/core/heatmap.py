@@ -95,13 +95,13 @@ def _quarter_pixel_shift(heatmaps: torch.Tensor, coords_hm: torch.Tensor) -> tor
 
 
 def decode_soft(heatmaps: torch.Tensor, center: torch.Tensor, scale: torch.Tensor, beta: float = 100.0,
-                post_process: bool = True) -> torch.Tensor:
+                post_process: bool = True, *, tol_px: float = WINDOW_TOL_PX) -> torch.Tensor:
     """(N, J, H, W) raw heatmaps, center (N, 2), scale (N, 2) -> (N, J, 2) image px (differentiable).
 
     The decoding of training and validation (SPEC §2.4-2.5): soft-argmax, optional quarter-pixel
-    shift (a constant w.r.t. gradients), inverse crop affine.
+    shift (a constant w.r.t. gradients), inverse crop affine. ``tol_px`` as in :func:`soft_argmax`.
     """
-    coords_hm = soft_argmax(heatmaps, beta)
+    coords_hm = soft_argmax(heatmaps, beta, tol_px=tol_px)
     if post_process:
         coords_hm = coords_hm + _quarter_pixel_shift(heatmaps, coords_hm)
     h, w = heatmaps.shape[-2:]
