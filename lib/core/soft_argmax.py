@@ -200,12 +200,13 @@ class _WindowedSoftArgmax(torch.autograd.Function):
         ctx.beta, ctx.sign, ctx.shape = beta, sign, (m, h, w)
         ctx.in_dtype, ctx.in_shape = heatmaps.dtype, heatmaps.shape
         if host_decides:
-            # CPU: reading the decision costs nothing; each map goes down one path only.
+            # CPU: reading the decision costs nothing; each map goes down one path only. (Mixed
+            # calls copy the fallback maps out once; a call with no window map copies nothing.)
             win_ids = torch.nonzero(use).reshape(-1)
             n_win = int(win_ids.numel())
             if n_win == m:
                 coords, saved_w = _window_forward(flat, plan, (m, h, w), beta, None)
-                saved_f, full_ids = None, None
+                saved_f, full_ids, win_ids = None, None, None
             elif n_win == 0:
                 coords, saved_f = _full_forward(maps, plan["peak"], beta)
                 saved_w, full_ids, win_ids = None, None, None
