@@ -45,7 +45,7 @@ no float32 weight is denormal: each weight is then at least e * count * tiny, ev
 least e * tiny, and each probability moves by less than 3e-34 (a coordinate by < 1e-27 px).
 """
 import math
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 from torch.autograd.function import once_differentiable
