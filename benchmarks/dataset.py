@@ -11,6 +11,7 @@ Rows (samples per second):
                               per-joint affine and per-joint Gaussian target loop;
 * ``crop+target only``      : both pipelines on already decoded images (JPEG decoding excluded).
 Without --root, the synthetic demo set is generated and prepared under a temporary folder first.
+The first line names the machine (CPU model).
 """
 import argparse
 import tempfile
@@ -27,6 +28,7 @@ if __package__ in (None, ""):
 
 from lib.config import load_cfg
 from lib.datasets import build_dataset
+from lib.utils.machine import machine_info, machine_line
 
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
@@ -129,6 +131,7 @@ def main(argv=None):
     root = ensure_demo(args.root)
     cfg = load_cfg(args.cfg, ["DATASET.ROOT", str(root)] + list(args.opts))
     torch.set_num_threads(1)
+    print(machine_line(machine_info()))
     ds = build_dataset(cfg, args.split, is_train=True)
     n = min(args.n, len(ds))
     isz, hsz, sigma = tuple(cfg.MODEL.IMAGE_SIZE), tuple(cfg.MODEL.HEATMAP_SIZE), float(cfg.MODEL.SIGMA)

@@ -1,14 +1,16 @@
 """Time of the training-step decode: ``decode_soft`` (post-processing on) forward + backward.
 
 Shapes: heatmaps (N, J, H, W) = (batch, 17, 96, 72) by default. Printed beside it (median of
-repeats, milliseconds): ``torch.softmax`` alone (forward only, and with autograd's backward) and
-a per-sample loop in the style of the original ``get_final_preds_softargmax`` (Python loop over
+repeats, milliseconds): the same with every map forced down the full-map path (``tol_px=0``,
+the decode before the windowed soft-argmax), ``torch.softmax`` alone (forward only, and with
+autograd's backward) and a per-sample loop in the style of the original ``get_final_preds_softargmax`` (Python loop over
 N x J for the quarter-pixel shift, one OpenCV affine solve per sample).
 
 ``--maps peaked`` (default) gives maps that look like a trained detector's (a unit Gaussian per
 joint over a background near 0): with beta = 100 most exponents then fall in float32's denormal
-range, which is what makes a plain softmax slow on CPUs. ``--maps noise`` gives N(0, 0.1) maps.
-Usage::
+range, which is what makes a plain softmax slow on CPUs, and the windowed soft-argmax reads them
+once. ``--maps noise`` gives N(0, 0.1) maps, where every map takes the full-map fallback. The
+first line names the machine (CPU model, GPU when used). Usage::
 
     python benchmarks/decode.py [--batch 64] [--repeats 20] [--maps peaked|noise] [--device cpu] [--threads 0]
 """
@@ -26,6 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib.core.heatmap import decode_soft  # noqa: E402
+from lib.core.soft_argmax import window_plan  # noqa: E402
+from lib.utils.machine import machine_info, machine_line  # noqa: E402
 
 
 def loop_decode(heatmaps, center, scale, beta=100.0):
@@ -106,11 +110,17 @@ def main(argv=None):
     center = (400 + 200 * torch.rand(args.batch, 2, generator=gen)).to(device)
     scale = (1.5 + torch.rand(args.batch, 2, generator=gen)).to(device)
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
-          f"{args.maps} heatmaps {tuple(shape)}; median of {args.repeats} repeats")
+    print(machine_line(machine_info(device)))
+    print(f"device {device}, {args.maps} heatmaps {tuple(shape)}; median of {args.repeats} repeats")
+    plan = window_plan(heatmaps.float().reshape(-1, args.height, args.width), 100.0)
+    windowed = int(plan["use_window"].sum())
+    print(f"soft-argmax window ({plan['size'][1]}x{plan['size'][0]} px) proven exact on {windowed} of "
+          f"{plan['use_window'].numel()} maps; the others take the full map")
     rows = [("torch.softmax forward only", softmax_only, False),
             ("torch.softmax forward + backward", softmax_only, True),
             ("decode_soft, post-process", lambda h, c, s: decode_soft(h, c, s, 100.0, True), True),
+            # tol_px = 0 sends every map down the full-map path: the decode before the window existed
+            ("decode_soft, full map forced", lambda h, c, s: decode_soft(h, c, s, 100.0, True, tol_px=0.0), True),
             ("per-sample loop (original style)", loop_decode, True)]
     for label, fn, backward in rows:
         ms = median_ms(fn, heatmaps, center, scale, args.repeats, backward=backward)

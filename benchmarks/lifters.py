@@ -1,5 +1,7 @@
 """Forward + backward-to-input time of every registered lifter (CPU, median of repeats).
 
+The first line names the machine (CPU model).
+
 Shapes: batch N (default 64), J joints (default 17). Usage::
 
     python benchmarks/lifters.py [--batch 64] [--joints 17] [--repeats 10] [--threads 2]
@@ -16,6 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import model_3d  # noqa: E402
+from lib.utils.machine import machine_info, machine_line  # noqa: E402
 
 
 def dummy_stats(num_joints):
@@ -49,6 +52,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    print(machine_line(machine_info()))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, J={args.joints}")
     print(f"{'lifter':<10} {'params':>12} {'fwd+bwd ms (median)':>22}")
     for name in args.lifters or sorted(model_3d.LIFTERS):

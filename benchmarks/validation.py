@@ -17,7 +17,7 @@ identical in both, so the ratio shrinks towards 1 as the detector dominates on a
 runs on random images but its output is replaced by the same trained-looking maps: an untrained
 network's nearly flat maps put every soft-argmax at the map centre, exactly on the rounding
 boundary of the quarter-pixel shift, where float32 round-off alone would decide the shift.
-Usage::
+The output (table or JSON ``machine``) names the CPU model and, on CUDA, the GPU. Usage::
 
     python benchmarks/validation.py [--cfg FILE] [--batch 64] [--batches 8] [--lifters sb,videopose]
                                     [--device cpu|cuda] [--repeats 3] [--with-detector] [--json]
@@ -38,6 +38,7 @@ from lib.config import load_cfg  # noqa: E402
 from lib.core.heatmap import prepare_heatmaps  # noqa: E402
 from lib.core.skeleton import get_skeleton  # noqa: E402
 from lib.engine.evaluator import MM_PER_M, gt_mm_for, validate  # noqa: E402
+from lib.utils.machine import machine_info, machine_line  # noqa: E402
 from run.benchmark import build_lifters, original_decode, random_batch  # noqa: E402
 
 
@@ -213,7 +214,7 @@ def run(args) -> dict:
     t_met_orig = median_seconds(lambda: [(np.linalg.norm(pn[b] - gn[b], axis=-1).mean(), procrustes_error_mm(pn[b], gn[b]))
                                          for b in range(args.batch)], args.repeats, sync)
 
-    return {"cfg": args.cfg, "device": str(device), "batch": args.batch, "batches": args.batches,
+    return {"cfg": args.cfg, "device": str(device), "machine": machine_info(device), "batch": args.batch, "batches": args.batches,
             "lifters": names, "with_detector": bool(args.with_detector),
             "heatmap_size": [int(v) for v in cfg.MODEL.HEATMAP_SIZE], "threads": torch.get_num_threads(),
             "ours_samples_per_s": n / t_ours, "original_samples_per_s": n / t_orig, "speedup": t_orig / t_ours,
@@ -233,6 +234,7 @@ def main(argv=None):
     print(f"validation ({scope}), {out['batches']} x {out['batch']} samples, heatmaps "
           f"{out['heatmap_size'][0]}x{out['heatmap_size'][1]}, lifters {','.join(out['lifters'])}, "
           f"{out['device']} ({out['threads']} threads)")
+    print(machine_line(out["machine"]))
     print(f"  ours      {out['ours_samples_per_s']:10.1f} samples/s")
     print(f"  original  {out['original_samples_per_s']:10.1f} samples/s")
     d, m = out["decode_ms"], out["metrics_ms_per_lifter"]

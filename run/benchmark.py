@@ -24,7 +24,8 @@ Rows (JSON keys):
                            MPJPE / P-MPJPE) over a few synthetic batches;
 * ``peak_mem_mb``          ``torch.cuda.max_memory_allocated`` on CUDA, else the process's peak
                            resident set (``getrusage``), in MiB;
-plus ``device``, ``batch``, ``config`` and ``notes``; with --compare-original also ``original``:
+plus ``device``, ``machine`` (CPU model, usable CPUs, torch threads and version, GPU name on
+CUDA; ``lib.utils.machine``), ``batch``, ``config`` and ``notes``; with --compare-original also ``original``:
 the guided steps done the original's way (heatmaps copied to the CPU, decoded again for every
 lifter, post-processing in a Python double loop, one OpenCV affine solve per sample, DWA weights
 read back to the host) and its ratio to ours.
@@ -62,6 +63,7 @@ from lib.core.losses import JointsMSELoss, joints_mse_per_joint, ohklm
 from lib.core.objective import L2DObjective
 from lib.core.skeleton import get_skeleton
 from lib.engine.trainer import backward_and_step
+from lib.utils.machine import machine_info, machine_text
 
 MULTI_LIFTERS = ("sb", "videopose", "iganet", "mixste")   # SPEC §2.1 step 10 dict order
 IMAGE_SIZE_PX = (1000.0, 1000.0)                          # a Human3.6M frame (w, h)
@@ -429,7 +431,7 @@ def peak_memory_mb(device) -> float:
 def format_table(res: Dict) -> str:
     def ms(v):
         return f"{v:10.2f} ms"
-    rows = [("device", res["device"]), ("batch", str(res["batch"])), ("config", res["config"]["file"]),
+    rows = [("device", res["device"]), ("machine", machine_text(res["machine"])), ("batch", str(res["batch"])), ("config", res["config"]["file"]),
             ("2D-only step", ms(res["step_ms_2d_only"])),
             ("guided step, sb", ms(res["step_ms_guided_sb"])),
             ("guided step, 4 lifters", ms(res["step_ms_guided_multi"])),
@@ -520,7 +522,7 @@ def run_benchmark(args) -> Dict:
                            "ratio_sb": med["orig_sb"] / med["guided_sb"],
                            "ratio_multi": med["orig_multi"] / med["guided_multi"],
                            "overhead_guided_sb": med["orig_sb"] / med["2d_only"]}
-    res.update(device=str(device), batch=batch_size,
+    res.update(device=str(device), machine=machine_info(device), batch=batch_size,
                config={"file": args.cfg, "opts": list(args.opts), "model": cfg.MODEL.NAME,
                        "image_size": [int(v) for v in cfg.MODEL.IMAGE_SIZE],
                        "heatmap_size": [int(v) for v in cfg.MODEL.HEATMAP_SIZE], "amp": amp,

@@ -2,11 +2,13 @@
 import json
 import math
 
+import torch
+
 from run import benchmark
 
 TINY = "experiments/demo/tiny_96x128.yaml"
 KEYS = ("step_ms_2d_only", "step_ms_guided_sb", "step_ms_guided_multi", "overhead_guided_sb", "decode_ms",
-        "lifter_ms", "loader_samples_per_s", "valid_samples_per_s", "peak_mem_mb", "device", "batch", "config")
+        "lifter_ms", "loader_samples_per_s", "valid_samples_per_s", "peak_mem_mb", "device", "machine", "batch", "config")
 
 
 def _positive(value):
@@ -28,6 +30,7 @@ def test_benchmark_json_has_every_key(tmp_path, capsys):
     assert set(printed["lifter_ms"]) == {"sb", "videopose", "iganet", "mixste"}
     assert all(_positive(v) for v in printed["lifter_ms"].values())
     assert printed["device"] == "cpu" and printed["batch"] == 2
+    assert printed["machine"]["cpu"] and printed["machine"]["gpu"] is None     # figures name their machine
     assert printed["config"]["file"] == TINY
     assert printed["config"]["opts"] == ["DATASET.ROOT", str(missing_root)]
     # No prepared dataset and no --make-data: null with a note naming the root.
@@ -56,3 +59,4 @@ def test_validation_benchmark_agrees_with_the_original_loops(capsys):
     assert json.loads(capsys.readouterr().out.strip()) == json.loads(json.dumps(res))
     assert res["numbers_equal"] and set(res["mpjpe"]) == {"sb", "videopose"}
     assert _positive(res["speedup"]) and 0.0 <= res["pdj"] <= 100.0
+    assert res["machine"]["cpu"] and res["machine"]["torch"] == torch.__version__

@@ -7,86 +7,35 @@ original-image pixels, ``_crop_px`` network-input (crop) pixels.
 Decoding follows SPEC §2.4-2.5 and §4.2: a softmax over each map scaled by ``beta`` (or a hard
 argmax), the optional quarter-pixel shift towards the higher raw neighbour (``TEST.POST_PROCESS``,
 applied in training as in the original), then the inverse of the crop's isotropic affine. All
-torch functions are batched, stay on the input's device and never synchronise with the host.
+torch functions are batched and stay on the input's device; off the CPU they never synchronise
+with the host (on the CPU the soft-argmax picks its window or full-map path per map there).
 Encoding (``encode_heatmaps``) is numpy, for the data loader, and reproduces HRNet's per-joint
 Gaussian target loop (SPEC §5.1 step 7) for any sigma.
 """
-import math
 from typing import Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from torch.autograd.function import once_differentiable
 
 from lib.core.skeleton import H36M, H36M_TO_PANOPTIC
+from lib.core.soft_argmax import WINDOW_TOL_PX, windowed_soft_argmax
 
 PIXEL_STD = 200.0
 SizeLike = Union[Sequence[float], torch.Tensor, np.ndarray]
 
 
 # ----------------------------------------------------------------------------- decoding
-class _SoftArgmax(torch.autograd.Function):
-    """Expected (x, y) under softmax(beta * heatmap); hand-written backward.
-
-    The autograd graph of softmax + weighted sums keeps several (N, J, H, W) intermediates; the
-    closed-form gradient d x / d h_i = beta * p_i * (gx_i - x) needs only the probabilities and
-    costs one pass over them, which halves the CPU time of a training step's decode.
-    """
-
-    @staticmethod
-    def forward(ctx, heatmaps, beta):
-        n, j, h, w = heatmaps.shape
-        # Half-precision softmax with beta=100 loses the sub-pixel information; decode in fp32+.
-        dtype = torch.promote_types(heatmaps.dtype, torch.float32)
-        flat = heatmaps.reshape(n, j, h * w).to(dtype)
-        # A trained detector's maps peak near 1 over a background near 0, so with beta = 100 most
-        # pixels sit ~100 below the maximum and their exp() lands in the denormal range, which
-        # CPUs process 5-50x slower. Raising every exponent to ``floor`` keeps every weight at least
-        # e * H*W * tiny, so no probability (weight / total, total <= H*W) is denormal; in float32
-        # each probability moves by less than 3e-34, and a coordinate by less than 1e-27 px.
-        floor = math.log(torch.finfo(dtype).tiny) + math.log(h * w) + 1.0
-        peak = flat.amax(dim=-1, keepdim=True) if beta >= 0 else flat.amin(dim=-1, keepdim=True)
-        weight = torch.add(peak * -beta, flat, alpha=beta)             # beta * (h - peak) <= 0
-        weight = weight.clamp_(min=floor).exp_().reshape(n, j, h, w)   # unnormalised softmax
-        grid_x = torch.arange(w, dtype=dtype, device=heatmaps.device)
-        grid_y = torch.arange(h, dtype=dtype, device=heatmaps.device)
-        # Marginals first: (N, J, W) and (N, J, H) instead of two full-size products, and the
-        # normalisation on them rather than on the full maps. Elementwise ops, not matmul, so
-        # that autocast cannot lower them to half precision.
-        col, row = weight.sum(dim=2), weight.sum(dim=3)
-        total = col.sum(dim=-1)
-        x_hm = (col * grid_x).sum(dim=-1) / total
-        y_hm = (row * grid_y).sum(dim=-1) / total
-        ctx.save_for_backward(weight, total, x_hm, y_hm)
-        ctx.beta = beta
-        ctx.in_dtype = heatmaps.dtype
-        return torch.stack((x_hm, y_hm), dim=-1)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_coords):
-        weight, total, x_hm, y_hm = ctx.saved_tensors
-        _, _, h, w = weight.shape
-        grid_x = torch.arange(w, dtype=weight.dtype, device=weight.device)
-        grid_y = torch.arange(h, dtype=weight.dtype, device=weight.device)
-        # d x / d h_i = beta * p_i * (gx_i - x) with p_i = weight_i / total; dividing the small
-        # per-row/column terms by the total spares a pass over the full maps.
-        grad_coords = grad_coords.to(weight.dtype) * (ctx.beta / total).unsqueeze(-1)
-        term_x = (grid_x - x_hm.unsqueeze(-1)) * grad_coords[..., 0:1]   # (N, J, W)
-        term_y = (grid_y - y_hm.unsqueeze(-1)) * grad_coords[..., 1:2]   # (N, J, H)
-        grad = weight * (term_y.unsqueeze(-1) + term_x.unsqueeze(-2))
-        return grad.to(ctx.in_dtype), None
-
-
-def soft_argmax(heatmaps: torch.Tensor, beta: float = 100.0) -> torch.Tensor:
+def soft_argmax(heatmaps: torch.Tensor, beta: float = 100.0, *, tol_px: float = WINDOW_TOL_PX) -> torch.Tensor:
     """(N, J, H, W) heatmaps -> (N, J, 2) expected (x, y) in heatmap pixels (differentiable).
 
     Softmax of ``beta * heatmap`` over all H*W pixels of each map, then the probability-weighted
     mean of the column and row indices (SPEC §2.4 steps 1-3). Output dtype is at least float32.
+    Where a bound proves that the pixels outside a 24 x 24 window around the peak move the result
+    by at most ``tol_px`` heatmap px, only the window is summed (``lib.core.soft_argmax``).
     """
     if heatmaps.dim() != 4:
         raise ValueError(f"soft_argmax: heatmaps must be (N, J, H, W), got shape {tuple(heatmaps.shape)}")
-    return _SoftArgmax.apply(heatmaps, float(beta))
+    return windowed_soft_argmax(heatmaps, float(beta), tol_px)
 
 
 def _size_pair(size: SizeLike, like: torch.Tensor):
@@ -146,13 +95,13 @@ def _quarter_pixel_shift(heatmaps: torch.Tensor, coords_hm: torch.Tensor) -> tor
 
 
 def decode_soft(heatmaps: torch.Tensor, center: torch.Tensor, scale: torch.Tensor, beta: float = 100.0,
-                post_process: bool = True) -> torch.Tensor:
+                post_process: bool = True, *, tol_px: float = WINDOW_TOL_PX) -> torch.Tensor:
     """(N, J, H, W) raw heatmaps, center (N, 2), scale (N, 2) -> (N, J, 2) image px (differentiable).
 
     The decoding of training and validation (SPEC §2.4-2.5): soft-argmax, optional quarter-pixel
-    shift (a constant w.r.t. gradients), inverse crop affine.
+    shift (a constant w.r.t. gradients), inverse crop affine. ``tol_px`` as in :func:`soft_argmax`.
     """
-    coords_hm = soft_argmax(heatmaps, beta)
+    coords_hm = soft_argmax(heatmaps, beta, tol_px=tol_px)
     if post_process:
         coords_hm = coords_hm + _quarter_pixel_shift(heatmaps, coords_hm)
     h, w = heatmaps.shape[-2:]

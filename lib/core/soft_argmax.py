@@ -1,0 +1,268 @@
+"""Soft-argmax over heatmaps at the cost of one read of them: a window around each map's peak
+wherever a bound proves it gives the full-map result, the full map elsewhere.
+
+Shapes: M maps (N * J flattened), each H x W; coordinates (x, y) = (column, row) in heatmap pixels.
+
+Why a window. With ``beta = 100`` a trained detector's map (peak near 1, background near 0) puts
+almost every pixel about 100 logits below the peak, so its softmax weight is below 1e-43 of the
+peak's: the expectation is decided by a few pixels around the peak. A full softmax still reads,
+exponentiates and (in the backward) revisits every pixel, and on CPUs the denormal numbers it meets
+cost extra. Here one pass over each map gives its maximum per ``BLOCK_PX`` x ``BLOCK_PX`` block;
+from those, the peak, a window of ``(2 WINDOW_BLOCKS + 1)`` blocks on a side around it, and the
+largest value outside the window. The expectation is then taken over the window only, for the maps
+whose bound (below) is at most ``tol_px``; the other maps (flat, broad, multi-modal, untrained)
+take the full-map path unchanged.
+
+The bound. Write z_i = beta * h_i - max_k beta * h_k <= 0 (beta >= 0; a negative beta is the same
+problem on -h), w_i = exp(z_i), W the window (it holds the peak, whose w = 1), O the n_O pixels
+outside it, Z_W = sum_W w_i >= 1, Z_O = sum_O w_i, and m_O >= max_O z_i (the largest block maximum
+among blocks not wholly inside W). Then
+
+* mass outside: q = Z_O / (Z_W + Z_O) <= Z_O / Z_W <= n_O exp(m_O) =: eps;
+* coordinates: the full mean is x = (1 - q) x_W + q x_O with x_W, x_O the means over W and O, both
+  in [0, W - 1], so |x - x_W| = q |x_O - x_W| <= eps (W - 1), and |y - y_W| <= eps (H - 1);
+* gradients: dx/dh_i = beta p_i (gx_i - x) with p_i = w_i / (Z_W + Z_O); the window path gives
+  beta p'_i (gx_i - x_W) on W (p'_i = w_i / Z_W = p_i / (1 - q)) and 0 on O. On O the dropped terms
+  sum to at most |beta| q (W - 1); on W, p_i (gx_i - x) - p'_i (gx_i - x_W)
+  = -p'_i (q (gx_i - x) + (x - x_W)), which sums to at most 2 q (W - 1). So for upstream gradients
+  (g_x, g_y) the L1 norm over the map of the heatmap-gradient error is at most
+  3 |beta| eps ((W - 1) |g_x| + (H - 1) |g_y|).
+
+A map takes the window when ``bound = eps * max(W - 1, H - 1) <= tol_px``: its coordinates are
+then within ``tol_px`` (default 1e-6 px, below float32's own rounding of a coordinate near 50) of
+the full-map soft-argmax, and its gradient within ``3 |beta| tol_px (|g_x| + |g_y|)`` in L1. The
+bound is evaluated in float64 from the exact float32 values, so rounding cannot flip it. When the
+window covers the whole map n_O = 0 and the window path is the full path.
+
+Choosing the path per map needs to know which maps fail the bound. On the CPU that costs nothing,
+so the failing maps alone go through the full softmax. On other devices the choice would need a
+device-to-host copy (a synchronisation of the stream every training step), so there both paths run
+on every map and the result is picked per map with ``torch.where``; a GPU reads the full maps at a
+small fraction of a step's time and has no denormal penalty.
+
+Both paths raise every exponent to ``log(tiny) + log(count) + 1`` (count = pixels summed) so that
+no float32 weight is denormal: each weight is then at least e * count * tiny, every probability at
+least e * tiny, and each probability moves by less than 3e-34 (a coordinate by < 1e-27 px).
+"""
+import math
+from typing import Optional
+
+import torch
+from torch.autograd.function import once_differentiable
+
+BLOCK_PX = 8          # block side of the one-pass maxima; divides the usual heatmap sizes (48, 64, 72, 96)
+WINDOW_BLOCKS = 1     # blocks on each side of the peak's block: window 24 x 24 px, >= 8 px around the peak
+WINDOW_TOL_PX = 1e-6  # largest coordinate error (heatmap px) the window may cause
+
+
+def _exp_floor(dtype: torch.dtype, count: int) -> float:
+    return math.log(torch.finfo(dtype).tiny) + math.log(count) + 1.0
+
+
+def _block_max(maps: torch.Tensor, block: int) -> torch.Tensor:
+    """(M, H, W) -> (M, ceil(H / block), ceil(W / block)) maximum of each block (partial last blocks).
+
+    Rows are reduced first: that reduction runs over a non-innermost axis with contiguous rows, which
+    vectorises along W and is the one full read of the maps; the second one sees 1/block of the data.
+    """
+    m, h, w = maps.shape
+    h0, w0 = h - h % block, w - w % block
+    parts = []
+    if h0:
+        parts.append(maps[:, :h0].reshape(m, h0 // block, block, w).amax(dim=2))
+    if h0 < h:
+        parts.append(maps[:, h0:].amax(dim=1, keepdim=True))
+    rows = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+    parts = []
+    if w0:
+        parts.append(rows[..., :w0].reshape(m, rows.shape[1], w0 // block, block).amax(dim=-1))
+    if w0 < w:
+        parts.append(rows[..., w0:].amax(dim=-1, keepdim=True))
+    return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+
+
+def window_plan(maps: torch.Tensor, beta: float, tol_px: float = WINDOW_TOL_PX, block: int = BLOCK_PX,
+                radius: int = WINDOW_BLOCKS):
+    """Per map: the peak, the window and whether the window is provably exact (module docstring).
+
+    ``maps`` (M, H, W) with ``beta >= 0``. Returns a dict: ``peak`` (M,) maximum of each map (maps'
+    dtype); ``y0``, ``x0`` (M,) long, upper-left corner of the window; ``size`` (sy, sx) of every
+    window; ``bound`` (M,) float64, ``eps * max(W - 1, H - 1)``; ``use_window`` (M,) bool,
+    ``bound <= tol_px`` (False for NaN maps).
+    """
+    if beta < 0:
+        raise ValueError(f"window_plan: beta must be >= 0 (negate the maps for beta < 0), got {beta}")
+    m, h, w = maps.shape
+    bmax = _block_max(maps, block)                                  # (M, nby, nbx)
+    nby, nbx = bmax.shape[1:]
+    peak, where = bmax.reshape(m, -1).max(dim=-1)
+    by, bx = torch.div(where, nbx, rounding_mode="floor"), where % nbx
+    sy, sx = min((2 * radius + 1) * block, h), min((2 * radius + 1) * block, w)
+    y0 = (by * block - radius * block).clamp(0, h - sy)
+    x0 = (bx * block - radius * block).clamp(0, w - sx)
+    # A block is inside the window when all its pixels are; every pixel outside the window lies
+    # in a block that is not, so the largest such block maximum bounds them all.
+    dev = maps.device
+    start_y = torch.arange(nby, device=dev) * block
+    start_x = torch.arange(nbx, device=dev) * block
+    end_y, end_x = (start_y + block).clamp(max=h), (start_x + block).clamp(max=w)
+    in_y = (start_y >= y0[:, None]) & (end_y <= (y0 + sy)[:, None])      # (M, nby)
+    in_x = (start_x >= x0[:, None]) & (end_x <= (x0 + sx)[:, None])      # (M, nbx)
+    inside = in_y[:, :, None] & in_x[:, None, :]
+    max_out = bmax.masked_fill(inside, -math.inf).amax(dim=(1, 2))
+    # float64 from the exact stored values: the test cannot be flipped by rounding (MPS has no float64).
+    f64 = torch.float64 if dev.type != "mps" else torch.float32
+    gap = max_out.to(f64) - peak.to(f64)                                  # <= 0, -inf when O is empty
+    outside_px = h * w - sy * sx
+    rel = torch.where(gap == -math.inf, torch.zeros_like(gap), torch.exp(beta * gap))
+    bound = outside_px * rel * max(w - 1, h - 1)
+    return {"peak": peak, "y0": y0, "x0": x0, "size": (sy, sx), "bound": bound, "use_window": bound <= tol_px}
+
+
+# ----------------------------------------------------------------------------- the two paths
+def _window_forward(flat: torch.Tensor, plan, maps_shape, beta: float, index_maps: Optional[torch.Tensor]):
+    """Expectation over each map's window. ``flat`` is the maps' storage as one vector; ``index_maps``
+    the maps to do (None: all). -> (coords (Mw, 2), saved tensors for the backward)."""
+    m, h, w = maps_shape
+    sy, sx = plan["size"]
+    dev, dtype = flat.device, flat.dtype
+    y0, x0, peak = plan["y0"], plan["x0"], plan["peak"]
+    ids = torch.arange(m, device=dev)
+    if index_maps is not None:
+        y0, x0, peak, ids = y0[index_maps], x0[index_maps], peak[index_maps], index_maps
+    offsets = (torch.arange(sy, device=dev)[:, None] * w + torch.arange(sx, device=dev)).reshape(-1)
+    index = (ids * (h * w) + y0 * w + x0)[:, None] + offsets                # (Mw, sy*sx) into flat
+    window = torch.take(flat, index).reshape(-1, sy, sx)
+    weight = torch.add(peak.reshape(-1, 1, 1) * -beta, window, alpha=beta)  # beta * (h - peak) <= 0
+    weight = weight.clamp_(min=_exp_floor(dtype, sy * sx)).exp_()
+    col, row = weight.sum(dim=1), weight.sum(dim=2)                          # (Mw, sx), (Mw, sy)
+    total = col.sum(dim=-1)
+    # Local coordinates inside the window, then the window's corner: the sums stay small.
+    local_x = (col * torch.arange(sx, dtype=dtype, device=dev)).sum(dim=-1) / total
+    local_y = (row * torch.arange(sy, dtype=dtype, device=dev)).sum(dim=-1) / total
+    coords = torch.stack((local_x + x0.to(dtype), local_y + y0.to(dtype)), dim=-1)
+    return coords, (weight, total, local_x, local_y, index)
+
+
+def _window_backward(grad_flat: torch.Tensor, grad_coords: torch.Tensor, saved, beta: float):
+    """Writes d loss / d h over each window into ``grad_flat`` (the rest of a map's gradient is 0)."""
+    weight, total, local_x, local_y, index = saved
+    _, sy, sx = weight.shape
+    g = grad_coords * (beta / total).unsqueeze(-1)
+    term_x = (torch.arange(sx, dtype=weight.dtype, device=weight.device) - local_x[:, None]) * g[:, 0:1]
+    term_y = (torch.arange(sy, dtype=weight.dtype, device=weight.device) - local_y[:, None]) * g[:, 1:2]
+    grad_flat.put_(index, weight * (term_y[:, :, None] + term_x[:, None, :]))
+
+
+def _full_forward(maps: torch.Tensor, peak: torch.Tensor, beta: float):
+    """Softmax over every pixel of each (H, W) map. -> (coords (M, 2), saved tensors)."""
+    _, h, w = maps.shape
+    dtype, dev = maps.dtype, maps.device
+    weight = torch.add(peak.reshape(-1, 1, 1) * -beta, maps, alpha=beta)
+    weight = weight.clamp_(min=_exp_floor(dtype, h * w)).exp_()
+    # Marginals first: (M, W) and (M, H) instead of two full-size products, normalised there.
+    # Elementwise ops, not matmul, so that autocast cannot lower them to half precision.
+    col, row = weight.sum(dim=1), weight.sum(dim=2)
+    total = col.sum(dim=-1)
+    x = (col * torch.arange(w, dtype=dtype, device=dev)).sum(dim=-1) / total
+    y = (row * torch.arange(h, dtype=dtype, device=dev)).sum(dim=-1) / total
+    return torch.stack((x, y), dim=-1), (weight, total, x, y)
+
+
+def _full_backward(grad_coords: torch.Tensor, saved, beta: float) -> torch.Tensor:
+    """(M, 2) -> (M, H, W): d x / d h_i = beta * p_i * (gx_i - x); the small per-row/column factors
+    carry 1 / total, which spares a pass over the full maps."""
+    weight, total, x, y = saved
+    _, h, w = weight.shape
+    g = grad_coords * (beta / total).unsqueeze(-1)
+    term_x = (torch.arange(w, dtype=weight.dtype, device=weight.device) - x[:, None]) * g[:, 0:1]
+    term_y = (torch.arange(h, dtype=weight.dtype, device=weight.device) - y[:, None]) * g[:, 1:2]
+    return weight * (term_y[:, :, None] + term_x[:, None, :])
+
+
+class _WindowedSoftArgmax(torch.autograd.Function):
+    """Expected (x, y) under softmax(beta * heatmap) per map; hand-written backward (no (M, H, W)
+    autograd intermediates are kept)."""
+
+    @staticmethod
+    def forward(ctx, heatmaps, beta, tol_px, host_decides):
+        n, j, h, w = heatmaps.shape
+        m = n * j
+        # Half-precision softmax with beta=100 loses the sub-pixel information; decode in fp32+.
+        dtype = torch.promote_types(heatmaps.dtype, torch.float32)
+        maps = heatmaps.reshape(m, h, w).to(dtype).contiguous()
+        sign = 1.0
+        if beta < 0:                       # softmax(beta h) = softmax(|beta| (-h)): weights the minimum
+            maps, beta, sign = -maps, -beta, -1.0
+        plan = window_plan(maps, beta, tol_px)
+        use = plan["use_window"]
+        flat = maps.reshape(-1)
+        ctx.beta, ctx.sign, ctx.shape = beta, sign, (m, h, w)
+        ctx.in_dtype, ctx.in_shape = heatmaps.dtype, heatmaps.shape
+        if host_decides:
+            # CPU: reading the decision costs nothing; each map goes down one path only. (Mixed
+            # calls copy the fallback maps out once; a call with no window map copies nothing.)
+            win_ids = torch.nonzero(use).reshape(-1)
+            n_win = int(win_ids.numel())
+            if n_win == m:
+                coords, saved_w = _window_forward(flat, plan, (m, h, w), beta, None)
+                saved_f, full_ids, win_ids = None, None, None
+            elif n_win == 0:
+                coords, saved_f = _full_forward(maps, plan["peak"], beta)
+                saved_w, full_ids, win_ids = None, None, None
+            else:
+                full_ids = torch.nonzero(~use).reshape(-1)
+                coords_w, saved_w = _window_forward(flat, plan, (m, h, w), beta, win_ids)
+                coords_f, saved_f = _full_forward(maps.index_select(0, full_ids), plan["peak"][full_ids], beta)
+                coords = torch.empty(m, 2, dtype=dtype, device=maps.device)
+                coords.index_copy_(0, win_ids, coords_w).index_copy_(0, full_ids, coords_f)
+            ctx.mode = "split"
+            ctx.parts = (saved_w, saved_f, win_ids, full_ids)
+        else:
+            # Elsewhere: no host synchronisation; both paths on every map, picked per map.
+            coords_w, saved_w = _window_forward(flat, plan, (m, h, w), beta, None)
+            coords_f, saved_f = _full_forward(maps, plan["peak"], beta)
+            coords = torch.where(use[:, None], coords_w, coords_f)
+            ctx.mode = "masked"
+            ctx.parts = (saved_w, saved_f, use)
+        return coords.reshape(n, j, 2)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_coords):
+        m, h, w = ctx.shape
+        beta = ctx.beta
+        grad_coords = grad_coords.reshape(m, 2)
+        if ctx.mode == "masked":
+            saved_w, saved_f, use = ctx.parts
+            g = grad_coords.to(saved_f[0].dtype)
+            grad_win = torch.zeros(m * h * w, dtype=g.dtype, device=g.device)
+            _window_backward(grad_win, g, saved_w, beta)
+            grad = torch.where(use[:, None, None], grad_win.reshape(m, h, w), _full_backward(g, saved_f, beta))
+        else:
+            saved_w, saved_f, win_ids, full_ids = ctx.parts
+            dtype = (saved_w or saved_f)[0].dtype
+            g = grad_coords.to(dtype)
+            if saved_w is None:                                     # every map took the full path
+                grad = _full_backward(g, saved_f, beta)
+            else:
+                grad = torch.zeros(m, h, w, dtype=dtype, device=g.device)
+                _window_backward(grad.reshape(-1), g if win_ids is None else g[win_ids], saved_w, beta)
+                if saved_f is not None:
+                    grad.index_copy_(0, full_ids, _full_backward(g[full_ids], saved_f, beta))
+        if ctx.sign < 0:
+            grad = grad.neg_()
+        return grad.reshape(ctx.in_shape).to(ctx.in_dtype), None, None, None
+
+
+def windowed_soft_argmax(heatmaps: torch.Tensor, beta: float, tol_px: float = WINDOW_TOL_PX,
+                         host_decides: Optional[bool] = None) -> torch.Tensor:
+    """(N, J, H, W) -> (N, J, 2); ``host_decides`` None = True on the CPU only (module docstring)."""
+    if host_decides is None:
+        host_decides = heatmaps.device.type == "cpu"
+    n, j, h, w = heatmaps.shape
+    if h == 0 or w == 0:
+        raise ValueError(f"soft_argmax: empty heatmaps of shape {tuple(heatmaps.shape)}")
+    if n * j == 0:
+        return heatmaps.new_zeros((n, j, 2), dtype=torch.promote_types(heatmaps.dtype, torch.float32))
+    return _WindowedSoftArgmax.apply(heatmaps, float(beta), float(tol_px), bool(host_decides))
