@@ -4,7 +4,8 @@ Shapes: N batch, J dataset joints, heatmaps (N, 17, Hm, Wm) from the detector.
 
 Per epoch (``epoch`` = 0 .. TRAIN.EPOCHS inclusive, SPEC §9 #2)::
 
-    for each batch: heatmaps = detector(images); loss, terms = objective(...); backward; Adam step
+    for each batch: heatmaps = detector(images); loss, terms = objective(...); backward; optimizer step
+        (TRAIN.OPTIMIZER; optional per-step warm-up TRAIN.WARMUP_ITERS and clipping TRAIN.CLIP_GRAD_NORM)
     scheduler.step()   (MultiStepLR numbers; x LR_BUMP_FACTOR after epoch LR_BUMP_EPOCH's step)
     validate -> best (training lifters' MPJPE, or highest PDJ in 2D-only mode) / best cross
     write checkpoint.pth (everything to resume), model_best*.pth, history.json, curves.png
