@@ -227,6 +227,19 @@ def test_round_trip_and_strict_refusal_of_another_size(tmp_path):
         load_pose_checkpoint(_tiny(), base, strict=True)
 
 
+def test_backbone_only_from_an_official_file_leaves_the_head_fresh():
+    # the README's way to use an unconverted COCO file: PRETRAINED_LAYERS ['backbone']
+    size = model_2d.VIT_SIZES["tiny"]
+    sd = _random_official(official_layout(size.embed_dim, size.depth, 64, deconv=16, grid=(8, 6)), 11)
+    net = _tiny(3)
+    head0 = {k: v.clone() for k, v in net.state_dict().items() if k.startswith("keypoint_head.")}
+    report = model_2d.init_pretrained(net, {"state_dict": sd}, ["backbone"])
+    own = net.state_dict()
+    assert all(torch.equal(own[k], sd[k]) for k in sd if k.startswith("backbone."))
+    assert all(torch.equal(own[k], v) for k, v in head0.items())
+    assert sorted(report.not_selected) == sorted(head0)
+
+
 def test_bad_sizes_raise_user_errors():
     with pytest.raises(UserError, match="divisible by MODEL.VIT.PATCH_SIZE=16"):
         build_pose_net(load_cfg(TINY, ["MODEL.IMAGE_SIZE", [100, 128], "MODEL.HEATMAP_SIZE", [25, 32]]))
