@@ -11,7 +11,9 @@ background load on a shared machine hits them alike.
 
 Rows (JSON keys):
 
-* ``step_ms_2d_only``      detector forward + JointsMSE + backward + Adam step (LOSS.LOSS_3D off);
+* ``step_ms_2d_only``      detector forward + JointsMSE + backward + optimizer step (LOSS.LOSS_3D off;
+                           TRAIN.OPTIMIZER and TRAIN.CLIP_GRAD_NORM as configured, e.g. ViTPose's
+                           AdamW with layer-wise decay and clipping);
 * ``step_ms_guided_sb``    the same with 3D guidance by ``sb`` (LOSS_3D, LOSS_3D_Z and OHKLM on);
 * ``step_ms_guided_multi`` guided by sb, videopose, iganet and mixste at once (multi-model);
 * ``overhead_guided_sb``   step_ms_guided_sb / step_ms_2d_only;
@@ -62,7 +64,7 @@ from lib.core.heatmap import decode_soft, prepare_heatmaps
 from lib.core.losses import JointsMSELoss, joints_mse_per_joint, ohklm
 from lib.core.objective import L2DObjective
 from lib.core.skeleton import get_skeleton
-from lib.engine.trainer import backward_and_step
+from lib.engine.trainer import backward_and_step, make_optimizer
 from lib.utils.machine import machine_info, machine_text
 
 MULTI_LIFTERS = ("sb", "videopose", "iganet", "mixste")   # SPEC §2.1 step 10 dict order
@@ -192,7 +194,7 @@ class Timer:
 
 
 # ----------------------------------------------------------------------------- our training step
-def make_train_step(model, objective, optimizer, scaler, batch, device, amp: str):
+def make_train_step(model, objective, optimizer, scaler, batch, device, amp: str, clip: float = 0.0):
     images, target, target_weight, meta = batch
     meta = {k: meta[k] for k in ("center", "scale", "joints_3d", "image_size")}
 
@@ -200,7 +202,7 @@ def make_train_step(model, objective, optimizer, scaler, batch, device, amp: str
         with amp_context(device, amp):
             heatmaps = model(images)
         loss, _ = objective(heatmaps.float(), target, target_weight, meta)
-        backward_and_step(loss, optimizer, scaler)
+        backward_and_step(loss, optimizer, scaler, clip)
     return step
 
 
@@ -476,7 +478,8 @@ def run_benchmark(args) -> Dict:
     if bool(cfg.TRAIN.CHANNELS_LAST):
         model = model.to(memory_format=torch.channels_last)
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg.TRAIN.LR))
+    optimizer = make_optimizer(model, cfg)          # the training run's optimizer (adam / sgd / adamw)
+    clip = float(cfg.TRAIN.CLIP_GRAD_NORM)
     scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
     lifters = build_lifters(MULTI_LIFTERS, num_joints, device)
     batch = random_batch(cfg, batch_size, device)
@@ -486,7 +489,7 @@ def run_benchmark(args) -> Dict:
     for kind, names in kinds.items():
         c = step_config(cfg, names)
         objective = L2DObjective(c, {n: lifters[n] for n in names}).to(device)
-        step_fns[kind] = make_train_step(model, objective, optimizer, scaler, batch, device, amp)
+        step_fns[kind] = make_train_step(model, objective, optimizer, scaler, batch, device, amp, clip)
     if args.compare_original:
         c = step_config(cfg, MULTI_LIFTERS)
         step_fns["orig_sb"] = make_original_step(model, {"sb": lifters["sb"]}, optimizer, batch, device,

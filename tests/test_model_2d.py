@@ -36,6 +36,8 @@ def _small_cfg(name):
                               "MODEL.HEATMAP_SIZE", [16, 24]])
         cfg.MODEL.EXTRA.NUM_LAYERS = 50
         return cfg
+    if name == "vitpose":
+        return load_cfg(str(ROOT / "experiments/demo/vitpose_tiny.yaml"))
     raise AssertionError(f"no small test config for registered detector {name!r}; add one "
                          f"to tests/test_model_2d.py::_small_cfg")
 

@@ -36,6 +36,10 @@ _C.MODEL.IMAGE_SIZE = [256, 256]   # (width, height)
 _C.MODEL.HEATMAP_SIZE = [64, 64]   # (width, height)
 _C.MODEL.SIGMA = 2.0               # Gaussian sigma of the targets, heatmap pixels
 _C.MODEL.EXTRA = CN(new_allowed=True)   # network table (HRNet stages / ResNet depth)
+_C.MODEL.VIT = CN()                # MODEL.NAME vitpose only
+_C.MODEL.VIT.SIZE = "base"         # tiny | small | base | large | huge (or S/B/L/H): width, depth, heads
+_C.MODEL.VIT.PATCH_SIZE = 16       # patch side in pixels (official: 16); MODEL.IMAGE_SIZE must divide by it
+_C.MODEL.VIT.DROP_PATH_RATE = -1.0  # stochastic depth at the last block; < 0 = the size's official rate
 
 # ----------------------------------------------------------------- 3D lifters
 _C.MODEL_3D = CN()
@@ -98,9 +102,13 @@ _C.TRAIN = CN()
 _C.TRAIN.LR_FACTOR = 0.1           # MultiStepLR gamma
 _C.TRAIN.LR_STEP = [90, 110]       # MultiStepLR milestones (epochs)
 _C.TRAIN.LR = 0.001                # Adam learning rate
-_C.TRAIN.OPTIMIZER = "adam"        # adam (no weight decay, as the original) | sgd
+_C.TRAIN.OPTIMIZER = "adam"        # adam (no weight decay, as the original) | sgd | adamw (ViTPose)
 _C.TRAIN.MOMENTUM = 0.9            # sgd momentum
-_C.TRAIN.WD = 0.0001               # unused with Adam, as in the original
+_C.TRAIN.WD = 0.0001               # unused with Adam, as in the original; sgd / adamw weight decay
+_C.TRAIN.LAYER_DECAY = 1.0         # adamw: LR x this ** (depth below the head) per ViT block; 1 = off
+_C.TRAIN.WARMUP_ITERS = 0          # >0: linear LR warm-up over the first N steps of the run (0 = off)
+_C.TRAIN.WARMUP_RATIO = 0.001      # warm-up starts at LR x this
+_C.TRAIN.CLIP_GRAD_NORM = 0.0      # >0: clip the detector's gradient L2 norm to this (0 = off)
 _C.TRAIN.NESTEROV = False          # sgd nesterov
 _C.TRAIN.GAMMA1 = 0.99             # accepted for HRNet YAMLs; unused
 _C.TRAIN.GAMMA2 = 0.0              # accepted for HRNet YAMLs; unused

@@ -4,7 +4,8 @@ Shapes: N batch, J dataset joints, heatmaps (N, 17, Hm, Wm) from the detector.
 
 Per epoch (``epoch`` = 0 .. TRAIN.EPOCHS inclusive, SPEC §9 #2)::
 
-    for each batch: heatmaps = detector(images); loss, terms = objective(...); backward; Adam step
+    for each batch: heatmaps = detector(images); loss, terms = objective(...); backward; optimizer step
+        (TRAIN.OPTIMIZER; optional per-step warm-up TRAIN.WARMUP_ITERS and clipping TRAIN.CLIP_GRAD_NORM)
     scheduler.step()   (MultiStepLR numbers; x LR_BUMP_FACTOR after epoch LR_BUMP_EPOCH's step)
     validate -> best (training lifters' MPJPE, or highest PDJ in 2D-only mode) / best cross
     write checkpoint.pth (everything to resume), model_best*.pth, history.json, curves.png
@@ -40,6 +41,7 @@ from torch.utils.data import DataLoader, Sampler
 from lib.core.heatmap import prepare_heatmaps
 from lib.core.objective import L2DObjective
 from lib.engine import checkpoint as ckpt_io
+from lib.engine import optim
 from lib.engine import distributed as ddp
 from lib.engine.distributed import ShardSampler  # noqa: F401 - re-exported (run/valid_hrnet.py)
 from lib.engine.evaluator import results_for_json, validate
@@ -81,13 +83,26 @@ def make_scheduler(optimizer, cfg):
 
 
 def make_optimizer(params, cfg):
+    """The optimizer of TRAIN.OPTIMIZER over ``params`` (parameters, or the detector module).
+
+    ``adamw`` needs the module: its groups come from parameter names (layer-wise decay,
+    :mod:`lib.engine.optim`).
+    """
     name = str(cfg.TRAIN.OPTIMIZER).lower()
+    if name == "adamw":
+        if not isinstance(params, torch.nn.Module):
+            raise TypeError("make_optimizer: TRAIN.OPTIMIZER adamw needs the detector module "
+                            "(parameter names decide the groups), not a parameter list")
+        return optim.make_adamw(params, cfg)
+    if isinstance(params, torch.nn.Module):
+        params = params.parameters()
     if name == "adam":   # the original: default betas/eps, no weight decay (TRAIN.WD ignored)
         return torch.optim.Adam(params, lr=float(cfg.TRAIN.LR))
     if name == "sgd":
         return torch.optim.SGD(params, lr=float(cfg.TRAIN.LR), momentum=float(cfg.TRAIN.MOMENTUM),
                                weight_decay=float(cfg.TRAIN.WD), nesterov=bool(cfg.TRAIN.NESTEROV))
-    raise ValueError(f"TRAIN.OPTIMIZER={cfg.TRAIN.OPTIMIZER!r}: use 'adam' (the original) or 'sgd'")
+    raise ValueError(f"TRAIN.OPTIMIZER={cfg.TRAIN.OPTIMIZER!r}: use 'adam' (the original), 'sgd' or "
+                     f"'adamw' (ViTPose's recipe)")
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -278,16 +293,30 @@ def _global_means(sums: Dict[str, torch.Tensor], n_seen, acc_sum, acc_cnt):
     return means, (a / c if c > 0 else 0.0), n
 
 
-def backward_and_step(loss, optimizer, scaler=None) -> None:
-    """Zero the gradients, back-propagate ``loss`` and step (through the fp16 gradient scaler if any)."""
+def backward_and_step(loss, optimizer, scaler=None, clip: float = 0.0) -> None:
+    """Zero the gradients, back-propagate ``loss`` and step (through the fp16 gradient scaler if any).
+
+    ``clip`` > 0: the gradients of every optimised parameter are scaled to an L2 norm of at most
+    ``clip`` first (unscaled from fp16 before); the norm stays on the device (no host sync).
+    """
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(loss).backward()
+        if clip > 0:
+            scaler.unscale_(optimizer)
+            _clip(optimizer, clip)
         scaler.step(optimizer)
         scaler.update()
     else:
         loss.backward()
+        if clip > 0:
+            _clip(optimizer, clip)
         optimizer.step()
+
+
+def _clip(optimizer, clip: float) -> None:
+    params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    torch.nn.utils.clip_grad_norm_(params, clip)
 
 
 def train_one_epoch(epoch, model, objective, loader, optimizer, scaler, device, cfg, log,
@@ -304,6 +333,7 @@ def train_one_epoch(epoch, model, objective, loader, optimizer, scaler, device, 
     print_freq = max(int(cfg.PRINT_FREQ), 1)
     check_every = 1 if device.type == "cpu" else print_freq   # a sync is free on the CPU
     max_steps = int(cfg.TRAIN.MAX_STEPS_PER_EPOCH)
+    clip = float(cfg.TRAIN.CLIP_GRAD_NORM)
     total_steps = len(loader) if not max_steps else min(max_steps, len(loader))
     L = cfg.LOSS
     use_3d = objective.use_3d
@@ -332,11 +362,12 @@ def train_one_epoch(epoch, model, objective, loader, optimizer, scaler, device, 
         target_weight = target_weight.to(device, non_blocking=True)
         meta_dev = {k: meta[k].to(device, non_blocking=True).float() for k in META_TO_DEVICE}
 
+        optim.apply_warmup(optimizer, cfg, epoch, global_step + step, lr_factor)
         with _autocast(device, amp):
             heatmaps = model(images)
         # decoding, lifters and 3D losses in float32 (guidance accuracy), outside autocast
         loss, terms = objective(heatmaps.float(), target, target_weight, meta_dev)
-        backward_and_step(loss, optimizer, scaler)
+        backward_and_step(loss, optimizer, scaler, clip)
 
         # ---- device-side bookkeeping (no host sync)
         with torch.no_grad():
@@ -478,7 +509,7 @@ def _train(cfg, device, rank, world, is_main, out_dir, log, log_path, resume, ar
             lifter.to(device)
     objective = L2DObjective(cfg, train_lifters).to(device)
     ddp.make_dwa_global(objective)        # DWA from the global-batch 3D losses: same weights on every rank
-    optimizer = make_optimizer(_unwrap(model).parameters(), cfg)
+    optimizer = make_optimizer(_unwrap(model), cfg)
     scheduler = make_scheduler(optimizer, cfg)
     amp = str(cfg.TRAIN.AMP)
     scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
