@@ -40,8 +40,18 @@ def _made(out: Path) -> dict:
     return {str(f.relative_to(out)): f.stat().st_mtime_ns for f in files}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a loaded machine OpenMP's spinning workers make a
+    run of tiny steps many times slower; one thread, as the torchrun test's OMP_NUM_THREADS=1."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
-def first(tmp_path_factory):
+def first(tmp_path_factory, one_thread):
     from run import reproduce
     base = tmp_path_factory.mktemp("pipeline")
     preset = _preset(base / "tiny.yaml", base)
@@ -126,6 +136,13 @@ def test_only_and_bad_presets_fail_with_a_user_error(first, tmp_path):
     # --only validate in a fresh output folder: the fine-tunings it needs are not there
     with pytest.raises(UserError, match="without --only"):
         reproduce(str(first["preset"]), out=tmp_path / "empty", only="validate", gpu_id=-1)
+    with pytest.raises(UserError, match="index.json not found"):
+        reproduce(str(first["preset"]), out=tmp_path / "o", data_root=tmp_path / "nodata", gpu_id=-1,
+                  opts=["PIPELINE.SYNTHETIC", ""])
+    # the command: one line on stderr, exit 2
+    from lib.utils.errors import run_cli
+    from run import reproduce as cli
+    assert run_cli(cli.main, ["--preset", str(tmp_path / "missing.yaml")]) == 2
 
 
 def test_presets_load_and_plan_the_issue_runs():

@@ -196,12 +196,13 @@ class Pipeline:
             if p.SOURCE:        # the preparation skips itself when its index is up to date
                 prep.main(["--src", str(p.SOURCE), "--dst", str(root)] + _strs(p.PREPARE_ARGS))
                 return "prepared"
-            if not self.index_file.is_file():
-                raise UserError(f"{self.index_file} not found: DATASET.ROOT must be a prepared dataset "
-                                f"(run/prepare_h36m.py / prepare_panoptic.py), or set PIPELINE.SOURCE to the raw "
-                                f"data or PIPELINE.SYNTHETIC to h36m for the embedded synthetic set")
             return "reused"
 
+        # checked on every rank, so that no rank waits for a rank 0 that stopped
+        if not (p.SYNTHETIC or p.SOURCE or self.index_file.is_file()):
+            raise UserError(f"{self.index_file} not found: DATASET.ROOT must be a prepared dataset "
+                            f"(run/prepare_h36m.py / prepare_panoptic.py), or set PIPELINE.SOURCE to the raw "
+                            f"data or PIPELINE.SYNTHETIC to h36m for the embedded synthetic set")
         self.status["data"] = _on_main(make)
         ddp.barrier()
 
