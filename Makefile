@@ -1,4 +1,5 @@
-# make demo   : install what is needed, then run the whole demo on synthetic data (CPU, < 15 min)
+# make demo       : install what is needed, then the pipeline preset experiments/pipeline/demo.yaml (CPU, < 15 min)
+# make demo-multi : the same with experiments/pipeline/demo_multi.yaml (four lifters, leave-one-out; < 30 min)
 # make test   : install what is needed, then run the test suite
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip --disable-pip-version-check
@@ -12,10 +13,10 @@ install:
 	@$(PIP) install -q -r requirements.txt
 
 demo: install
-	$(PYTHON) run/demo.py
+	$(PYTHON) run/reproduce.py --preset experiments/pipeline/demo.yaml
 
 demo-multi: install
-	$(PYTHON) run/demo_multi.py
+	$(PYTHON) run/reproduce.py --preset experiments/pipeline/demo_multi.yaml
 
 test: install
 	$(PYTHON) -m pytest -q tests

@@ -66,14 +66,17 @@ def main(argv=None):
     cfg = load_cfg(args.cfg, opts + list(args.opts or []))
     cfg.CFG_FILE = args.cfg
     cfg.freeze()
-    # one process group for all the lifters of this call (torchrun); a no-op in a single process
+    # one process group for all the lifters of this call (torchrun); a no-op in a single process.
+    # A group the caller set up (the pipeline runs several stages in one torchrun) is left to it.
+    owns_group = not ddp.is_dist()
     ddp.init_distributed(bool(cfg.USE_CUDA), args.gpu_id)
     results = {}
     try:
         for name in names:
             results[name] = train_lifter(cfg, name, gpu_id=args.gpu_id)
     finally:
-        ddp.cleanup()
+        if owns_group:
+            ddp.cleanup()
     return results if len(names) > 1 else results[names[0]]
 
 

@@ -1,12 +1,12 @@
-"""Multi-model guidance end to end on tiny synthetic data (CPU): run/demo_multi.py with tiny settings,
-and a dropout + avg + consistency multi-model training through run/train_hrnet.main."""
+"""Multi-model guidance on tiny synthetic data (CPU): a dropout + avg + consistency multi-model training
+through run/train_hrnet.main (the leave-one-out pipeline of make demo-multi: test_pipeline.py)."""
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from run import demo_multi, train_hrnet
+from run import train_hrnet
 from conftest import make_tiny_h36m
 
 CFG = "experiments/demo/tiny_96x128.yaml"
@@ -18,36 +18,6 @@ def data(tmp_path_factory):
     root = base / "data"
     make_tiny_h36m(root, seed=3, frames_per_seq=3, image_size=128)
     return base, root
-
-
-def test_demo_multi_tiny_report_shape(data):
-    base, root = data
-    out = base / "demo_multi"
-    report = demo_multi.main(["--data", str(root), "--out", str(out), "--pretrain-dir", "",
-                              "--pretrain-epochs", "0", "--finetune-epochs", "0", "--steps", "2",
-                              "--lifter-scale", "0.01", "--lifter-steps", "1", "--gpu_id", "-1"])
-    on_disk = json.loads((out / "report.json").read_text())
-    assert set(on_disk) == {"2d_only", "multi_guided"}
-    for key in ("2d_only", "multi_guided"):
-        r = on_disk[key]
-        assert set(r) >= {"per_lifter", "cross", "ensemble", "pdj"}
-        assert set(r["per_lifter"]) == {"sb", "videopose", "iganet", "mixste"}
-        assert [n for n, v in r["per_lifter"].items() if v["held_out"]] == ["mixste"]
-        # one held-out lifter: the pooled cross value is its own
-        assert r["cross"]["lifters"] == ["mixste"]
-        assert r["cross"]["mpjpe"] == pytest.approx(r["per_lifter"]["mixste"]["mpjpe"])
-        assert r["ensemble"]["lifters"] == ["sb", "videopose", "iganet", "mixste"]
-        assert all(np.isfinite(v["mpjpe"]) and v["mpjpe"] > 0 for v in r["per_lifter"].values())
-        assert 0.0 <= r["pdj"] <= 100.0
-        assert report[key]["ensemble"]["mpjpe"] == pytest.approx(r["ensemble"]["mpjpe"])
-    md = (out / "report.md").read_text()
-    assert "multi-model guided fine-tuning" in md and "| cross (held out) |" in md
-    # both fine-tunings started from the same checkpoint and ran the same number of steps
-    hist = {k: json.loads((Path(on_disk[k]["run_dir"]) / "history.json").read_text()) for k in on_disk}
-    steps = [[e["train"]["steps"] for e in hist[k]["epochs"]] for k in ("2d_only", "multi_guided")]
-    assert steps[0] == steps[1] == [1]           # 12 training samples at batch 32: one step per epoch
-    assert hist["multi_guided"]["lifters"] == ["sb", "videopose", "iganet"]
-    assert hist["multi_guided"]["cross_lifters"] == ["mixste"]
 
 
 def test_dropout_avg_cons_multi_model_training(data):

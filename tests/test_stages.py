@@ -1,9 +1,10 @@
-"""Demo stages are reused only when made from the same inputs (lib/utils/stages.py)."""
+"""Pipeline stages are reused only when made from the same inputs (lib/utils/stages.py); the whole
+pipeline's reuse is tested in test_pipeline.py."""
 import os
 
 import pytest
 
-from lib.utils.stages import find_run, mark_stage, reuse_stage, stage_inputs
+from lib.utils.stages import find_run, mark_stage, reuse_stage, stage_done, stage_inputs
 
 
 def _finished_run(stage_dir):
@@ -52,27 +53,15 @@ def test_unfinished_or_unmarked_stage_is_cleared(tmp_path):
         find_run(stage)
 
 
-def test_demo_reuses_finished_stages_and_retrains_what_a_change_touches(tmp_path):
-    """run/demo.py end to end (tiny): a second run trains nothing; a longer pre-training re-trains
-    the pre-training and both fine-tunings started from it."""
-    from run import demo
-
-    args = ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--pretrain-epochs", "0",
-            "--finetune-epochs", "0", "--steps", "1", "--lifter-epochs", "1", "--frames-per-seq", "2",
-            "--gpu_id", "-1"]
-    stages = ("pretrain", "finetune_2d", "finetune_3d")
-
-    def made():
-        return {s: (find_run(tmp_path / "out" / s, "final_state.pth") / "final_state.pth").stat().st_mtime_ns
-                for s in stages}
-
-    first = demo.main(args)
-    before = made()
-    second = demo.main(args)
-    assert made() == before
-    assert second == first
-    longer = list(args)
-    longer[longer.index("--pretrain-epochs") + 1] = "1"
-    demo.main(longer)
-    after = made()
-    assert all(after[s] != before[s] for s in stages)
+def test_stage_done_reads_only_and_a_custom_marker_finishes_a_lifter_stage(tmp_path):
+    stage = tmp_path / "lifters" / "sb"
+    inputs = stage_inputs(options=["--model_3d", "sb"])
+    stage.mkdir(parents=True)
+    (stage / "sb_h36m.pth").write_bytes(b"w")
+    mark_stage(stage, inputs)
+    assert not stage_done(stage, inputs)                    # no final_state.pth: not a finished detector run
+    assert stage_done(stage, inputs, "sb_h36m.pth") and reuse_stage(stage, inputs, "sb_h36m.pth")
+    assert not stage_done(stage, stage_inputs(options=["--model_3d", "iganet"]), "sb_h36m.pth")
+    assert stage.is_dir()                                   # stage_done never clears
+    (stage / "stage.json").write_text("{trunc")             # a torn record counts as none
+    assert not stage_done(stage, inputs, "sb_h36m.pth")

@@ -149,5 +149,33 @@ _C.LIFTER_TRAIN.LR = 0.0           # 0 = the lifter's recipe
 _C.LIFTER_TRAIN.MAX_STEPS_PER_EPOCH = 0
 _C.LIFTER_TRAIN.FLIP = True        # flip augmentation for the screen-normalised lifters
 
+# ----------------------------------------------------------------- reproduction pipeline (run/reproduce.py)
+# A preset (experiments/pipeline/*.yaml) is an experiment file that sets these, DATASET.ROOT/DATASET.DATASET,
+# OUTPUT_DIR (where the stages and the report go) and SEED; every stage gets DATASET.ROOT, SEED, the lifter
+# weights and PIPELINE.OPTS as KEY VALUE overrides of its own config file.
+_C.PIPELINE = CN()
+_C.PIPELINE.SYNTHETIC = ""         # h36m | panoptic: generate the embedded synthetic set into DATASET.ROOT when absent
+_C.PIPELINE.SYNTH_ARGS = []        # extra run/make_demo_data.py arguments, e.g. ['--frames-per-seq', '80']
+_C.PIPELINE.SOURCE = ""            # raw dataset folder prepared into DATASET.ROOT ('' = ROOT is already prepared)
+_C.PIPELINE.PREPARE_ARGS = []      # extra run/prepare_<dataset>.py arguments, e.g. ['--train-interval', '5']
+_C.PIPELINE.DETECTOR_CFG = "experiments/demo/tiny_96x128.yaml"  # detector experiment file (fine-tuning, validation)
+_C.PIPELINE.PRETRAIN_CFG = ""      # experiment file of the 2D pre-training ('' = DETECTOR_CFG)
+_C.PIPELINE.PRETRAINED = ""        # detector checkpoint to fine-tune from; '' = run the 2D pre-training stage
+_C.PIPELINE.LIFTER_CFG = ""        # experiment file of the lifter training ('' = DETECTOR_CFG)
+_C.PIPELINE.LIFTERS = ["sb"]       # lifters trained, validated and reported (the first one validates 2D-only runs)
+_C.PIPELINE.TRAIN_LIFTERS = True   # False: use the files in MODEL_3D.WEIGHTS (or the default paths) as they are
+_C.PIPELINE.LIFTER_EPOCHS = []     # epochs per lifter in LIFTERS order ([] = each recipe's; 0 = the recipe's)
+_C.PIPELINE.LIFTER_OPTS = []       # KEY VALUE pairs for the lifter training only
+_C.PIPELINE.PRETRAIN_EPOCHS = 9    # 2D pre-training runs epochs 0..N (-1: its file's TRAIN.EPOCHS)
+_C.PIPELINE.PRETRAIN_OPTS = []     # KEY VALUE pairs for the 2D pre-training only
+_C.PIPELINE.FINETUNE_EPOCHS = 3    # each fine-tuning (2D-only, guided) runs epochs 0..N from one checkpoint (-1: TRAIN.EPOCHS)
+_C.PIPELINE.FINETUNE_OPTS = []     # KEY VALUE pairs for every fine-tuning (e.g. TRAIN.MAX_STEPS_PER_EPOCH)
+_C.PIPELINE.SINGLE = ["sb"]        # one single-lifter guided run per name
+_C.PIPELINE.SINGLE_FLAGS = ["--loss_3d_z", "--ohklm"]   # run/train_hrnet.py flags of those runs (--loss_3d implied)
+_C.PIPELINE.LEAVE_ONE_OUT = False  # one multi-model run per lifter of LIFTERS, guided by all the others (>= 3 lifters)
+_C.PIPELINE.MULTI_FLAGS = ["--loss_3d_z", "--ohklm"]    # run/train_hrnet.py flags of those runs (--loss_3d implied)
+_C.PIPELINE.VALID_CHECKPOINT = "model_best.pth"          # which file of each detector run is validated
+_C.PIPELINE.OPTS = []              # KEY VALUE pairs for every stage (e.g. USE_CUDA False, DATASET.MAX_SAMPLES 64)
+
 _C.CFG_NAME = ""                   # basename of the experiment file (for log names)
 _C.CFG_FILE = ""                   # the experiment file as given (--cfg); set by run/*.py, used in hints

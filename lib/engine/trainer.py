@@ -448,6 +448,8 @@ def train(cfg, *, gpu_id: int = 0, resume: Optional[bool] = None, args: Optional
     from lib.datasets import build_dataset
 
     resume = bool(cfg.TRAIN.RESUME) if resume is None else bool(resume)
+    # a caller that set up the process group (the pipeline: several stages in one torchrun) keeps it
+    owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     device, rank, world = init_distributed(cfg, gpu_id)
     is_main = rank == 0
     out_dir = make_run_dir(cfg)
@@ -459,7 +461,7 @@ def train(cfg, *, gpu_id: int = 0, resume: Optional[bool] = None, args: Optional
         return _train(cfg, device, rank, world, is_main, out_dir, log, log_path, resume, args, build_dataset)
     finally:
         close_logger()
-        if world > 1:
+        if world > 1 and owns_group:
             ddp.cleanup()
 
 

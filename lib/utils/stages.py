@@ -1,10 +1,11 @@
-"""Resumable pipeline stages for the demos: a finished training run is reused only when it was made
+"""Resumable pipeline stages (lib/engine/pipeline.py): a finished training run is reused only when it was made
 from the same inputs (start checkpoint, options), so changing one re-runs what depends on it.
 
 A stage folder holds one training run (found by its ``final_state.pth``) and ``stage.json``, the
 inputs it was made from, written after the run finished.
 """
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Dict, Sequence
@@ -27,14 +28,27 @@ def stage_inputs(checkpoints: Sequence[Path] = (), options: Sequence[str] = ()) 
     return {"checkpoints": [[str(f), f.stat().st_mtime_ns] for f in files], "options": [str(o) for o in options]}
 
 
-def reuse_stage(out_dir: Path, inputs: Dict) -> bool:
-    """True when ``out_dir`` holds a finished run made from ``inputs``; otherwise clears it (a stale
-    or unfinished run) and returns False so that the caller trains it again."""
+def stage_done(out_dir: Path, inputs: Dict, marker: str = "final_state.pth") -> bool:
+    """True when ``out_dir`` holds a finished output (a file named ``marker`` below it) recorded as
+    made from ``inputs``. Reads only; nothing is cleared."""
     out_dir = Path(out_dir)
     stage = out_dir / STAGE_FILE
-    if stage.is_file() and list(out_dir.rglob("final_state.pth")):
-        if json.loads(stage.read_text()) == inputs:
-            return True
+    if not (stage.is_file() and list(out_dir.rglob(marker))):
+        return False
+    try:
+        return json.loads(stage.read_text()) == inputs
+    except ValueError:              # a truncated record counts as no record
+        return False
+
+
+def reuse_stage(out_dir: Path, inputs: Dict, marker: str = "final_state.pth") -> bool:
+    """True when ``out_dir`` holds a finished run made from ``inputs``; otherwise clears it (a stale
+    or unfinished run) and returns False so that the caller trains it again. ``marker`` is the file
+    a finished stage leaves (a detector run's ``final_state.pth``, a lifter's weights file)."""
+    out_dir = Path(out_dir)
+    if stage_done(out_dir, inputs, marker):
+        return True
+    if (out_dir / STAGE_FILE).is_file() and list(out_dir.rglob(marker)):
         print(f"{out_dir}: made from other inputs than now (start checkpoint or options); training it again")
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -42,5 +56,8 @@ def reuse_stage(out_dir: Path, inputs: Dict) -> bool:
 
 
 def mark_stage(out_dir: Path, inputs: Dict) -> None:
-    """Record the inputs of the run that just finished in ``out_dir``."""
-    (Path(out_dir) / STAGE_FILE).write_text(json.dumps(inputs, indent=1))
+    """Record the inputs of the run that just finished in ``out_dir`` (written atomically)."""
+    path = Path(out_dir) / STAGE_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(inputs, indent=1))
+    os.replace(tmp, path)
