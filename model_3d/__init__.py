@@ -86,8 +86,10 @@ def resolve_lifter(cfg, name: str, stats_fallback=None, *, weights_only: bool = 
     """The lifter ``name`` as configured by ``cfg`` (weights file must exist).
 
     Stats for z-scored lifters, first found: ``cfg.MODEL_3D.STATS`` file, the checkpoint's own
-    stats, ``stats_fallback`` (e.g. the training dataset's ``stats``).
+    stats, ``stats_fallback`` (e.g. the training dataset's ``stats``). Files named in
+    ``cfg.TRUSTED_FILES`` may hold pickled Python objects (read with code execution); others may not.
     """
+    from lib.utils.safe_io import is_trusted
     from lib.core.skeleton import get_skeleton
 
     dataset = cfg.DATASET.DATASET
@@ -100,11 +102,12 @@ def resolve_lifter(cfg, name: str, stats_fallback=None, *, weights_only: bool = 
             f"weights of lifter '{name}' for {dataset} not found: {path}. Make them with "
             f"`python run/train_lifter.py --cfg {cfg_file} --model_3d {name}` or point "
             f"MODEL_3D.WEIGHTS.{name.upper()} at an existing file.")
-    ckpt = load_lifter_checkpoint(path, weights_only=weights_only)
+    trusted = list(cfg.get("TRUSTED_FILES", []))
+    ckpt = load_lifter_checkpoint(path, weights_only=weights_only and not is_trusted(path, trusted))
     stats = None
     if get_spec(name).normalization == "zscore":
         if cfg.MODEL_3D.get("STATS", ""):
-            stats = load_stats(_resolve_path(cfg.MODEL_3D.STATS))
+            stats = load_stats(_resolve_path(cfg.MODEL_3D.STATS), trusted=trusted)
         elif ckpt.stats is None:
             stats = stats_fallback
     return build_lifter(name, num_joints, weights=ckpt, stats=stats)

@@ -10,8 +10,10 @@ Layouts recognised by :func:`load_lifter_checkpoint` (tried in this order):
 * ``plain``: a bare state dict (SimpleBaseline ``model_best.pth``, IGANet ``.pth``).
 
 A ``module.`` prefix (``nn.DataParallel``, e.g. MixSTE) is stripped. Files are read with
-``torch.load(weights_only=True)``; official ``.bin`` files that pickle numpy RNG states need
-``weights_only=False``, which executes code from the file (only for files you trust).
+``torch.load(weights_only=True)`` with numpy arrays, scalars and RNG states allowed (official
+``.bin`` files pickle numpy RNG states); any other Python object is refused with an error naming
+the file. ``weights_only=False`` (code from the file may run) is used only for a file the user
+named in ``TRUSTED_FILES`` / ``--trust``.
 """
 import os
 import re
@@ -53,17 +55,10 @@ def load_lifter_checkpoint(source, *, weights_only: bool = True, map_location="c
         name = str(source)
         if not os.path.isfile(source):
             raise FileNotFoundError(f"lifter checkpoint not found: {source}")
-        try:
-            obj = torch.load(source, map_location=map_location, weights_only=weights_only)
-        except Exception as err:   # noqa: BLE001 - re-raised with what to do
-            if weights_only:
-                raise RuntimeError(
-                    f"{source}: could not be read with torch.load(weights_only=True) ({type(err).__name__}: "
-                    f"{str(err).splitlines()[0] if str(err) else ''}). Official VideoPose3D/MixSTE .bin files "
-                    f"pickle numpy RNG states; if you trust the file, load it with weights_only=False "
-                    f"(this executes code from the file), or re-save its 'model_pos' as a plain state dict."
-                ) from err
-            raise
+        from lib.utils.safe_io import torch_load
+        # weights_only=False only for a caller that decided to trust this file (TRUSTED_FILES / --trust)
+        obj = torch_load(source, what="lifter checkpoint", map_location=map_location,
+                         trusted=None if weights_only else [source])
     else:
         obj = source
 
@@ -146,9 +141,5 @@ def save_lifter_checkpoint(path, net, *, name: str, num_joints: int, dataset: st
         "metrics": {k: float(v) for k, v in (metrics or {}).items()},
         "config": config or {},
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    from lib.engine.checkpoint import atomic_save   # local: lib.engine imports model_3d
+    return atomic_save(payload, path)

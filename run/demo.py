@@ -10,11 +10,11 @@
 import argparse
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # `python run/demo.py`: make the repository root importable
-    import sys
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib.utils.stages import find_run, mark_stage, reuse_stage, stage_inputs
@@ -134,4 +134,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from lib.utils.errors import run_cli
+    sys.exit(run_cli(main))

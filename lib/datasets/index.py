@@ -21,6 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from lib.utils.errors import UserError
+from lib.utils.safe_io import load_npz
+
 FORMAT = "l2d-dataset-index"
 FORMAT_VERSION = 1
 INDEX_FILE = "index.json"
@@ -40,7 +43,7 @@ PREPARE_COMMANDS = {
 }
 
 
-class DatasetIndexError(RuntimeError):
+class DatasetIndexError(UserError, RuntimeError):
     """A prepared dataset is missing, incomplete, or of another format version."""
 
 
@@ -163,8 +166,7 @@ def load_split(root, split, dataset=None):
     if not path.is_file():
         raise DatasetIndexError(f"{path} (split {split!r}) not found; rebuild with: "
                                 f"{prepare_hint(info['dataset'], root)} --force")
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
+    arrays = load_npz(path, f"rebuild it with: {prepare_hint(info['dataset'], root)} --force")
     arrays = check_split_arrays(arrays, int(info["num_joints"]), where=str(path))
     if len(arrays["image"]) != int(splits[split].get("count", len(arrays["image"]))):
         raise DatasetIndexError(f"{path} holds {len(arrays['image'])} samples but {root / INDEX_FILE} says "
@@ -179,11 +181,11 @@ def load_stats(root_or_file):
         path = path / STATS_FILE
     if not path.is_file():
         return None
-    with np.load(path, allow_pickle=False) as data:
-        missing = [k for k in STATS_KEYS if k not in data.files]
-        if missing:
-            raise DatasetIndexError(f"{path} lacks {missing}; rebuild the dataset with --force")
-        return {k: data[k].astype(np.float32) for k in STATS_KEYS}
+    data = load_npz(path, "rebuild the dataset with run/prepare_h36m.py / run/prepare_panoptic.py --force")
+    missing = [k for k in STATS_KEYS if k not in data]
+    if missing:
+        raise DatasetIndexError(f"{path} lacks {missing}; rebuild the dataset with --force")
+    return {k: data[k].astype(np.float32) for k in STATS_KEYS}
 
 
 def image_root(root, info):

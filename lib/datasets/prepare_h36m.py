@@ -18,7 +18,9 @@ every sample comes from it.
 
 Skips (SPEC §5.2): pelvis outside the image; image missing or unreadable; image whose first
 (blue) channel is all zero ("black"; checked when ``check_images``, the default, as the original
-does -- it reads every kept image once, in a thread pool).
+does -- it reads every kept image once, in a thread pool). The same check also skips a JPEG cut
+short (no end-of-image marker), which OpenCV would decode silently with a grey lower part; each
+reason has its own count in the report.
 """
 import hashlib
 import json
@@ -34,6 +36,8 @@ import numpy as np
 from lib.core.skeleton import H36M32_TO_17, H36M_ACTIONS
 from lib.datasets import index as idx
 from lib.datasets.stats import write_train_stats
+from lib.utils.errors import CorruptFileError
+from lib.utils.safe_io import load_pickle, read_image
 
 TRAIN_SUBJECTS = ("S1", "S5", "S6", "S7", "S8")
 VALID_SUBJECTS = ("S9", "S11")
@@ -108,10 +112,9 @@ def _annot_files(data_dir):
     return found
 
 
-def _read_annot(path, layout):
-    keys = ("pose/2d", "pose/3d", "camera", "frame")
-    if layout == "h36m-fetch":
-        import h5py
+def _read_h5(path, keys):
+    import h5py
+    try:
         with h5py.File(path, "r") as f:
             missing = [k for k in keys if k not in f]
             if missing:
@@ -119,10 +122,25 @@ def _read_annot(path, layout):
             out = {k: f[k][()] for k in keys}
             if "action" in f:
                 out["action"] = f["action"][()]
+        return out
+    except OSError as err:          # h5py reports a truncated or non-HDF5 file as OSError
+        if isinstance(err, (FileNotFoundError, PermissionError)):
+            raise
+        raise CorruptFileError(f"{path}: truncated or not an HDF5 file ({str(err).splitlines()[0][:160]}); "
+                               f"re-download or re-extract this sequence (h36m-fetch), then re-run "
+                               f"run/prepare_h36m.py --force") from err
+
+
+def _read_annot(path, layout, trusted=None):
+    keys = ("pose/2d", "pose/3d", "camera", "frame")
+    if layout == "h36m-fetch":
+        out = _read_h5(path, keys)
     else:
-        import pickle  # input only: the original L2D layout ships its annotations pickled
-        with open(path, "rb") as fh:
-            data = pickle.load(fh)
+        # the original L2D layout ships its annotations pickled: plain data only unless the user trusts it
+        data = load_pickle(path, trusted)
+        if not isinstance(data, dict):
+            raise CorruptFileError(f"{path}: expected a dict with keys {list(keys)} (L2D annot.pkl), "
+                                   f"got {type(data).__name__}")
         missing = [k for k in keys if k not in data]
         if missing:
             raise KeyError(f"{path}: missing keys {missing}; expected {list(keys)} (L2D annot.pkl)")
@@ -149,11 +167,17 @@ def _fingerprint(files, camera_file, intervals, check_images, splits):
 
 def is_black(path):
     """-> None if unreadable, else True when the first (blue) channel is entirely zero (SPEC §5.2)."""
-    import cv2
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    status = check_image(path)
+    return None if status in ("unreadable", "truncated") else status == "black"
+
+
+def check_image(path):
+    """-> 'ok', 'black' (blue channel all zero, SPEC §5.2), 'unreadable', or 'truncated' (a JPEG cut
+    short: OpenCV would decode it with its missing part grey and no error)."""
+    image, why = read_image(path)
     if image is None:
-        return None
-    return not image[..., 0].any()
+        return "truncated" if why.startswith("truncated") else "unreadable"
+    return "ok" if image[..., 0].any() else "black"
 
 
 def _camera_arrays(cam):
@@ -233,16 +257,14 @@ def _drop_black(arrays, image_dir, counts, workers, progress):
     if not paths:
         return arrays
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        it = pool.map(is_black, paths, chunksize=16)
+        it = pool.map(check_image, paths, chunksize=16)
         if progress:
             from tqdm import tqdm
             it = tqdm(it, total=len(paths), desc="checking images", unit="img", leave=False)
-        result = list(it)
-    unreadable = np.array([r is None for r in result])
-    black = np.array([r is True for r in result])
-    counts["skipped_unreadable_image"] += int(unreadable.sum())
-    counts["skipped_black_image"] += int(black.sum())
-    keep = ~(unreadable | black)
+        result = np.array(list(it))
+    for status in ("unreadable", "truncated", "black"):
+        counts[f"skipped_{status}_image"] += int((result == status).sum())
+    keep = result == "ok"
     return {k: v[keep] for k, v in arrays.items()}
 
 
@@ -264,10 +286,12 @@ def _empty_split_error(split, subjects, found_subjects, counts, data_dir, interv
 
 
 def prepare_h36m(src, dst, cameras=None, train_interval=40, valid_interval=100, splits=("train", "valid"),
-                 check_images=True, force=False, workers=None, progress=True, log=print):
+                 check_images=True, force=False, workers=None, progress=True, log=print, trusted=None):
     """Build ``dst/index.json``, ``dst/<split>.npz`` and ``dst/stats.npz`` -> the index info dict.
 
     A no-op (returns the existing info) when the inputs and options are unchanged, unless ``force``.
+    ``trusted``: paths (files or folders) whose ``annot.pkl`` may hold pickled code (``--trust``);
+    any other ``annot.pkl`` is read as plain data only.
     """
     from lib.datasets.cameras import load_h36m_cameras
     t0 = time.time()
@@ -317,7 +341,7 @@ def prepare_h36m(src, dst, cameras=None, train_interval=40, valid_interval=100, 
             if subject not in all_cams:
                 raise KeyError(f"{cam_desc} has no cameras for subject {subject} (needed by {path}); "
                                f"pass --cameras FILE with that subject")
-            annot = _read_annot(path, layout)
+            annot = _read_annot(path, layout, trusted)
             parts.append(_sequence_rows(subject, folder, annot, all_cams[subject], intervals[split], data_dir,
                                         layout, counts, listing))
             seqs.append(f"{subject}/{folder}")
