@@ -369,10 +369,14 @@ def test_epochs_minus_one_and_cross_valid_single_lifter_end_in_one_line(capsys, 
     rc, lines = _cli(train_hrnet.main, ["--cfg", CFG, "--epochs", "-1", "OUTPUT_DIR", str(tmp_path)], capsys)
     assert rc == 2 and len(lines) == 1 and "TRAIN.EPOCHS = -1" in lines[0]
     assert not any(tmp_path.iterdir())                  # nothing was started
+    run = tmp_path / "run"                              # what a single-lifter training run leaves
+    run.mkdir()
+    (run / "config.yaml").write_text("MODEL_3D:\n  NAMES: [sb]\n")
+    (run / "model_best.pth").write_bytes(b"")
     rc, lines = _cli(valid_hrnet.main, ["--cfg", CFG, "--model_3d", "sb", "--cross_valid", "--model_dir",
-                                        str(tmp_path), "USE_CUDA", "False"], capsys)
+                                        str(run), "USE_CUDA", "False"], capsys)
     assert rc == 2 and len(lines) == 1
-    assert "single-lifter" in lines[0] and "multi-model" in lines[0] and "model_best_cross.pth" in lines[0]
+    assert "single-lifter run" in lines[0] and "multi-model" in lines[0] and "model_best_cross.pth" in lines[0]
 
 
 def test_interrupt_is_one_line_without_traceback(capsys):
