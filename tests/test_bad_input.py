@@ -392,3 +392,20 @@ def test_real_cli_process_one_line_exit_2(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     lines = [x for x in proc.stderr.splitlines() if x.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and str(tmp_path / "nowhere") in lines[0], proc.stderr
+
+
+def test_real_sigint_gives_one_line_and_130():
+    """A real Ctrl-C (SIGINT to the process) while a command runs: 'interrupted', exit 130, no traceback."""
+    import signal
+    code = ("import sys, time\nfrom lib.utils.errors import run_cli\n"
+            "def main(argv):\n    print('ready', flush=True)\n    time.sleep(120)\n"
+            "sys.exit(run_cli(main))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"      # main is running: the signal lands inside it
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and [x for x in err.splitlines() if x.strip()] == ["interrupted"], err
