@@ -89,8 +89,8 @@ def resolve_lifter(cfg, name: str, stats_fallback=None, *, weights_only: bool = 
     stats, ``stats_fallback`` (e.g. the training dataset's ``stats``). Files named in
     ``cfg.TRUSTED_FILES`` may hold pickled Python objects (read with code execution); others may not.
     """
-    from lib.utils.safe_io import is_trusted
     from lib.core.skeleton import get_skeleton
+    from lib.utils.safe_io import is_trusted
 
     dataset = cfg.DATASET.DATASET
     num_joints = get_skeleton(dataset).num_joints

@@ -91,6 +91,23 @@ def test_model_3d_stats_key_in_config_needs_trusted_files(tmp_path):
     assert target.exists()
 
 
+def test_infer_stats_pickle_needs_trust(tmp_path):
+    from run import infer
+    target = tmp_path / "created_by_payload"
+    evil = _write_payload(tmp_path / "stats.pkl", target)
+    weights = tmp_path / "sb.pth"
+    torch.save(model_3d.build_lifter_net("sb", 17).state_dict(), weights)
+    args = infer.parse_args(["--weights", "hrnet.pth", "--cfg", CFG, "--input", "x", "--out", "o",
+                             "--lifter_weights", str(weights), "--stats", str(evil)])
+    with pytest.raises(UntrustedFileError, match="stats.pkl"):
+        infer.load_lifter(args, get_cfg(), 17, torch.device("cpu"))
+    assert not target.exists()
+    args.trust = [str(evil)]
+    with pytest.raises(BadValueError, match="expected a dict"):
+        infer.load_lifter(args, get_cfg(), 17, torch.device("cpu"))
+    assert target.exists()
+
+
 def _l2d_tree(src, annot_pkl_writer):
     seq = src / "S1" / "Eating"
     seq.mkdir(parents=True)

@@ -145,9 +145,11 @@ def torch_load(path, *, what: str = "checkpoint", map_location="cpu", trusted: O
                 f"not loaded. Re-save only the weights (torch.save(model.state_dict(), FILE)) in a session you "
                 f"trust, or {trust_hint(path)}") from None
         raise CorruptFileError(not_a_checkpoint_message(path)) from err
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, KeyError) as err:
-        if isinstance(err, OSError) and not isinstance(err, zipfile.BadZipFile) and err.errno is not None:
-            raise                          # a real I/O error (permissions, a vanished disk): keep it as it is
+    except (RuntimeError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        # a complete archive failing for another reason (e.g. mapping to a missing device) keeps torch's
+        # message; I/O errors (OSError: permissions, a vanished disk) are not caught at all
+        if isinstance(err, RuntimeError) and "PytorchStreamReader" not in str(err) and looks_like_torch_file(path):
+            raise
         raise CorruptFileError(not_a_checkpoint_message(path)) from err
 
 
