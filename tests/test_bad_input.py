@@ -279,6 +279,21 @@ def test_disk_full_while_saving_keeps_the_previous_file(tmp_path, monkeypatch, c
     assert rc == 2 and len(lines) == 1 and str(path) in lines[0]
 
 
+def test_disk_full_while_preparing_keeps_the_previous_index_file(tmp_path, monkeypatch):
+    arrays = {"x": np.arange(5)}
+    idx._atomic_write(tmp_path / "stats.npz", lambda tmp: idx._save_npz(tmp, arrays))
+    before = (tmp_path / "stats.npz").read_bytes()
+
+    def full(tmp, arrays):
+        Path(tmp).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(idx, "_save_npz", full)
+    with pytest.raises(DiskFullError, match="stats.npz; the previous file is intact"):
+        idx._atomic_write(tmp_path / "stats.npz", lambda tmp: idx._save_npz(tmp, arrays))
+    assert (tmp_path / "stats.npz").read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["stats.npz"]
+
+
 def test_plain_enospc_from_any_writer_is_one_line(capsys):
     def main(argv):
         raise OSError(errno.ENOSPC, "No space left on device", "/data/out/report.md")

@@ -14,6 +14,7 @@ Layout under the prepared root::
 ``image`` paths are relative to ``image_root``, itself relative to the prepared root unless absolute.
 An index of another format version is rejected with the command that rebuilds it.
 """
+import errno
 import json
 import os
 import tempfile
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.utils.errors import UserError
+from lib.utils.errors import DiskFullError, UserError
 from lib.utils.safe_io import load_npz
 
 FORMAT = "l2d-dataset-index"
@@ -62,6 +63,12 @@ def _atomic_write(path: Path, write):
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)       # mkstemp creates 0600; give the usual file mode
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        kept = "the previous file is intact" if path.exists() else "nothing was written"
+        raise DiskFullError(err.errno, f"no space left on the device while writing {path}; {kept}. Free space, "
+                                       f"then re-run the preparation", str(path)) from err
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
