@@ -28,6 +28,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
+from lib.utils.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 STATE_DICT_KEYS = ("state_dict", "best_state_dict", "model")
@@ -35,7 +37,7 @@ PREFIXES = ("module.", "_orig_mod.")
 _SHOW = 8   # how many key names an error message lists per category
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(UserError, RuntimeError):
     """A checkpoint's keys or shapes do not match the network (message lists them)."""
 
 

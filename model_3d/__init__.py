@@ -26,6 +26,8 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from lib.utils.errors import BadValueError
+
 from .checkpoint import (LifterCheckpoint, load_lifter_checkpoint, load_net_weights,
                          save_lifter_checkpoint)
 from .lifter import STATS_KEYS, Lifter, coerce_stats, load_stats, screen_normalize, zscore
@@ -55,7 +57,7 @@ def build_lifter(name: str, num_joints: int, weights=None, stats=None, *,
         for key, want in (("name", name), ("num_joints", int(num_joints))):
             have = ckpt.meta.get(key)
             if have is not None and have != want:
-                raise ValueError(f"{ckpt.source}: checkpoint is for {key}={have!r}, asked for {want!r}")
+                raise BadValueError(f"{ckpt.source}: checkpoint is for {key}={have!r}, asked for {want!r}")
         report = load_net_weights(net, ckpt)
         if report["ignored"]:
             logger.info("lifter %s: ignored checkpoint keys %s", name, report["ignored"])

@@ -24,8 +24,14 @@ from typing import Dict, Optional
 import torch
 import torch.nn as nn
 
+from lib.utils.errors import BadValueError, UserError
+
 FORMAT = "l2d-lifter"
 VERSION = 1
+
+
+class LifterWeightsMismatchError(UserError, RuntimeError):
+    """A lifter file's keys or shapes do not match the network (the message lists them)."""
 
 
 @dataclass
@@ -65,7 +71,7 @@ def load_lifter_checkpoint(source, *, weights_only: bool = True, map_location="c
     meta, stats = {}, None
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         if int(obj.get("version", 0)) > VERSION:
-            raise ValueError(f"{name}: l2d-lifter version {obj.get('version')} is newer than this code "
+            raise BadValueError(f"{name}: l2d-lifter version {obj.get('version')} is newer than this code "
                              f"(reads up to {VERSION})")
         layout, state_dict = FORMAT, obj["state_dict"]
         stats = obj.get("stats")
@@ -79,10 +85,10 @@ def load_lifter_checkpoint(source, *, weights_only: bool = True, map_location="c
         layout, state_dict = "plain", obj
     else:
         keys = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
-        raise ValueError(f"{name}: not a lifter checkpoint (top-level keys {keys}); expected a state dict, "
+        raise BadValueError(f"{name}: not a lifter checkpoint (top-level keys {keys}); expected a state dict, "
                          f"{{'model_pos': ...}}, {{'state_dict': ...}} or an l2d-lifter file")
     if not _is_state_dict(state_dict):
-        raise ValueError(f"{name}: layout {layout!r} holds no tensor state dict")
+        raise BadValueError(f"{name}: layout {layout!r} holds no tensor state dict")
     state_dict, stripped = _strip_module(state_dict)
     if stripped:
         layout += "+module."
@@ -109,7 +115,7 @@ def load_net_weights(net: nn.Module, ckpt: LifterCheckpoint) -> Dict[str, list]:
     wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or wrong:
-        raise RuntimeError(
+        raise LifterWeightsMismatchError(
             f"{ckpt.source}: weights do not match {type(net).__name__} (layout tried: {ckpt.layout}; "
             f"{len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} wrong shape). "
             f"First missing: {missing[:5]}; first unexpected: {unexpected[:5]}; wrong shapes: {wrong[:3]}. "

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from lib.utils.errors import BadValueError
+
 STATS_KEYS = ("mean_2d", "std_2d", "mean_3d", "std_3d")
 ZSCORE_EPS = 1e-8
 
@@ -51,7 +53,6 @@ def load_stats(path: Union[str, Path], trusted=None) -> Dict[str, np.ndarray]:
     dict of numpy arrays) is read as plain data only: a pickle that would run code is refused unless
     ``path`` is in ``trusted`` (``TRUSTED_FILES`` / ``--trust``; :func:`lib.utils.safe_io.load_pickle`).
     """
-    from lib.utils.errors import BadValueError
     from lib.utils.safe_io import load_npz, load_pickle
     path = Path(path)
     if not path.is_file():
@@ -64,7 +65,7 @@ def load_stats(path: Union[str, Path], trusted=None) -> Dict[str, np.ndarray]:
         if not isinstance(raw, dict):
             raise BadValueError(f"{path}: expected a dict with keys {STATS_KEYS}, got {type(raw).__name__}")
     else:
-        raise ValueError(f"{path}: unknown stats format {path.suffix!r}; use .npz or .pkl")
+        raise BadValueError(f"{path}: unknown stats format {path.suffix!r}; use .npz or .pkl")
     missing = [k for k in STATS_KEYS if k not in raw]
     if missing:
         raise KeyError(f"{path}: stats keys {missing} missing (found {sorted(raw)})")
@@ -123,7 +124,7 @@ class Lifter(nn.Module):
         self.net = freeze_(net)
         stats_t = coerce_stats(stats, self.num_joints)
         if normalization == "zscore" and stats_t is None:
-            raise ValueError(f"lifter {name!r} works on z-scored coordinates and needs stats "
+            raise BadValueError(f"lifter {name!r} works on z-scored coordinates and needs stats "
                              f"(mean_2d/std_2d px, mean_3d/std_3d cm): pass stats= (dict or stats.npz / "
                              f"<dataset>_stats.pkl path) or a self-contained checkpoint that carries them")
         for key in STATS_KEYS:
