@@ -211,20 +211,35 @@ def test_truncated_npz_names_the_file_and_force(tmp_path):
     assert str(tmp_path / "stats.npz") in str(err.value) and "--force" in str(err.value)
 
 
-def test_truncated_annot_h5_is_named(tmp_path):
+def test_truncated_annot_h5_is_named(tmp_path, capsys):
     import h5py
     from lib.datasets.prepare_h36m import prepare_h36m
+    from run import prepare_h36m as prepare_cli
     seq = tmp_path / "src" / "processed" / "S1" / "Eating-1"
     seq.mkdir(parents=True)
-    full = tmp_path / "full.h5"
-    with h5py.File(full, "w") as f:
-        for key, shape in (("pose/2d", (40, 32, 2)), ("pose/3d", (40, 32, 3)), ("camera", (40,)), ("frame", (40,))):
+    with h5py.File(seq / "annot.h5", "w") as f:
+        for key, shape in (("pose/2d", (40, 32, 2)), ("pose/3d", (40, 32, 3)), ("frame", (40,))):
             f[key] = np.ones(shape)
-    data = full.read_bytes()
+        f["camera"] = np.full(40, 54138969)
+    # a well-formed file without images: the empty split is one line from the CLI, as before run_cli
+    argv = ["--src", str(tmp_path / "src"), "--dst", str(tmp_path / "out"), "--splits", "train"]
+    rc, lines = _cli(prepare_cli.main, argv, capsys)
+    lines = [x for x in lines if "seq/s]" not in x]               # minus the progress bar (stderr too)
+    assert rc == 2 and len(lines) == 1 and "split 'train' is empty" in lines[0]
+    data = (seq / "annot.h5").read_bytes()
     (seq / "annot.h5").write_bytes(data[: len(data) // 2])
     with pytest.raises(CorruptFileError) as err:
         prepare_h36m(tmp_path / "src", tmp_path / "out", splits=["train"], progress=False, log=lambda *_: None)
     assert str(seq / "annot.h5") in str(err.value) and "--force" in str(err.value)
+
+
+def test_truncated_json_names_file_and_line(tmp_path):
+    from lib.datasets.prepare_panoptic import load_calibration
+    seq = tmp_path / "160422_ultimatum1"
+    seq.mkdir()
+    (seq / f"calibration_{seq.name}.json").write_text('{"cameras": [\n  {"panel": 0, "node": 3,\n')
+    with pytest.raises(BadValueError, match=f"calibration_{seq.name}.json line 3, column 1"):
+        load_calibration(seq)
 
 
 def test_bad_boxes_files_name_file_and_line(tmp_path):

@@ -36,7 +36,7 @@ import numpy as np
 from lib.core.skeleton import H36M32_TO_17, H36M_ACTIONS
 from lib.datasets import index as idx
 from lib.datasets.stats import write_train_stats
-from lib.utils.errors import CorruptFileError
+from lib.utils.errors import BadValueError, CorruptFileError, MissingKeyError
 from lib.utils.safe_io import load_pickle, read_image
 
 TRAIN_SUBJECTS = ("S1", "S5", "S6", "S7", "S8")
@@ -118,7 +118,7 @@ def _read_h5(path, keys):
         with h5py.File(path, "r") as f:
             missing = [k for k in keys if k not in f]
             if missing:
-                raise KeyError(f"{path}: missing datasets {missing}; expected {list(keys)} (h36m-fetch annot.h5)")
+                raise MissingKeyError(f"{path}: missing datasets {missing}; expected {list(keys)} (h36m-fetch annot.h5)")
             out = {k: f[k][()] for k in keys}
             if "action" in f:
                 out["action"] = f["action"][()]
@@ -143,11 +143,11 @@ def _read_annot(path, layout, trusted=None):
                                    f"got {type(data).__name__}")
         missing = [k for k in keys if k not in data]
         if missing:
-            raise KeyError(f"{path}: missing keys {missing}; expected {list(keys)} (L2D annot.pkl)")
+            raise MissingKeyError(f"{path}: missing keys {missing}; expected {list(keys)} (L2D annot.pkl)")
         out = {k: np.asarray(data[k]) for k in keys}
     n = len(out["camera"])
     if out["pose/2d"].shape != (n, 32, 2) or out["pose/3d"].shape != (n, 32, 3) or len(out["frame"]) != n:
-        raise ValueError(f"{path}: expected pose/2d (N,32,2), pose/3d (N,32,3), frame (N,) with N = "
+        raise BadValueError(f"{path}: expected pose/2d (N,32,2), pose/3d (N,32,3), frame (N,) with N = "
                          f"len(camera) = {n}; got {out['pose/2d'].shape}, {out['pose/3d'].shape}, "
                          f"{np.shape(out['frame'])}")
     return out
@@ -202,7 +202,7 @@ def _sequence_rows(subject, folder, annot, cams, interval, image_dir, layout, co
     if cams is not None:
         unknown = sorted(set(cam_col[rows]) - set(cams))
         if unknown:
-            raise KeyError(f"calibration has no camera {unknown} for subject {subject} "
+            raise MissingKeyError(f"calibration has no camera {unknown} for subject {subject} "
                            f"(sequence {folder}); pass --cameras FILE with that subject's cameras")
     width = np.array([cams[c]["width"] for c in cam_col[rows]], np.int32)
     height = np.array([cams[c]["height"] for c in cam_col[rows]], np.int32)
@@ -281,7 +281,7 @@ def _empty_split_error(split, subjects, found_subjects, counts, data_dir, interv
                f"expected imageSequence/<camera>/img_%06d.jpg beside each annot.h5)")
     else:
         why = "every remaining image is unreadable or black (black-image filter; try --no-check-images)"
-    raise ValueError(f"split {split!r} is empty: {why}. Counts: rows {counts['rows']}, every {interval}th "
+    raise BadValueError(f"split {split!r} is empty: {why}. Counts: rows {counts['rows']}, every {interval}th "
                      f"row per camera -> {counts['sampled']}, {dict(counts)}")
 
 
@@ -305,9 +305,9 @@ def prepare_h36m(src, dst, cameras=None, train_interval=40, valid_interval=100, 
     intervals = {"train": int(train_interval), "valid": int(valid_interval)}
     for split in splits:
         if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; known: {sorted(SPLITS)}")
+            raise BadValueError(f"unknown split {split!r}; known: {sorted(SPLITS)}")
         if intervals[split] < 1:
-            raise ValueError(f"--{split}-interval must be >= 1, got {intervals[split]}")
+            raise BadValueError(f"--{split}-interval must be >= 1, got {intervals[split]}")
     fingerprint = _fingerprint([a[2] for a in annots], camera_file, intervals, check_images, splits)
     old = None if force else idx.up_to_date_index(dst, "h36m", fingerprint, log)
     if old is not None:
@@ -339,7 +339,7 @@ def prepare_h36m(src, dst, cameras=None, train_interval=40, valid_interval=100, 
             todo = tqdm(todo, desc=f"h36m {split}", unit="seq", leave=False)
         for subject, folder, path, layout in todo:
             if subject not in all_cams:
-                raise KeyError(f"{cam_desc} has no cameras for subject {subject} (needed by {path}); "
+                raise MissingKeyError(f"{cam_desc} has no cameras for subject {subject} (needed by {path}); "
                                f"pass --cameras FILE with that subject")
             annot = _read_annot(path, layout, trusted)
             parts.append(_sequence_rows(subject, folder, annot, all_cams[subject], intervals[split], data_dir,

@@ -21,11 +21,15 @@ class BadValueError(UserError, ValueError):
     """A value (flag, config entry, line of an input file) the code cannot use; still a ``ValueError``."""
 
 
-class ConfigError(UserError, KeyError):
-    """A config file or override that cannot be merged; still a ``KeyError`` for older callers."""
+class MissingKeyError(UserError, KeyError):
+    """A key an input file (calibration, annotation) should hold is absent; still a ``KeyError``."""
 
     def __str__(self):                 # KeyError would quote the whole message
         return Exception.__str__(self)
+
+
+class ConfigError(MissingKeyError):
+    """A config file or override that cannot be merged (unknown key, syntax error, not YAML)."""
 
 
 class CorruptFileError(UserError):

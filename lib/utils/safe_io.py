@@ -12,6 +12,7 @@
 * :func:`jpeg_is_complete` / :func:`read_image` catch the JPEG that lost its tail: OpenCV decodes it
   without an error and fills the missing part grey.
 """
+import json
 import pickle
 import zipfile
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Iterable, Optional, Tuple
 
 import numpy as np
 
-from lib.utils.errors import CorruptFileError, UntrustedFileError
+from lib.utils.errors import BadValueError, CorruptFileError, UntrustedFileError
 
 # torch's own format: a zip archive (since 1.6) or the legacy pickle stream starting with this magic number
 _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
@@ -159,6 +160,20 @@ def _first_line_of_unsupported(err) -> str:
         if "Unsupported global" in line or "Unsupported operand" in line:
             return line.strip().split(" was not")[0][:200]
     return "objects torch refuses to rebuild"
+
+
+# ---------------------------------------------------------------------------------------------- json
+def load_json(path):
+    """``json.load`` whose syntax errors name the file, line and column."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as err:
+        raise BadValueError(f"{path} line {err.lineno}, column {err.colno}: not valid JSON ({err.msg}); the file "
+                            f"may be truncated: re-download or re-create it") from None
+    except UnicodeDecodeError as err:
+        raise BadValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); expected JSON") from None
 
 
 # ---------------------------------------------------------------------------------------------- npz
