@@ -426,6 +426,12 @@ def test_epochs_minus_one_and_cross_valid_single_lifter_end_in_one_line(capsys, 
     assert "single-lifter run" in lines[0] and "multi-model" in lines[0] and "model_best_cross.pth" in lines[0]
 
 
+def test_unknown_lifter_is_one_line_exit_2(capsys):
+    from run import train_lifter
+    rc, lines = _cli(train_lifter.main, ["--cfg", CFG, "--model_3d", "sb,nosuch"], capsys)
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: unknown lifter") and "nosuch" in lines[0]
+
+
 def test_interrupt_is_one_line_without_traceback(capsys):
     def main(argv):
         raise KeyboardInterrupt

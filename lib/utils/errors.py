@@ -73,6 +73,13 @@ def run_cli(main, argv=None) -> int:
             raise
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except SystemExit as exc:
+        # `raise SystemExit("error: ...")` in a CLI is bad input too: same line, same exit code
+        if not isinstance(exc.code, str):
+            raise
+        text = _one_line(SystemExit(exc.code))
+        print(text if text.startswith("error:") else f"error: {text}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except (UserError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         if debug_enabled():
             raise
