@@ -11,8 +11,9 @@ Accepted layouts (FORMATS.md §A1), tried in this order unless ``key=`` names on
   (``torch.compile``); the prefix is stripped.
 
 Files are read with ``torch.load(path, map_location='cpu', weights_only=True)``: no code from a
-checkpoint is ever executed. Numpy scalars (HRNet's ``perf``) are allowed through
-``torch.serialization.safe_globals``; anything else that is not plain data is refused.
+checkpoint is ever executed. Numpy arrays and scalars (HRNet's ``perf``) are allowed through
+``torch.serialization.safe_globals``; anything else that is not plain data is refused with an error
+naming the file, as is a truncated file or one that is not a checkpoint at all.
 
 ``*.num_batches_tracked`` buffers missing from an old (pre-1.0) file are not an error: BatchNorm
 fills them with 0, exactly as ``nn.Module.load_state_dict`` does for such files. This is said in
@@ -20,13 +21,14 @@ the report.
 """
 import logging
 import os
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+
+from lib.utils.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +37,7 @@ PREFIXES = ("module.", "_orig_mod.")
 _SHOW = 8   # how many key names an error message lists per category
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(UserError, RuntimeError):
     """A checkpoint's keys or shapes do not match the network (message lists them)."""
 
 
@@ -78,37 +80,18 @@ def _head(items: Sequence[str], n: int = _SHOW) -> str:
     return shown + (f", ... (+{len(items) - n} more)" if len(items) > n else "")
 
 
-def _safe_numpy_globals() -> list:
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover - numpy is a dependency
-        return []
-    allowed = [np.dtype]
-    core = getattr(np, "_core", None) or getattr(np, "core")
-    allowed.append(core.multiarray.scalar)
-    dtypes = getattr(np, "dtypes", None)
-    if dtypes is not None:
-        allowed += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
-    return allowed
-
-
 def read_checkpoint(path: Union[str, os.PathLike]) -> object:
-    """``torch.load(path, map_location='cpu', weights_only=True)`` with numpy scalars allowed."""
+    """``torch.load(path, map_location='cpu', weights_only=True)`` with numpy data allowed.
+
+    Errors name the file: a truncated file or random bytes, or one that holds Python objects
+    (refused, never executed; :func:`lib.utils.safe_io.torch_load`).
+    """
+    from lib.utils.safe_io import torch_load
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path!r} (paths are relative to the "
                                 f"current directory, normally the repository root)")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as first_err:
-        try:
-            with torch.serialization.safe_globals(_safe_numpy_globals()):
-                return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            raise pickle.UnpicklingError(
-                f"{path}: refused by torch.load(weights_only=True) because it stores Python "
-                f"objects besides tensors ({first_err}). Re-save only the weights, e.g. "
-                f"torch.save(model.state_dict(), 'weights.pth'), from a trusted session.") from None
+    return torch_load(path, what="detector checkpoint")
 
 
 def _is_tensor_dict(obj) -> bool:

@@ -26,6 +26,8 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from lib.utils.errors import BadValueError
+
 from .checkpoint import (LifterCheckpoint, load_lifter_checkpoint, load_net_weights,
                          save_lifter_checkpoint)
 from .lifter import STATS_KEYS, Lifter, coerce_stats, load_stats, screen_normalize, zscore
@@ -55,7 +57,7 @@ def build_lifter(name: str, num_joints: int, weights=None, stats=None, *,
         for key, want in (("name", name), ("num_joints", int(num_joints))):
             have = ckpt.meta.get(key)
             if have is not None and have != want:
-                raise ValueError(f"{ckpt.source}: checkpoint is for {key}={have!r}, asked for {want!r}")
+                raise BadValueError(f"{ckpt.source}: checkpoint is for {key}={have!r}, asked for {want!r}")
         report = load_net_weights(net, ckpt)
         if report["ignored"]:
             logger.info("lifter %s: ignored checkpoint keys %s", name, report["ignored"])
@@ -86,9 +88,11 @@ def resolve_lifter(cfg, name: str, stats_fallback=None, *, weights_only: bool = 
     """The lifter ``name`` as configured by ``cfg`` (weights file must exist).
 
     Stats for z-scored lifters, first found: ``cfg.MODEL_3D.STATS`` file, the checkpoint's own
-    stats, ``stats_fallback`` (e.g. the training dataset's ``stats``).
+    stats, ``stats_fallback`` (e.g. the training dataset's ``stats``). Files named in
+    ``cfg.TRUSTED_FILES`` may hold pickled Python objects (read with code execution); others may not.
     """
     from lib.core.skeleton import get_skeleton
+    from lib.utils.safe_io import is_trusted
 
     dataset = cfg.DATASET.DATASET
     num_joints = get_skeleton(dataset).num_joints
@@ -100,11 +104,12 @@ def resolve_lifter(cfg, name: str, stats_fallback=None, *, weights_only: bool = 
             f"weights of lifter '{name}' for {dataset} not found: {path}. Make them with "
             f"`python run/train_lifter.py --cfg {cfg_file} --model_3d {name}` or point "
             f"MODEL_3D.WEIGHTS.{name.upper()} at an existing file.")
-    ckpt = load_lifter_checkpoint(path, weights_only=weights_only)
+    trusted = list(cfg.get("TRUSTED_FILES", []))
+    ckpt = load_lifter_checkpoint(path, weights_only=weights_only and not is_trusted(path, trusted))
     stats = None
     if get_spec(name).normalization == "zscore":
         if cfg.MODEL_3D.get("STATS", ""):
-            stats = load_stats(_resolve_path(cfg.MODEL_3D.STATS))
+            stats = load_stats(_resolve_path(cfg.MODEL_3D.STATS), trusted=trusted)
         elif ckpt.stats is None:
             stats = stats_fallback
     return build_lifter(name, num_joints, weights=ckpt, stats=stats)

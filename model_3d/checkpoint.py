@@ -10,8 +10,10 @@ Layouts recognised by :func:`load_lifter_checkpoint` (tried in this order):
 * ``plain``: a bare state dict (SimpleBaseline ``model_best.pth``, IGANet ``.pth``).
 
 A ``module.`` prefix (``nn.DataParallel``, e.g. MixSTE) is stripped. Files are read with
-``torch.load(weights_only=True)``; official ``.bin`` files that pickle numpy RNG states need
-``weights_only=False``, which executes code from the file (only for files you trust).
+``torch.load(weights_only=True)`` with numpy arrays, scalars and RNG states allowed (official
+``.bin`` files pickle numpy RNG states); any other Python object is refused with an error naming
+the file. ``weights_only=False`` (code from the file may run) is used only for a file the user
+named in ``TRUSTED_FILES`` / ``--trust``.
 """
 import os
 import re
@@ -22,8 +24,14 @@ from typing import Dict, Optional
 import torch
 import torch.nn as nn
 
+from lib.utils.errors import BadValueError, UserError
+
 FORMAT = "l2d-lifter"
 VERSION = 1
+
+
+class LifterWeightsMismatchError(UserError, RuntimeError):
+    """A lifter file's keys or shapes do not match the network (the message lists them)."""
 
 
 @dataclass
@@ -53,24 +61,17 @@ def load_lifter_checkpoint(source, *, weights_only: bool = True, map_location="c
         name = str(source)
         if not os.path.isfile(source):
             raise FileNotFoundError(f"lifter checkpoint not found: {source}")
-        try:
-            obj = torch.load(source, map_location=map_location, weights_only=weights_only)
-        except Exception as err:   # noqa: BLE001 - re-raised with what to do
-            if weights_only:
-                raise RuntimeError(
-                    f"{source}: could not be read with torch.load(weights_only=True) ({type(err).__name__}: "
-                    f"{str(err).splitlines()[0] if str(err) else ''}). Official VideoPose3D/MixSTE .bin files "
-                    f"pickle numpy RNG states; if you trust the file, load it with weights_only=False "
-                    f"(this executes code from the file), or re-save its 'model_pos' as a plain state dict."
-                ) from err
-            raise
+        from lib.utils.safe_io import torch_load
+        # weights_only=False only for a caller that decided to trust this file (TRUSTED_FILES / --trust)
+        obj = torch_load(source, what="lifter checkpoint", map_location=map_location,
+                         trusted=None if weights_only else [source])
     else:
         obj = source
 
     meta, stats = {}, None
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         if int(obj.get("version", 0)) > VERSION:
-            raise ValueError(f"{name}: l2d-lifter version {obj.get('version')} is newer than this code "
+            raise BadValueError(f"{name}: l2d-lifter version {obj.get('version')} is newer than this code "
                              f"(reads up to {VERSION})")
         layout, state_dict = FORMAT, obj["state_dict"]
         stats = obj.get("stats")
@@ -84,10 +85,10 @@ def load_lifter_checkpoint(source, *, weights_only: bool = True, map_location="c
         layout, state_dict = "plain", obj
     else:
         keys = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
-        raise ValueError(f"{name}: not a lifter checkpoint (top-level keys {keys}); expected a state dict, "
+        raise BadValueError(f"{name}: not a lifter checkpoint (top-level keys {keys}); expected a state dict, "
                          f"{{'model_pos': ...}}, {{'state_dict': ...}} or an l2d-lifter file")
     if not _is_state_dict(state_dict):
-        raise ValueError(f"{name}: layout {layout!r} holds no tensor state dict")
+        raise BadValueError(f"{name}: layout {layout!r} holds no tensor state dict")
     state_dict, stripped = _strip_module(state_dict)
     if stripped:
         layout += "+module."
@@ -114,7 +115,7 @@ def load_net_weights(net: nn.Module, ckpt: LifterCheckpoint) -> Dict[str, list]:
     wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or wrong:
-        raise RuntimeError(
+        raise LifterWeightsMismatchError(
             f"{ckpt.source}: weights do not match {type(net).__name__} (layout tried: {ckpt.layout}; "
             f"{len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} wrong shape). "
             f"First missing: {missing[:5]}; first unexpected: {unexpected[:5]}; wrong shapes: {wrong[:3]}. "
@@ -146,9 +147,5 @@ def save_lifter_checkpoint(path, net, *, name: str, num_joints: int, dataset: st
         "metrics": {k: float(v) for k, v in (metrics or {}).items()},
         "config": config or {},
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    from lib.engine.checkpoint import atomic_save   # local: lib.engine imports model_3d
+    return atomic_save(payload, path)

@@ -20,13 +20,14 @@ trained on root-zeroed targets, so their root is ~0; MixSTE's root is NOT subtra
 The lifter is frozen: no parameter requires grad, and ``train()`` keeps every submodule in eval
 mode (BN statistics never change, dropout is off); gradients still flow to ``pose_2d_px``.
 """
-import pickle
 from pathlib import Path
 from typing import Dict, Optional, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
+
+from lib.utils.errors import BadValueError
 
 STATS_KEYS = ("mean_2d", "std_2d", "mean_3d", "std_3d")
 ZSCORE_EPS = 1e-8
@@ -45,26 +46,26 @@ def zscore(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tens
     return (x - mean) / (std + ZSCORE_EPS)
 
 
-def load_stats(path: Union[str, Path]) -> Dict[str, np.ndarray]:
+def load_stats(path: Union[str, Path], trusted=None) -> Dict[str, np.ndarray]:
     """Normalisation stats ``{mean_2d, std_2d, mean_3d, std_3d}`` from ``stats.npz`` or the original pkl.
 
-    ``.npz`` is read with ``allow_pickle=False``. ``.pkl`` (the original ``<dataset>_stats.pkl``)
-    is read with :mod:`pickle`, which EXECUTES code stored in the file: only load files you trust.
+    ``.npz`` is read with ``allow_pickle=False``. ``.pkl`` (the original ``<dataset>_stats.pkl``, a
+    dict of numpy arrays) is read as plain data only: a pickle that would run code is refused unless
+    ``path`` is in ``trusted`` (``TRUSTED_FILES`` / ``--trust``; :func:`lib.utils.safe_io.load_pickle`).
     """
+    from lib.utils.safe_io import load_npz, load_pickle
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"stats file not found: {path} (expected stats.npz written by "
                                 f"run/prepare_*.py or the original <dataset>_stats.pkl)")
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            raw = {k: data[k] for k in data.files}
+        raw = load_npz(path, rebuild_hint="re-create it (run/prepare_*.py --force writes stats.npz)")
     elif path.suffix in (".pkl", ".pickle"):
-        with open(path, "rb") as fh:
-            raw = pickle.load(fh)   # trusted file only: pickle runs code
+        raw = load_pickle(path, trusted)
         if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a dict with keys {STATS_KEYS}, got {type(raw).__name__}")
+            raise BadValueError(f"{path}: expected a dict with keys {STATS_KEYS}, got {type(raw).__name__}")
     else:
-        raise ValueError(f"{path}: unknown stats format {path.suffix!r}; use .npz or .pkl")
+        raise BadValueError(f"{path}: unknown stats format {path.suffix!r}; use .npz or .pkl")
     missing = [k for k in STATS_KEYS if k not in raw]
     if missing:
         raise KeyError(f"{path}: stats keys {missing} missing (found {sorted(raw)})")
@@ -123,7 +124,7 @@ class Lifter(nn.Module):
         self.net = freeze_(net)
         stats_t = coerce_stats(stats, self.num_joints)
         if normalization == "zscore" and stats_t is None:
-            raise ValueError(f"lifter {name!r} works on z-scored coordinates and needs stats "
+            raise BadValueError(f"lifter {name!r} works on z-scored coordinates and needs stats "
                              f"(mean_2d/std_2d px, mean_3d/std_3d cm): pass stats= (dict or stats.npz / "
                              f"<dataset>_stats.pkl path) or a self-contained checkpoint that carries them")
         for key in STATS_KEYS:

@@ -548,4 +548,5 @@ def main(argv=None) -> Dict:
 
 
 if __name__ == "__main__":
-    main()
+    from lib.utils.errors import run_cli
+    sys.exit(run_cli(main))

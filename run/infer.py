@@ -49,6 +49,7 @@ from lib.config import load_cfg
 from lib.core.heatmap import decode_argmax, decode_soft, prepare_heatmaps
 from lib.core.skeleton import get_skeleton
 from lib.core.transforms import box_to_center_scale, get_affine_transform
+from lib.utils.errors import BadValueError
 from lib.utils.vis import IMAGENET_MEAN, IMAGENET_STD, overlay_and_3d
 
 logger = logging.getLogger("infer")
@@ -67,6 +68,9 @@ def parse_args(argv=None):
                    help="lifter name (sb, videopose, iganet, mixste, or a registered one); 'none' = 2D only")
     p.add_argument("--lifter_weights", help="lifter checkpoint; default: MODEL_3D.WEIGHTS / the default path")
     p.add_argument("--stats", help="stats.npz (or original pkl) for 'sb' when its checkpoint carries none")
+    p.add_argument("--trust", action="append", default=[], metavar="PATH",
+                   help="a pickle / checkpoint you trust to be read with full pickle, which can run code "
+                        "(adds to TRUSTED_FILES; repeatable). Without it only plain data is read")
     p.add_argument("--input", required=True, help="folder of images or a video file")
     p.add_argument("--boxes", help="JSON or CSV of person boxes (see above); default: the whole frame")
     p.add_argument("--box_format", choices=("xyxy", "xywh"), default="xyxy")
@@ -115,10 +119,17 @@ def load_lifter(args, cfg, num_joints, device):
         return None
     import model_3d
 
+    from lib.utils.safe_io import is_trusted
+
     name = args.model_3d
+    trusted = list(cfg.TRUSTED_FILES) + list(args.trust or [])
+    cfg.TRUSTED_FILES = trusted
     if args.lifter_weights:
         stats = args.stats or (cfg.MODEL_3D.STATS or None)
-        lifter = model_3d.build_lifter(name, num_joints, weights=args.lifter_weights, stats=stats)
+        if stats:                      # read here so that only a file named in --trust may run code
+            stats = model_3d.load_stats(stats, trusted=trusted)
+        lifter = model_3d.build_lifter(name, num_joints, weights=args.lifter_weights, stats=stats,
+                                       weights_only=not is_trusted(args.lifter_weights, trusted))
     else:
         if args.stats:
             cfg.MODEL_3D.STATS = args.stats
@@ -142,13 +153,13 @@ def read_boxes(path, box_format="xyxy"):
         try:
             box = [float(v) for v in box]
         except (TypeError, ValueError):
-            raise ValueError(f"{path}: {where}: box {value!r} is not four numbers") from None
+            raise BadValueError(f"{path}: {where}: box {value!r} is not four numbers") from None
         if len(box) != 4:
-            raise ValueError(f"{path}: {where}: box {box} must have 4 numbers ({box_format})")
+            raise BadValueError(f"{path}: {where}: box {box} must have 4 numbers ({box_format})")
         if box_format == "xywh":
             box = [box[0], box[1], box[0] + box[2], box[1] + box[3]]
         if box[2] <= box[0] or box[3] <= box[1]:
-            raise ValueError(f"{path}: {where}: box {box} (x1, y1, x2, y2) is empty; check --box_format")
+            raise BadValueError(f"{path}: {where}: box {box} (x1, y1, x2, y2) is empty; check --box_format")
         return box
 
     ordered, keyed = None, {}
@@ -158,7 +169,7 @@ def read_boxes(path, box_format="xyxy"):
                 if not row or row[0].startswith("#"):
                     continue
                 if len(row) != 5:
-                    raise ValueError(f"{path}:{line_no}: expected 'key,x1,y1,x2,y2', got {row}")
+                    raise BadValueError(f"{path} line {line_no}: expected 'key,x1,y1,x2,y2', got {row}")
                 try:
                     keyed[row[0].strip()] = to_xyxy(row[1:], f"line {line_no}")
                 except ValueError:
@@ -166,7 +177,14 @@ def read_boxes(path, box_format="xyxy"):
                         continue
                     raise
         return None, keyed
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise BadValueError(f"{path} line {err.lineno}, column {err.colno}: not valid JSON ({err.msg}); "
+                            f"fix the file (format: see python run/infer.py --help)") from None
+    except UnicodeDecodeError as err:
+        raise BadValueError(f"{path}: not a text file ({err.reason} at byte {err.start}); --boxes takes JSON "
+                            f"or CSV") from None
     if isinstance(data, dict):
         keyed = {str(k): to_xyxy(v, f"key {k!r}") for k, v in data.items()}
     elif isinstance(data, list) and data and isinstance(data[0], dict) and (
@@ -177,7 +195,7 @@ def read_boxes(path, box_format="xyxy"):
     elif isinstance(data, list):
         ordered = [to_xyxy(v, f"entry {i}") for i, v in enumerate(data)]
     else:
-        raise ValueError(f"{path}: expected a JSON list or object of boxes, got {type(data).__name__}")
+        raise BadValueError(f"{path}: expected a JSON list or object of boxes, got {type(data).__name__}")
     return ordered, keyed
 
 

@@ -9,10 +9,10 @@ imageSequence/<cam>/img_%06d.jpg) plus camera_parameters.json with the scaled in
 """
 import argparse
 import json
+import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # `python run/make_demo_data.py`: make the repository root importable
-    import sys
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib.datasets.synthetic import make_h36m_demo, make_panoptic_demo
@@ -44,4 +44,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from lib.utils.errors import run_cli
+    sys.exit(run_cli(main))

@@ -30,6 +30,9 @@ def parse_args(argv=None):
                    help="skip reading every kept image for the black-frame test (missing files are still counted)")
     p.add_argument("--workers", type=int, default=None, help="threads for the image check")
     p.add_argument("--force", action="store_true", help="rebuild even if the index is up to date")
+    p.add_argument("--trust", action="append", default=[], metavar="PATH",
+                   help="an L2D annot.pkl (or a folder of them) you trust to be read with full pickle, which can "
+                        "run code; repeatable. Without it annot.pkl files are read as plain data only")
     return p.parse_args(argv)
 
 
@@ -37,11 +40,10 @@ def main(argv=None):
     args = parse_args(argv)
     return prepare_h36m(args.src, args.dst, cameras=args.cameras, train_interval=args.train_interval,
                         valid_interval=args.valid_interval, splits=[s for s in args.splits.split(",") if s],
-                        check_images=args.check_images, force=args.force, workers=args.workers)
+                        check_images=args.check_images, force=args.force, workers=args.workers,
+                        trusted=args.trust)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as exc:   # one clear line, no traceback
-        sys.exit(f"error: {exc}")
+    from lib.utils.errors import run_cli
+    sys.exit(run_cli(main))

@@ -39,7 +39,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as exc:   # one clear line, no traceback
-        sys.exit(f"error: {exc}")
+    from lib.utils.errors import run_cli
+    sys.exit(run_cli(main))

@@ -8,7 +8,9 @@ The loss, schedule, optimizer and augmentation of each lifter come from model_3d
 LIFTER_TRAIN.* keys (or the flags below) override epochs / batch size / lr. The best epoch (lowest
 GT-2D validation MPJPE) is saved as a self-contained checkpoint (weights + normalisation stats +
 joint count + dataset) at MODEL_3D.WEIGHTS.<NAME>, or by default where train_hrnet.py looks:
-model_3d/<net>/weights/... (model_3d.default_weight_path). Log, history.json and curves.png go to
+model_3d/<net>/weights/... (model_3d.default_weight_path). Existing weights are never replaced
+silently: without --overwrite the run stops before training; with it the old file is kept as
+<file>.bak. Log, history.json and curves.png go to
 <OUTPUT_DIR>/<dataset>/lifters/<name>/.
 
 Multi-process (one process per GPU, or gloo on CPUs); LIFTER_TRAIN.BATCH_SIZE stays the GLOBAL batch,
@@ -38,6 +40,9 @@ def build_parser():
     p.add_argument("--weights", default=None,
                    help="output checkpoint (one lifter only) [MODEL_3D.WEIGHTS.<NAME>]; default: the lifter's "
                         "default path")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing weights at the output path (the old file is kept as <file>.bak); "
+                        "without it an existing file is refused before training")
     p.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides as KEY VALUE pairs")
     return p
 
@@ -66,6 +71,10 @@ def main(argv=None):
     cfg = load_cfg(args.cfg, opts + list(args.opts or []))
     cfg.CFG_FILE = args.cfg
     cfg.freeze()
+    if not args.overwrite:             # refuse before any lifter of this call trains, not after the first
+        from lib.engine.lifter_trainer import guard_existing_weights
+        for name in names:
+            guard_existing_weights(model_3d.lifter_weight_path(cfg, name), False)
     # one process group for all the lifters of this call (torchrun); a no-op in a single process.
     # A group the caller set up (the pipeline runs several stages in one torchrun) is left to it.
     owns_group = not ddp.is_dist()
@@ -73,7 +82,7 @@ def main(argv=None):
     results = {}
     try:
         for name in names:
-            results[name] = train_lifter(cfg, name, gpu_id=args.gpu_id)
+            results[name] = train_lifter(cfg, name, gpu_id=args.gpu_id, overwrite=args.overwrite)
     finally:
         if owns_group:
             ddp.cleanup()

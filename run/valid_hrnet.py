@@ -25,6 +25,7 @@ if __package__ in (None, ""):  # `python run/valid_hrnet.py`: make the repositor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib.config import load_cfg
+from lib.utils.errors import BadValueError
 
 ACTION_ABBREV = ("Dir.", "Disc.", "Eat.", "Greet.", "Phone.", "Photo.", "Pose.", "Purch.", "Sit.", "SitD.",
                  "Smoke.", "Wait.", "WalkD.", "Walk.", "WalkT.")
@@ -72,6 +73,24 @@ def setup(args):
         raise SystemExit(f"error: unknown lifter(s) {unknown} in --model_3d; valid names: {sorted(model_3d.LIFTERS)}")
     cfg.freeze()
     return cfg
+
+
+def _explain_missing_cross(model_dir):
+    """--cross_valid needs model_best_cross.pth, which only a multi-model run with a held-out lifter writes."""
+    from lib.config import read_yaml
+    path = model_dir / "model_best_cross.pth"
+    need = ("a multi-model training run (two or more lifters in --model_3d, MODEL_3D.CROSS_VALID True) with a "
+            "held-out lifter (a registered lifter outside --model_3d whose weights were on disk) writes")
+    run_cfg = model_dir / "config.yaml"
+    names = []
+    if run_cfg.is_file():
+        names = list(read_yaml(str(run_cfg)).get("MODEL_3D", {}).get("NAMES", []))
+    if run_cfg.is_file() and len(names) < 2:
+        raise BadValueError(f"--cross_valid evaluates {path}, which only {need}; the run in {model_dir} is a "
+                            f"single-lifter run (MODEL_3D.NAMES {names}), so it has none: drop --cross_valid "
+                            f"(model_best.pth is then evaluated)")
+    raise FileNotFoundError(f"{path} not found: --cross_valid needs the file that {need}; check --model_dir "
+                            f"and the run log's line 'held-out (cross) lifters'")
 
 
 def format_report(cfg, results, model_path, lifters, gt_2d, soft_argmax, beta):
@@ -178,6 +197,8 @@ def main(argv=None):
     else:
         model_dir = Path(".")
     model_path = model_dir / ("model_best_cross.pth" if args.cross_valid else "model_best.pth")
+    if args.cross_valid and not args.gt and not model_path.is_file():
+        _explain_missing_cross(model_dir)
 
     valid_set = build_dataset(cfg, cfg.DATASET.TEST_SET, False)
     loader = make_loader(valid_set, cfg.TEST.BATCH_SIZE_PER_GPU, ShardSampler(len(valid_set), 0, 1), cfg, device)

@@ -157,7 +157,8 @@ def test_load_checkpoint_errors_name_the_file(tmp_path):
         ckpt_io.load_checkpoint(tmp_path / "nope.pth")
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(RuntimeError, match="bad.pth"):
+    from lib.utils.errors import CorruptFileError
+    with pytest.raises(CorruptFileError, match="not a PyTorch checkpoint or truncated: .*bad.pth"):
         ckpt_io.load_checkpoint(bad)
 
 

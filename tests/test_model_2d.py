@@ -4,7 +4,6 @@ Shapes: images (N, 3, H, W) -> heatmaps (N, J, H/4, W/4). Expected key names and
 official HRNet are generated here by an independent enumerator written from FORMATS.md §A1.
 """
 import logging
-import pickle
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ import torch.nn.functional as F
 
 from conftest import ROOT
 from lib.config import load_cfg
+from lib.utils.errors import UntrustedFileError
 import model_2d
 from model_2d import (POSE_NETS, CheckpointMismatchError, build_pose_net, init_pretrained,
                       load_pose_checkpoint, register_pose_net)
@@ -496,8 +496,9 @@ class _NotWeights:
 def test_refuses_pickled_objects_and_missing_file(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": {"a": torch.zeros(1)}, "obj": _NotWeights()}, path)
-    with pytest.raises(pickle.UnpicklingError, match="weights_only"):
+    with pytest.raises(UntrustedFileError, match="stores Python objects") as err:
         load_pose_checkpoint(_small_net("pose_hrnet"), path)
+    assert str(path) in str(err.value) and "weights_only=False" not in str(err.value)
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         load_pose_checkpoint(_small_net("pose_hrnet"), tmp_path / "nope.pth")
 

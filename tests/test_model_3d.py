@@ -340,13 +340,25 @@ def test_resolve_lifter_paths_and_missing_file(tmp_path):
         model_3d.resolve_lifter(cfg, "sb")
 
 
-def test_weights_only_failure_message(tmp_path):
+class _NotWeights:
+    pass
+
+
+def test_official_bin_loads_and_python_objects_are_refused(tmp_path):
+    """Official .bin files pickle numpy RNG states: plain data, read with weights_only=True. Any other
+    object is refused with the file named and no advice to switch weights_only off."""
+    from lib.utils.errors import UntrustedFileError
     path = tmp_path / "official.bin"
     torch.save({"model_pos": build_lifter_net("videopose", 17).state_dict(),
-                "random_state": np.random.RandomState(0)}, path)
-    with pytest.raises(RuntimeError, match="weights_only=False"):
-        load_lifter_checkpoint(path)
-    ckpt = load_lifter_checkpoint(path, weights_only=False)
+                "random_state": np.random.RandomState(0), "lr": np.float64(1e-3)}, path)
+    assert load_lifter_checkpoint(path).layout == "model_pos"
+    evil = tmp_path / "objects.bin"
+    torch.save({"model_pos": build_lifter_net("videopose", 17).state_dict(), "obj": _NotWeights()}, evil)
+    with pytest.raises(UntrustedFileError) as err:
+        load_lifter_checkpoint(evil)
+    assert str(evil) in str(err.value) and "weights_only=False" not in str(err.value)
+    assert "--trust" in str(err.value)
+    ckpt = load_lifter_checkpoint(evil, weights_only=False)     # the Python API's explicit opt-in
     assert ckpt.layout == "model_pos"
 
 

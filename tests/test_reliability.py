@@ -119,3 +119,26 @@ def test_bad_config_key_is_named(env):
         train_hrnet.main(["--cfg", CFG, "TRAIN.NO_SUCH_KEY", "1"])
     with pytest.raises(SystemExit):
         train_hrnet.main(["--cfg", CFG, "--finetune"])          # --finetune needs TRAIN.FINETUNE
+
+
+def test_train_lifter_refuses_to_overwrite_weights(env, capsys):
+    """Issue 13 item 1: re-running train_lifter used to replace trained weights silently."""
+    from lib.engine.lifter_trainer import WeightsExistError
+    from lib.utils.errors import run_cli
+    sb = env["base"] / "sb.pth"
+    before = sb.read_bytes()
+    args = ["--cfg", CFG, "--model_3d", "sb", "--epochs", "1", "OUTPUT_DIR", str(env["base"] / "again"),
+            "LIFTER_TRAIN.MAX_STEPS_PER_EPOCH", "1"] + env["common"]
+    with pytest.raises(WeightsExistError, match="--overwrite"):
+        train_lifter.main(args)
+    assert sb.read_bytes() == before and not (env["base"] / "again").exists()   # refused before training
+    capsys.readouterr()
+    assert run_cli(train_lifter.main, args) == 2
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert len(lines) == 1 and str(sb) in lines[0] and f"{sb}.bak" in lines[0]
+    # the explicit flag replaces it and keeps the previous file as <name>.bak
+    res = train_lifter.main(args + ["--overwrite"])
+    assert res["path"] == sb and (env["base"] / "sb.pth.bak").read_bytes() == before
+    assert sb.read_bytes() != before
+    torch.load(sb, weights_only=True)
+    (env["base"] / "sb.pth.bak").replace(sb)   # leave the module's lifter as the other tests expect it

@@ -2,9 +2,15 @@
 import os
 
 import yacs.config as _yacs
+import yaml
 from yacs.config import CfgNode
 
+from lib.utils.errors import BadValueError, ConfigError
+
 from .default import _C
+
+CONFIG_SUFFIXES = (".yaml", ".yml")
+AMP_MODES = ("none", "fp16", "bf16")
 
 _yacs_coerce = _yacs._check_and_coerce_cfg_value_type
 
@@ -29,30 +35,84 @@ def _merge(cfg: CfgNode, source: str, merge_fn, arg):
         merge_fn(arg)
     except (KeyError, AssertionError) as err:
         msg = err.args[0] if err.args else str(err)
-        raise KeyError(f"{source}: {msg}. Check the spelling against lib/config/default.py "
-                       f"(README 'Config reference').") from None
+        raise ConfigError(f"{source}: {msg}. Check the spelling against lib/config/default.py "
+                          f"(README 'Config reference').") from None
     except ValueError as err:
-        raise ValueError(f"{source}: {err}") from None
+        raise BadValueError(f"{source}: {err}") from None
+
+
+def read_yaml(path: str) -> CfgNode:
+    """A ``.yaml``/``.yml`` file as a CfgNode, read with ``yaml.safe_load`` (plain data only).
+
+    yacs itself would also accept a ``.py`` file and execute it; only YAML is accepted here.
+    Syntax errors name the file and the line.
+    """
+    if os.path.splitext(str(path))[1].lower() not in CONFIG_SUFFIXES:
+        raise ConfigError(f"config file {path}: only .yaml / .yml files are accepted (a Python config would "
+                          f"run code); write the settings as YAML")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"config file {path}{where}: YAML syntax error ({problem}); fix that line") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of KEY: value at the top, "
+                          f"got a {type(data).__name__}")
+    return CfgNode(data)
+
+
+def _check(ok: bool, key: str, value, need: str):
+    if not ok:
+        raise BadValueError(f"config {key} = {value!r}: {need}; set it in the YAML or as "
+                            f"`{key} VALUE` on the command line")
+
+
+def validate_cfg(cfg: CfgNode) -> CfgNode:
+    """Values that would otherwise fail only at the first training step (or never), checked at load."""
+    _check(str(cfg.TRAIN.AMP) in AMP_MODES, "TRAIN.AMP", cfg.TRAIN.AMP, f"use one of {list(AMP_MODES)}")
+    for key in ("TRAIN.BATCH_SIZE_PER_GPU", "TEST.BATCH_SIZE_PER_GPU"):
+        group, name = key.split(".")
+        value = cfg[group][name]
+        _check(int(value) >= 1, key, value, "must be a whole number >= 1")
+    _check(int(cfg.LIFTER_TRAIN.BATCH_SIZE) >= 0, "LIFTER_TRAIN.BATCH_SIZE", cfg.LIFTER_TRAIN.BATCH_SIZE,
+           "must be >= 1 (or 0 for the lifter's recipe)")
+    _check(int(cfg.LIFTER_TRAIN.EPOCHS) >= 0, "LIFTER_TRAIN.EPOCHS", cfg.LIFTER_TRAIN.EPOCHS,
+           "must be >= 1 (or 0 for the lifter's recipe)")
+    _check(int(cfg.TRAIN.EPOCHS) >= 0, "TRAIN.EPOCHS", cfg.TRAIN.EPOCHS,
+           "must be >= 0 (--epochs N trains epochs 0..N, so 0 is one epoch)")
+    _check(int(cfg.WORKERS) >= 0, "WORKERS", cfg.WORKERS, "must be >= 0 (0 = load in the main process)")
+    _check(isinstance(cfg.TRUSTED_FILES, (list, tuple)), "TRUSTED_FILES", cfg.TRUSTED_FILES,
+           "must be a list of paths")
+    return cfg
 
 
 def load_cfg(path=None, opts=None, freeze=False) -> CfgNode:
     """Defaults merged with the YAML at ``path`` and then with ``opts`` (["KEY", value, ...]).
 
-    An unknown key raises ``KeyError`` naming the key and where it came from.
+    An unknown key raises :class:`ConfigError` (a ``KeyError``) naming the key and where it came
+    from; a value out of range (:func:`validate_cfg`) a :class:`BadValueError` (a ``ValueError``).
     """
     cfg = get_cfg()
     if path:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"config file not found: {path}")
-        _merge(cfg, path, cfg.merge_from_file, path)
+        _merge(cfg, path, cfg.merge_from_other_cfg, read_yaml(path))
         cfg.CFG_NAME = os.path.basename(path).split(".")[0]
     if opts:
         if len(opts) % 2:
-            raise ValueError(f"config overrides must come in KEY VALUE pairs, got {list(opts)}")
+            raise BadValueError(f"config overrides must come in KEY VALUE pairs, got {list(opts)}")
         _merge(cfg, "command-line overrides", cfg.merge_from_list, list(opts))
+    validate_cfg(cfg)
     if freeze:
         cfg.freeze()
     return cfg
 
 
-__all__ = ["get_cfg", "load_cfg"]
+__all__ = ["get_cfg", "load_cfg", "read_yaml", "validate_cfg"]

@@ -27,6 +27,7 @@ from lib.core.skeleton import H36M_ACTIONS
 from lib.core.transforms import (PIXEL_STD, affine_points, box_from_joints, box_to_center_scale,
                                  get_affine_transform)
 from lib.datasets import index as idx
+from lib.utils.safe_io import read_image
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class JointsDataset3D(Dataset):
     skeleton = None      # lib.core.skeleton.Skeleton
     upper_body = ()      # joint ids for half-body augmentation
     lower_body = ()
+    missing_images = 0             # samples left out at start because their image file is gone
 
     def __init__(self, cfg, split, is_train, root=None, transform=None):
         self.cfg = cfg
@@ -70,6 +72,7 @@ class JointsDataset3D(Dataset):
             raise idx.DatasetIndexError(f"split {split!r} of {self.root} is empty; re-run "
                                         f"{idx.prepare_hint(self.name, self.root)} --force")
         self.image_root = idx.image_root(self.root, self.info)
+        arrays = self._drop_missing_images(arrays)
         self.num_joints = self.skeleton.num_joints
         self.image_size = np.array(cfg.MODEL.IMAGE_SIZE, dtype=np.int64)          # (W, H)
         self.heatmap_size = np.array(cfg.MODEL.HEATMAP_SIZE, dtype=np.int64)      # (Wm, Hm)
@@ -113,6 +116,32 @@ class JointsDataset3D(Dataset):
         from lib.core.heatmap import encode_heatmaps   # teammate module; imported when a dataset is built
         self._encode = encode_heatmaps
 
+    def _drop_missing_images(self, arrays):
+        """Find a stale index when the run starts, not as a failed epoch: samples whose image file is
+        gone are dropped with one warning (count, first paths, the fix); none left is an error."""
+        rel = arrays["image"]
+        listing = {}
+        present = np.ones(len(rel), bool)
+        for i, r in enumerate(rel.tolist()):      # one directory listing per folder, not one stat per file
+            folder, _, name = str(r).rpartition("/")
+            if folder not in listing:
+                d = self.image_root / folder
+                listing[folder] = set(os.listdir(d)) if d.is_dir() else set()
+            present[i] = name in listing[folder]
+        missing = int((~present).sum())
+        if not missing:
+            return arrays
+        fix = f"re-run {idx.prepare_hint(self.name, self.root)} --force (or restore the images)"
+        first = [str(self.image_root / r) for r in rel[~present][:3].tolist()]
+        if missing == len(rel):
+            raise idx.DatasetIndexError(f"none of the {missing} images of {self.name}/{self.split} exists under "
+                                        f"{self.image_root} (e.g. {first[0]}): the images moved or the index is "
+                                        f"stale; {fix}")
+        logger.warning("%s/%s: %d of %d indexed images are missing (e.g. %s); those samples are left out of this "
+                       "run. The index is stale: %s", self.name, self.split, missing, len(rel), ", ".join(first), fix)
+        self.missing_images = missing
+        return {k: v[present] for k, v in arrays.items()}
+
     # ------------------------------------------------------------------ helpers
     def __len__(self):
         return len(self.images)
@@ -128,14 +157,15 @@ class JointsDataset3D(Dataset):
         return self._rng
 
     def read_image(self, i):
-        """-> HxWx3 uint8 (RGB when DATASET.COLOR_RGB) or None (missing/unreadable, warned once)."""
+        """-> HxWx3 uint8 (RGB when DATASET.COLOR_RGB) or None (missing, unreadable or a JPEG cut short,
+        which OpenCV would decode with a grey part; warned once per file)."""
         path = self.image_path(i)
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        image, why = read_image(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
         if image is None:                      # checked before any colour conversion (SPEC §9 #26)
             if str(path) not in self.bad_images:
                 self.bad_images.add(str(path))
-                logger.warning("unreadable or missing image %s (sample %d of %s/%s): using another sample",
-                               path, i, self.name, self.split)
+                logger.warning("unreadable or missing image %s (%s; sample %d of %s/%s): using another sample",
+                               path, why, i, self.name, self.split)
             return None
         if self.color_rgb:
             image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -154,7 +184,7 @@ class JointsDataset3D(Dataset):
 
     def summary(self):
         return {"dataset": self.name, "split": self.split, "samples": len(self),
-                "unreadable_images_seen": len(self.bad_images)}
+                "unreadable_images_seen": len(self.bad_images), "missing_images_dropped": self.missing_images}
 
     # ------------------------------------------------------------------ augmentation
     def _half_body(self, joints, vis):

@@ -13,10 +13,12 @@ which is *not* OpenCV's Brown model: the tangential terms differ by factors of 2
 CMU Panoptic: world in cm, ``x = R' p' + t`` with the axis change ``M``
 (:data:`PANOPTIC_AXIS_M`) and the original L2D distortion order (SPEC §5.3).
 """
-import json
 from pathlib import Path
 
 import numpy as np
+
+from lib.utils.errors import BadValueError, MissingKeyError
+from lib.utils.safe_io import load_json
 
 SHIPPED_CAMERAS = Path(__file__).resolve().parent / "h36m_cameras.json"
 
@@ -57,13 +59,13 @@ def _from_intrinsics_extrinsics(data, path, K_key, dist_key):
         out[subject] = {}
         for cam_id, ext in cams.items():
             if cam_id not in data["intrinsics"]:
-                raise KeyError(f"{path}: extrinsics[{subject!r}][{cam_id!r}] has no intrinsics[{cam_id!r}]; "
+                raise MissingKeyError(f"{path}: extrinsics[{subject!r}][{cam_id!r}] has no intrinsics[{cam_id!r}]; "
                                f"add the camera's intrinsics")
             intr = data["intrinsics"][cam_id]
             K = np.asarray(intr[K_key], dtype=np.float64).reshape(3, 3)
             dist = np.asarray(intr[dist_key], dtype=np.float64).reshape(-1)
             if dist.size != 5:
-                raise ValueError(f"{path}: intrinsics[{cam_id!r}][{dist_key!r}] has {dist.size} values; "
+                raise BadValueError(f"{path}: intrinsics[{cam_id!r}][{dist_key!r}] has {dist.size} values; "
                                  f"expected 5 (k1, k2, p1, p2, k3)")
             R = np.asarray(ext["R"], dtype=np.float64).reshape(3, 3)
             t_mm = np.asarray(ext["t"], dtype=np.float64).reshape(3)
@@ -90,12 +92,11 @@ def load_h36m_cameras(path=None):
     if not path.is_file():
         raise FileNotFoundError(f"camera file {path} not found; pass the path of a calibration json "
                                 f"(accepted layouts: {'; '.join(_LAYOUTS)})")
-    with open(path) as fh:
-        data = json.load(fh)
+    data = load_json(path)
     if isinstance(data, dict) and isinstance(data.get("cameras"), dict):
         convention = data.get("R_convention", "camera_to_world")
         if convention not in ("camera_to_world", "world_to_camera"):
-            raise ValueError(f"{path}: R_convention {convention!r} is neither 'camera_to_world' nor "
+            raise BadValueError(f"{path}: R_convention {convention!r} is neither 'camera_to_world' nor "
                              f"'world_to_camera'")
         # The shipped R values are those of mmpose's cameras.pkl, which that code applies as
         # X_cam = R^T (X - T): they rotate camera -> world. Transposed, they equal the published
@@ -112,7 +113,7 @@ def load_h36m_cameras(path=None):
             return _from_intrinsics_extrinsics(data, path, "calibration_matrix", "distortion")
         if "K" in any_intr:
             return _from_intrinsics_extrinsics(data, path, "K", "distCoef")
-    raise ValueError(f"{path}: unknown camera file layout (top-level keys "
+    raise BadValueError(f"{path}: unknown camera file layout (top-level keys "
                      f"{sorted(data) if isinstance(data, dict) else type(data).__name__}); "
                      f"accepted layouts: {'; '.join(_LAYOUTS)}")
 

@@ -14,12 +14,16 @@ Layout under the prepared root::
 ``image`` paths are relative to ``image_root``, itself relative to the prepared root unless absolute.
 An index of another format version is rejected with the command that rebuilds it.
 """
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from lib.utils.errors import DiskFullError, UserError
+from lib.utils.safe_io import load_npz
 
 FORMAT = "l2d-dataset-index"
 FORMAT_VERSION = 1
@@ -40,7 +44,7 @@ PREPARE_COMMANDS = {
 }
 
 
-class DatasetIndexError(RuntimeError):
+class DatasetIndexError(UserError, RuntimeError):
     """A prepared dataset is missing, incomplete, or of another format version."""
 
 
@@ -59,6 +63,12 @@ def _atomic_write(path: Path, write):
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)       # mkstemp creates 0600; give the usual file mode
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        kept = "the previous file is intact" if path.exists() else "nothing was written"
+        raise DiskFullError(err.errno, f"no space left on the device while writing {path}; {kept}. Free space, "
+                                       f"then re-run the preparation", str(path)) from err
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -163,8 +173,7 @@ def load_split(root, split, dataset=None):
     if not path.is_file():
         raise DatasetIndexError(f"{path} (split {split!r}) not found; rebuild with: "
                                 f"{prepare_hint(info['dataset'], root)} --force")
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
+    arrays = load_npz(path, f"rebuild it with: {prepare_hint(info['dataset'], root)} --force")
     arrays = check_split_arrays(arrays, int(info["num_joints"]), where=str(path))
     if len(arrays["image"]) != int(splits[split].get("count", len(arrays["image"]))):
         raise DatasetIndexError(f"{path} holds {len(arrays['image'])} samples but {root / INDEX_FILE} says "
@@ -179,11 +188,11 @@ def load_stats(root_or_file):
         path = path / STATS_FILE
     if not path.is_file():
         return None
-    with np.load(path, allow_pickle=False) as data:
-        missing = [k for k in STATS_KEYS if k not in data.files]
-        if missing:
-            raise DatasetIndexError(f"{path} lacks {missing}; rebuild the dataset with --force")
-        return {k: data[k].astype(np.float32) for k in STATS_KEYS}
+    data = load_npz(path, "rebuild the dataset with run/prepare_h36m.py / run/prepare_panoptic.py --force")
+    missing = [k for k in STATS_KEYS if k not in data]
+    if missing:
+        raise DatasetIndexError(f"{path} lacks {missing}; rebuild the dataset with --force")
+    return {k: data[k].astype(np.float32) for k in STATS_KEYS}
 
 
 def image_root(root, info):

@@ -18,7 +18,9 @@ every sample comes from it.
 
 Skips (SPEC §5.2): pelvis outside the image; image missing or unreadable; image whose first
 (blue) channel is all zero ("black"; checked when ``check_images``, the default, as the original
-does -- it reads every kept image once, in a thread pool).
+does -- it reads every kept image once, in a thread pool). The same check also skips a JPEG cut
+short (no end-of-image marker), which OpenCV would decode silently with a grey lower part; each
+reason has its own count in the report.
 """
 import hashlib
 import json
@@ -34,6 +36,8 @@ import numpy as np
 from lib.core.skeleton import H36M32_TO_17, H36M_ACTIONS
 from lib.datasets import index as idx
 from lib.datasets.stats import write_train_stats
+from lib.utils.errors import BadValueError, CorruptFileError, MissingKeyError
+from lib.utils.safe_io import load_pickle, read_image
 
 TRAIN_SUBJECTS = ("S1", "S5", "S6", "S7", "S8")
 VALID_SUBJECTS = ("S9", "S11")
@@ -108,28 +112,42 @@ def _annot_files(data_dir):
     return found
 
 
-def _read_annot(path, layout):
-    keys = ("pose/2d", "pose/3d", "camera", "frame")
-    if layout == "h36m-fetch":
-        import h5py
+def _read_h5(path, keys):
+    import h5py
+    try:
         with h5py.File(path, "r") as f:
             missing = [k for k in keys if k not in f]
             if missing:
-                raise KeyError(f"{path}: missing datasets {missing}; expected {list(keys)} (h36m-fetch annot.h5)")
+                raise MissingKeyError(f"{path}: missing datasets {missing}; expected {list(keys)} (h36m-fetch annot.h5)")
             out = {k: f[k][()] for k in keys}
             if "action" in f:
                 out["action"] = f["action"][()]
+        return out
+    except OSError as err:          # h5py reports a truncated or non-HDF5 file as OSError
+        if isinstance(err, (FileNotFoundError, PermissionError)):
+            raise
+        raise CorruptFileError(f"{path}: truncated or not an HDF5 file ({str(err).splitlines()[0][:160]}); "
+                               f"re-download or re-extract this sequence (h36m-fetch), then re-run "
+                               f"run/prepare_h36m.py --force") from err
+
+
+def _read_annot(path, layout, trusted=None):
+    keys = ("pose/2d", "pose/3d", "camera", "frame")
+    if layout == "h36m-fetch":
+        out = _read_h5(path, keys)
     else:
-        import pickle  # input only: the original L2D layout ships its annotations pickled
-        with open(path, "rb") as fh:
-            data = pickle.load(fh)
+        # the original L2D layout ships its annotations pickled: plain data only unless the user trusts it
+        data = load_pickle(path, trusted)
+        if not isinstance(data, dict):
+            raise CorruptFileError(f"{path}: expected a dict with keys {list(keys)} (L2D annot.pkl), "
+                                   f"got {type(data).__name__}")
         missing = [k for k in keys if k not in data]
         if missing:
-            raise KeyError(f"{path}: missing keys {missing}; expected {list(keys)} (L2D annot.pkl)")
+            raise MissingKeyError(f"{path}: missing keys {missing}; expected {list(keys)} (L2D annot.pkl)")
         out = {k: np.asarray(data[k]) for k in keys}
     n = len(out["camera"])
     if out["pose/2d"].shape != (n, 32, 2) or out["pose/3d"].shape != (n, 32, 3) or len(out["frame"]) != n:
-        raise ValueError(f"{path}: expected pose/2d (N,32,2), pose/3d (N,32,3), frame (N,) with N = "
+        raise BadValueError(f"{path}: expected pose/2d (N,32,2), pose/3d (N,32,3), frame (N,) with N = "
                          f"len(camera) = {n}; got {out['pose/2d'].shape}, {out['pose/3d'].shape}, "
                          f"{np.shape(out['frame'])}")
     return out
@@ -149,11 +167,17 @@ def _fingerprint(files, camera_file, intervals, check_images, splits):
 
 def is_black(path):
     """-> None if unreadable, else True when the first (blue) channel is entirely zero (SPEC §5.2)."""
-    import cv2
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    status = check_image(path)
+    return None if status in ("unreadable", "truncated") else status == "black"
+
+
+def check_image(path):
+    """-> 'ok', 'black' (blue channel all zero, SPEC §5.2), 'unreadable', or 'truncated' (a JPEG cut
+    short: OpenCV would decode it with its missing part grey and no error)."""
+    image, why = read_image(path)
     if image is None:
-        return None
-    return not image[..., 0].any()
+        return "truncated" if why.startswith("truncated") else "unreadable"
+    return "ok" if image[..., 0].any() else "black"
 
 
 def _camera_arrays(cam):
@@ -178,7 +202,7 @@ def _sequence_rows(subject, folder, annot, cams, interval, image_dir, layout, co
     if cams is not None:
         unknown = sorted(set(cam_col[rows]) - set(cams))
         if unknown:
-            raise KeyError(f"calibration has no camera {unknown} for subject {subject} "
+            raise MissingKeyError(f"calibration has no camera {unknown} for subject {subject} "
                            f"(sequence {folder}); pass --cameras FILE with that subject's cameras")
     width = np.array([cams[c]["width"] for c in cam_col[rows]], np.int32)
     height = np.array([cams[c]["height"] for c in cam_col[rows]], np.int32)
@@ -233,16 +257,14 @@ def _drop_black(arrays, image_dir, counts, workers, progress):
     if not paths:
         return arrays
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        it = pool.map(is_black, paths, chunksize=16)
+        it = pool.map(check_image, paths, chunksize=16)
         if progress:
             from tqdm import tqdm
             it = tqdm(it, total=len(paths), desc="checking images", unit="img", leave=False)
-        result = list(it)
-    unreadable = np.array([r is None for r in result])
-    black = np.array([r is True for r in result])
-    counts["skipped_unreadable_image"] += int(unreadable.sum())
-    counts["skipped_black_image"] += int(black.sum())
-    keep = ~(unreadable | black)
+        result = np.array(list(it))
+    for status in ("unreadable", "truncated", "black"):
+        counts[f"skipped_{status}_image"] += int((result == status).sum())
+    keep = result == "ok"
     return {k: v[keep] for k, v in arrays.items()}
 
 
@@ -259,15 +281,17 @@ def _empty_split_error(split, subjects, found_subjects, counts, data_dir, interv
                f"expected imageSequence/<camera>/img_%06d.jpg beside each annot.h5)")
     else:
         why = "every remaining image is unreadable or black (black-image filter; try --no-check-images)"
-    raise ValueError(f"split {split!r} is empty: {why}. Counts: rows {counts['rows']}, every {interval}th "
+    raise BadValueError(f"split {split!r} is empty: {why}. Counts: rows {counts['rows']}, every {interval}th "
                      f"row per camera -> {counts['sampled']}, {dict(counts)}")
 
 
 def prepare_h36m(src, dst, cameras=None, train_interval=40, valid_interval=100, splits=("train", "valid"),
-                 check_images=True, force=False, workers=None, progress=True, log=print):
+                 check_images=True, force=False, workers=None, progress=True, log=print, trusted=None):
     """Build ``dst/index.json``, ``dst/<split>.npz`` and ``dst/stats.npz`` -> the index info dict.
 
     A no-op (returns the existing info) when the inputs and options are unchanged, unless ``force``.
+    ``trusted``: paths (files or folders) whose ``annot.pkl`` may hold pickled code (``--trust``);
+    any other ``annot.pkl`` is read as plain data only.
     """
     from lib.datasets.cameras import load_h36m_cameras
     t0 = time.time()
@@ -281,9 +305,9 @@ def prepare_h36m(src, dst, cameras=None, train_interval=40, valid_interval=100, 
     intervals = {"train": int(train_interval), "valid": int(valid_interval)}
     for split in splits:
         if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; known: {sorted(SPLITS)}")
+            raise BadValueError(f"unknown split {split!r}; known: {sorted(SPLITS)}")
         if intervals[split] < 1:
-            raise ValueError(f"--{split}-interval must be >= 1, got {intervals[split]}")
+            raise BadValueError(f"--{split}-interval must be >= 1, got {intervals[split]}")
     fingerprint = _fingerprint([a[2] for a in annots], camera_file, intervals, check_images, splits)
     old = None if force else idx.up_to_date_index(dst, "h36m", fingerprint, log)
     if old is not None:
@@ -315,9 +339,9 @@ def prepare_h36m(src, dst, cameras=None, train_interval=40, valid_interval=100, 
             todo = tqdm(todo, desc=f"h36m {split}", unit="seq", leave=False)
         for subject, folder, path, layout in todo:
             if subject not in all_cams:
-                raise KeyError(f"{cam_desc} has no cameras for subject {subject} (needed by {path}); "
+                raise MissingKeyError(f"{cam_desc} has no cameras for subject {subject} (needed by {path}); "
                                f"pass --cameras FILE with that subject")
-            annot = _read_annot(path, layout)
+            annot = _read_annot(path, layout, trusted)
             parts.append(_sequence_rows(subject, folder, annot, all_cams[subject], intervals[split], data_dir,
                                         layout, counts, listing))
             seqs.append(f"{subject}/{folder}")

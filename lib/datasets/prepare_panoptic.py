@@ -24,6 +24,8 @@ import numpy as np
 from lib.datasets import index as idx
 from lib.datasets.prepare_h36m import _drop_black
 from lib.datasets.stats import write_train_stats
+from lib.utils.errors import BadValueError, MissingKeyError
+from lib.utils.safe_io import load_json
 
 TRAIN_SEQUENCES = ("171204_pose1", "171204_pose2", "171204_pose3", "171026_pose1", "171026_pose2",
                    "171026_cello3", "161029_piano3", "161029_piano4", "170407_office2")
@@ -42,8 +44,7 @@ def load_calibration(seq_dir):
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; fetch it with panoptic-toolbox "
                                 f"./scripts/getData.sh {seq_dir.name}")
-    with open(path) as fh:
-        calib = json.load(fh)
+    calib = load_json(path)
     cams = {}
     for cam in calib.get("cameras", []):
         key = (int(cam["panel"]), int(cam["node"]))
@@ -56,7 +57,7 @@ def load_calibration(seq_dir):
                          "width": int(res[0]), "height": int(res[1])}
     missing = [k for k in HD_CAMERAS if k not in cams]
     if missing:
-        raise KeyError(f"{path}: no HD camera entries for (panel, node) {missing}")
+        raise MissingKeyError(f"{path}: no HD camera entries for (panel, node) {missing}")
     return cams
 
 
@@ -73,8 +74,7 @@ def _sequence_rows(seq_dir, interval, counts, project_panoptic):
     counts["sampled_frames"] += len(files)
     poses, frame_strs = [], []
     for f in files:
-        with open(f) as fh:
-            bodies = json.load(fh).get("bodies", [])
+        bodies = load_json(f).get("bodies", [])
         if len(bodies) != 1:
             counts["skipped_not_one_body"] += 1
             continue
@@ -146,12 +146,12 @@ def prepare_panoptic(src, dst, train_seqs=TRAIN_SEQUENCES, valid_seqs=VALID_SEQU
         raise FileNotFoundError(f"--src {src} does not exist; pass the folder holding the panoptic-toolbox "
                                 f"sequences (<seq>/calibration_<seq>.json, hdImgs/, hdPose3d_stage1_coco19/)")
     if int(interval) < 1:
-        raise ValueError(f"--interval must be >= 1, got {interval}")
+        raise BadValueError(f"--interval must be >= 1, got {interval}")
     seq_of = {"train": tuple(train_seqs), "valid": tuple(valid_seqs)}
     found = sorted(p.name for p in src.iterdir() if p.is_dir() and (p / "hdPose3d_stage1_coco19").is_dir())
     for split in splits:
         if split not in seq_of:
-            raise ValueError(f"unknown split {split!r}; known: train, valid")
+            raise BadValueError(f"unknown split {split!r}; known: train, valid")
     wanted = [src / s for split in splits for s in seq_of[split] if (src / s).is_dir()]
     intervals = {s: int(interval) for s in splits}
     fingerprint = _fingerprint(wanted, intervals, check_images, splits, {k: list(v) for k, v in seq_of.items()})
@@ -197,7 +197,7 @@ def prepare_panoptic(src, dst, train_seqs=TRAIN_SEQUENCES, valid_seqs=VALID_SEQU
                 why = "the images of every sample are missing (expected hdImgs/<PP>_<NN>/<PP>_<NN>_<frame>.jpg)"
             else:
                 why = "every remaining image is unreadable or black (black-image filter; try --no-check-images)"
-            raise ValueError(f"split {split!r} is empty: {why}. Counts: {dict(counts)}")
+            raise BadValueError(f"split {split!r} is empty: {why}. Counts: {dict(counts)}")
         n = idx.write_split(dst, split, arrays, NUM_JOINTS)
         if split == "train":
             train_arrays = arrays

@@ -7,6 +7,8 @@ sample. Mean and population std (ddof 0) per joint and coordinate.
 """
 import numpy as np
 
+from lib.utils.errors import BadValueError
+
 
 def compute_stats(joints_2d_px, joints_3d_cm, width, height, margin_px=200.0):
     """joints_2d_px (N,J,2), joints_3d_cm (N,J,3), width/height (N,) or scalars ->
@@ -14,13 +16,13 @@ def compute_stats(joints_2d_px, joints_3d_cm, width, height, margin_px=200.0):
     j2d = np.asarray(joints_2d_px, dtype=np.float64)
     j3d = np.asarray(joints_3d_cm, dtype=np.float64)
     if len(j2d) == 0:
-        raise ValueError("cannot compute normalisation stats from an empty training split")
+        raise BadValueError("cannot compute normalisation stats from an empty training split")
     w = np.broadcast_to(np.asarray(width, dtype=np.float64), j2d.shape[:1])[:, None]
     h = np.broadcast_to(np.asarray(height, dtype=np.float64), j2d.shape[:1])[:, None]
     x, y = j2d[..., 0], j2d[..., 1]
     inside = ((x > -margin_px) & (x < w + margin_px) & (y > -margin_px) & (y < h + margin_px)).all(axis=1)
     if not inside.any():
-        raise ValueError(f"no training sample has all joints within ±{margin_px} px of the image; "
+        raise BadValueError(f"no training sample has all joints within ±{margin_px} px of the image; "
                          f"cannot compute 2D normalisation stats")
     kept = j2d[inside]
     stats = {"mean_2d": kept.mean(axis=0), "std_2d": kept.std(axis=0),

@@ -2,7 +2,7 @@
 
 * :func:`atomic_save` writes ``<path>.tmp`` in the same folder, flushes it to disk, then
   ``os.replace``-s it over ``path``: a kill at any moment leaves either the old or the new file,
-  never a truncated one.
+  never a truncated one. A full disk ends with one :class:`DiskFullError` naming the target.
 * :func:`load_checkpoint` is ``torch.load(path, map_location, weights_only=True)`` with an error
   that names the file and what to do.
 * RNG states (torch CPU/CUDA, numpy, Python ``random``) are stored as tensors and lists
@@ -22,6 +22,7 @@ Training checkpoint layout (``checkpoint.pth``, written by :mod:`lib.engine.trai
 ``model_best.pth``, ``model_best_cross.pth`` and ``final_state.pth`` are bare detector state dicts
 (loadable by ``model_2d.load_pose_checkpoint`` and by the original code).
 """
+import errno
 import os
 import random
 from collections.abc import Mapping
@@ -29,6 +30,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from lib.utils.errors import DiskFullError
+from lib.utils.safe_io import torch_load
 
 TRAIN_FORMAT = "l2d-train-state"
 TRAIN_VERSION = 1
@@ -57,17 +61,53 @@ def plain(obj):
                     f"tensors / lists / dicts / numbers first")
 
 
+class _WriteRecorder:
+    """File wrapper that keeps the OSError of a failed write: torch turns it into a RuntimeError
+    ("unexpected pos ...") that no longer says the disk is full."""
+
+    def __init__(self, fh):
+        self.fh, self.error = fh, None
+
+    def write(self, data):
+        try:
+            return self.fh.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self.fh, name)
+
+
+def _disk_full(err) -> bool:
+    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def atomic_save(obj, path) -> Path:
-    """``torch.save(obj)`` to ``path`` through a temporary file and ``os.replace``."""
+    """``torch.save(obj)`` to ``path`` through a temporary file and ``os.replace``.
+
+    A full disk raises :class:`lib.utils.errors.DiskFullError` naming ``path``; the previous file
+    at ``path`` is untouched (only the temporary file was being written, and it is removed).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
+    recorder = None
     try:
         with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
+            recorder = _WriteRecorder(fh)
+            torch.save(obj, recorder)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        cause = recorder.error if recorder is not None and recorder.error is not None else err
+        if _disk_full(cause):
+            kept = "the previous file is intact" if path.exists() else "nothing was written"
+            raise DiskFullError(errno.ENOSPC, f"no space left on the device while writing {path}; {kept}. "
+                                f"Free space (or point OUTPUT_DIR elsewhere), then re-run (--resume for a "
+                                f"training run)", str(path)) from err
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -75,17 +115,11 @@ def atomic_save(obj, path) -> Path:
 
 
 def load_checkpoint(path, map_location="cpu"):
-    """``torch.load(path, weights_only=True)``; errors name the file."""
+    """``torch.load(path, weights_only=True)``; errors name the file and what to do."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:   # noqa: BLE001 - re-raised with the file name and what to do
-        raise RuntimeError(f"{path}: cannot be read with torch.load(weights_only=True) "
-                           f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). "
-                           f"It may be truncated or written by other code; checkpoints of this project "
-                           f"hold tensors and plain Python types only.") from err
+    return torch_load(path, what="training checkpoint", map_location=map_location)
 
 
 # ----------------------------------------------------------------------------- RNG

@@ -49,6 +49,7 @@ Under ``torchrun`` (``WORLD_SIZE`` > 1; helpers in :mod:`lib.engine.distributed`
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Dict
@@ -58,6 +59,7 @@ import torch
 
 from lib.engine import distributed as ddp
 from lib.eval.metrics import mpjpe_torch, p_mpjpe_torch
+from lib.utils.errors import UserError
 
 CM_PER_M = 100.0
 MM_PER_CM = 10.0
@@ -159,8 +161,38 @@ class _TrainLoss(torch.nn.Module):
         return torch.linalg.vector_norm(pred_m - pose_3d_cm / CM_PER_M, dim=-1).mean()
 
 
-def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None) -> Dict:
+class WeightsExistError(UserError, FileExistsError):
+    """The lifter's output file exists and ``overwrite`` was not given."""
+
+
+def guard_existing_weights(out_path: Path, overwrite: bool, log=None, write: bool = True) -> None:
+    """Refuse to replace trained weights unless ``overwrite``; then keep the old file as ``<name>.bak``.
+
+    Checked before training starts, so a refusal costs nothing. The backup is a copy, so the
+    current file stays in place (and in use) until the first better epoch replaces it atomically.
+    """
+    out_path = Path(out_path)
+    if not out_path.exists():
+        return
+    backup = out_path.with_name(out_path.name + ".bak")
+    if not overwrite:
+        raise WeightsExistError(
+            f"lifter weights already exist: {out_path}; they are not replaced. Pass --overwrite to train anew "
+            f"(the old file is kept as {backup}), or --weights NEW_FILE (MODEL_3D.WEIGHTS.<NAME>) to write "
+            f"elsewhere")
+    if write:
+        tmp = backup.with_name(backup.name + ".tmp")
+        shutil.copy2(out_path, tmp)
+        os.replace(tmp, backup)
+    if log is not None:
+        log.info("--overwrite: %s will be replaced by this run; the previous file is kept as %s", out_path, backup)
+
+
+def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None, overwrite: bool = False) -> Dict:
     """Train lifter ``name`` as configured (one process, or every rank of a ``torchrun`` launch).
+
+    An existing output file is refused before training unless ``overwrite`` (which keeps it as
+    ``<file>.bak``; :func:`guard_existing_weights`).
 
     Returns ``{'path', 'best', 'history', 'baseline_mean_pose_mm', 'untrained_mm', 'run_folder'}``: the two
     references are the valid MPJPE (mm) of predicting the training mean pose and of the network before training.
@@ -206,6 +238,7 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None) ->
         flip = bool(recipe["flip_augment"]) and bool(lt.FLIP)
         sync_bn = world > 1 and bool(cfg.TRAIN.SYNC_BN)
         out_path = Path(out_path) if out_path else model_3d.lifter_weight_path(cfg, name)
+        guard_existing_weights(out_path, overwrite, log, write=is_main)
         log.info("training lifter %s on %s GT 2D->3D: %d train / %d valid samples, %d epochs, batch %d, lr %g, "
                  "loss %s, flip %s, device %s -> %s (recipe: %s)", name, dataset, x_tr.shape[0], x_va.shape[0],
                  epochs, batch_size, lr0, recipe["loss"], flip, device, out_path, recipe["source"])

@@ -47,13 +47,14 @@ from lib.engine.distributed import ShardSampler  # noqa: F401 - re-exported (run
 from lib.engine.evaluator import results_for_json, validate
 from lib.engine.run_dir import lifter_names, run_dir as make_run_dir
 from lib.utils.logger import close_logger, setup_logger
+from lib.utils.errors import UserError
 
 # SPEC §2.1 step 10: lifter dict order (dropout index and DWA entries follow it).
 LIFTER_ORDER = ("sb", "videopose", "iganet", "mixste")
 META_TO_DEVICE = ("center", "scale", "joints_3d", "image_size")
 
 
-class RunExistsError(ValueError):
+class RunExistsError(UserError, ValueError):
     """The run folder already holds a finished run (model_best.pth) and --resume was not given."""
 
 
