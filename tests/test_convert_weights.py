@@ -385,7 +385,7 @@ def test_pretrain_recipes_and_paper_files_fit_one_converted_checkpoint():
 # COCO channel c is trained on Human3.6M target COCO_TARGET[c]: the 12 shared joints at their
 # COCO indices; nose, eyes and ears on the neck / head targets (not evaluated).
 COCO_TARGET = [9, 10, 10, 10, 10, 11, 14, 12, 15, 13, 16, 4, 1, 5, 2, 6, 3]
-STEPS = 45
+STEPS = 40
 
 
 @pytest.fixture(scope="module")
@@ -404,7 +404,7 @@ def coco_detector(tmp_path_factory):
              "gt": np.stack([s[3]["joints_2d"] for s in items])}
     torch.manual_seed(0)
     net = build_pose_net(cfg)
-    opt = torch.optim.Adam(net.parameters(), lr=6e-3)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     loss_fn = JointsMSELoss(True)
     for _ in range(STEPS):              # the same few images every step: only channel meaning matters
         loss = loss_fn(net(batch["img"]), batch["target"][:, COCO_TARGET], batch["weight"][:, COCO_TARGET])
@@ -417,10 +417,11 @@ def coco_detector(tmp_path_factory):
 
 def _pdj_shared(net, batch, channel_of):
     """Per-sample, per-joint PDJ@0.2 hits (N, 12) of the shared joints; channel_of[h] = net channel."""
-    from lib.core.heatmap import decode_soft
-    # BatchNorm on batch statistics: 45 steps leave the running statistics far behind them.
+    from lib.core.heatmap import decode_argmax
+    # BatchNorm on batch statistics (40 steps leave the running ones far behind) and the hard
+    # argmax (a briefly trained map peaks at the joint before its mass concentrates there).
     with torch.no_grad():
-        pred = decode_soft(net.train()(batch["img"]), batch["center"], batch["scale"], 100.0, True).numpy()
+        pred = decode_argmax(net.train()(batch["img"]), batch["center"], batch["scale"], True)[0].numpy()
     gt = batch["gt"].astype(np.float64)
     torso = np.linalg.norm(gt[:, 11] - gt[:, 1], axis=-1)               # l_shoulder - r_hip
     joints = sorted(COCO_SHARED)
@@ -428,7 +429,7 @@ def _pdj_shared(net, batch, channel_of):
     return err < 0.2 * torso[:, None]
 
 
-def _converted(path, monkeypatch=None):
+def _converted(path):
     out, _ = cv.convert_checkpoint(path, "coco", _cfg())
     net = build_pose_net(_cfg())
     load_pose_checkpoint(net, out, strict=True)
@@ -440,7 +441,7 @@ def test_pdj_of_the_12_joints_survives_conversion(coco_detector, monkeypatch):
     src = build_pose_net(_cfg())
     load_pose_checkpoint(src, coco_detector["path"], strict=True)
     source_hits = _pdj_shared(src, batch, COCO_SHARED)
-    assert source_hits.mean() > 0.4, source_hits.mean()           # it did learn where the joints are
+    assert source_hits.mean() > 0.3, source_hits.mean()           # it did learn where the joints are
     converted_hits = _pdj_shared(_converted(coco_detector["path"]), batch, {h: h for h in COCO_SHARED})
     assert np.array_equal(converted_hits, source_hits)
     # A wrong channel map (left and right limbs swapped) does not survive: the test can fail.
