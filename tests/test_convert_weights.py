@@ -396,7 +396,8 @@ def coco_detector(tmp_path_factory):
     base = tmp_path_factory.mktemp("convert")
     data = make_tiny_h36m(base / "data", seed=0, frames_per_seq=4, image_size=128)
     cfg = _cfg(TINY, "DATASET.ROOT", str(data))
-    items = [s for s in build_dataset(cfg, "train", False)]
+    dataset = build_dataset(cfg, "train", False)
+    items = [dataset[i] for i in range(len(dataset))]
     batch = {"img": torch.stack([s[0] for s in items]), "target": torch.stack([s[1] for s in items]),
              "weight": torch.stack([s[2] for s in items]),
              "center": torch.stack([torch.as_tensor(s[3]["center"]) for s in items]),
