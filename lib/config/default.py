@@ -30,6 +30,7 @@ _C.MODEL = CN()
 _C.MODEL.NAME = "pose_hrnet"       # registered detector: pose_hrnet (alias hrnet), pose_resnet, or yours
 _C.MODEL.INIT_WEIGHTS = True       # initialise from MODEL.PRETRAINED when it is set
 _C.MODEL.PRETRAINED = ""           # full checkpoint of the detector (loaded strictly)
+_C.MODEL.PRETRAINED_FORMAT = "h36m"  # joint set of MODEL.PRETRAINED: h36m (our layout) | coco | mpii | imagenet (converted at load time, model_2d/convert.py)
 _C.MODEL.NUM_JOINTS = 17           # detector output channels (always Human3.6M-17; Panoptic remaps to 15)
 _C.MODEL.TAG_PER_JOINT = True      # accepted for HRNet YAMLs; unused
 _C.MODEL.TARGET_TYPE = "gaussian"  # heatmap target type (gaussian only)

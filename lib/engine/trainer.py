@@ -191,13 +191,17 @@ def build_detector(cfg, log=None):
     """The detector of cfg.MODEL, initialised from TRAIN.FINETUNE (whole net, strict) or MODEL.PRETRAINED."""
     import model_2d
     model = model_2d.build_pose_net(cfg)
+    from model_2d.convert import MissingWeightsError, how_to_make_pretrained, load_pretrained
     if cfg.TRAIN.FINETUNE:
+        if not os.path.isfile(cfg.TRAIN.FINETUNE):
+            raise MissingWeightsError(
+                f"TRAIN.FINETUNE {cfg.TRAIN.FINETUNE!r} does not exist: it names a detector checkpoint in our "
+                f"layout, e.g. <run dir>/model_best.pth of an earlier run. " + how_to_make_pretrained(cfg))
         report = model_2d.load_pose_checkpoint(model, cfg.TRAIN.FINETUNE, strict=True)
         if log:
             log.info("=> fine-tuning from %s", report.summary())
     elif cfg.MODEL.PRETRAINED:
-        layers = list(cfg.MODEL.EXTRA.get("PRETRAINED_LAYERS", ["*"]))
-        report = model_2d.init_pretrained(model, cfg.MODEL.PRETRAINED, layers)
+        report = load_pretrained(model, cfg, log)
         if log:
             log.info("=> pretrained: %s", report.summary())
     elif log:
