@@ -396,3 +396,36 @@ def test_guided_run_of_the_tiny_preset_lowers_the_training_loss(tmp_path):
     state = torch.load(Path(out["run_dir"]) / "final_state.pth", weights_only=True)
     assert sorted(state) == sorted(k for k, _ in official_layout(
         32, 2, 64, deconv=16, grid=(8, 6)))
+
+
+def test_official_coco_file_converts_to_the_h36m_head(tmp_path):
+    """An official-layout ViTPose COCO file through run/convert_weights.py: the backbone and decoder
+    are copied bit for bit, the 12 shared joints take their COCO rows, the pelvis the mean of the two
+    hips (README's rule), and the result loads strictly into the tiny preset."""
+    from run import convert_weights
+
+    coco = ("nose", "l_eye", "r_eye", "l_ear", "r_ear", "l_shoulder", "r_shoulder", "l_elbow", "r_elbow",
+            "l_wrist", "r_wrist", "l_hip", "r_hip", "l_knee", "r_knee", "l_ankle", "r_ankle")
+    h36m = ("pelvis", "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "spine", "thorax", "neck",
+            "head", "l_shoulder", "l_elbow", "l_wrist", "r_shoulder", "r_elbow", "r_wrist")
+    sd = _random_official(official_layout(32, 2, 64, deconv=16, grid=(8, 6)), seed=3)
+    src = tmp_path / "vitpose_tiny_coco.pth"
+    torch.save({"meta": {"epoch": 210}, "state_dict": sd}, src)
+    dst = tmp_path / "converted.pth"
+    convert_weights.main(["--src", str(src), "--format", "coco", "--cfg", TINY, "--dst", str(dst)])
+
+    out = torch.load(dst, weights_only=True)
+    net = _tiny()
+    net.load_state_dict(out, strict=True)
+    head = "keypoint_head.final_layer."
+    for key, value in sd.items():
+        if not key.startswith(head):
+            assert torch.equal(out[key], value), key
+    w, b = sd[head + "weight"], sd[head + "bias"]
+    for h, name in enumerate(h36m):
+        if name in coco:
+            c = coco.index(name)
+            assert torch.equal(out[head + "weight"][h], w[c]) and torch.equal(out[head + "bias"][h], b[c]), name
+    hips = [coco.index("l_hip"), coco.index("r_hip")]
+    torch.testing.assert_close(out[head + "weight"][0], w[hips].mean(0))
+    torch.testing.assert_close(out[head + "bias"][0], b[hips].mean(0))
