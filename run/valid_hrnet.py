@@ -200,6 +200,10 @@ def main(argv=None):
     results = validate(cfg, loader, model, device, lifters, None, gt_2d=args.gt, soft_argmax=soft, beta=beta,
                        ensemble=bool(cfg.TEST.ENSEMBLE), action_valid=bool(cfg.TEST.ACTION_VALID))
     print("\n".join(format_report(cfg, results, model_path, list(lifters), args.gt, soft, beta)))
+    if results["non_finite_samples"]:
+        print(f"warning: {results['non_finite_samples']} of {results['num_samples']} samples have non-finite "
+              f"heatmaps or joints ({model_path} diverged?): they count as PDJ misses and their MPJPE is "
+              f"undefined (null in the metrics file)", file=sys.stderr)
 
     model_dir.mkdir(parents=True, exist_ok=True)
     command = "python run/valid_hrnet.py " + shlex.join(str(a) for a in (sys.argv[1:] if argv is None else argv))

@@ -21,7 +21,7 @@ at the end (one synchronisation per validation).
 
 Returned dict (plain floats; ``-1`` where no lifter was evaluated, as the original)::
 
-    {'num_samples', 'pdj', 'mpjpe', 'p_mpjpe',
+    {'num_samples', 'non_finite_samples', 'pdj', 'mpjpe', 'p_mpjpe',
      'per_lifter': {name: {'mpjpe', 'p_mpjpe', 'held_out': bool}},
      'main': {'mpjpe', 'p_mpjpe', 'lifters'},            # pooled training (main) lifters
      'cross': {'mpjpe', 'p_mpjpe', 'lifters'} | None,    # pooled held-out lifters
@@ -70,6 +70,14 @@ def pdj_hits(pred_2d_px: torch.Tensor, gt_2d_px: torch.Tensor, left_shoulder: in
     torso = torch.linalg.vector_norm(gt_2d_px[:, left_shoulder] - gt_2d_px[:, right_hip], dim=-1)
     err = torch.linalg.vector_norm(pred_2d_px - gt_2d_px, dim=-1)
     return err < fraction * torso[:, None]
+
+
+def p_mpjpe_guarded(pred_mm: torch.Tensor, gt_mm: torch.Tensor) -> torch.Tensor:
+    """P-MPJPE per sample, NaN for a sample with non-finite predictions (the SVD would raise on it)."""
+    finite = torch.isfinite(pred_mm).flatten(1).all(dim=1)
+    safe = torch.where(finite[:, None, None], pred_mm, gt_mm)
+    err = p_mpjpe_torch(safe, gt_mm)
+    return torch.where(finite, err, torch.full_like(err, float("nan")))
 
 
 def _autocast(device: torch.device, amp: str):
@@ -130,6 +138,7 @@ def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
         raise ValueError("validate: model_2d is None; pass a detector or gt_2d=True")
 
     hits, per_sample, per_sample_p, actions = [], {n: [] for n in names}, {n: [] for n in names}, []
+    non_finite = []
     ens, ens_p, sample_index = [], [], []
     distributed = is_dist()
     for step, (images, _target, _weight, meta) in enumerate(loader):
@@ -148,7 +157,14 @@ def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
                 pred_2d = decode_soft(heatmaps, center, scale, beta, post_process)
             else:
                 pred_2d, _ = decode_argmax(heatmaps, center, scale, post_process)
-        hits.append(pdj_hits(pred_2d, joints_2d, skel.left_shoulder, skel.right_hip))
+        # Non-finite guard (one flag per sample, no host sync): a diverged detector's NaN/inf
+        # heatmaps or joints. Such samples never count as PDJ hits and make the MPJPE NaN, so a
+        # validation with any of them can never become "best" (the trainer checks the count).
+        bad = ~torch.isfinite(pred_2d).flatten(1).all(dim=1)
+        if not gt_2d:
+            bad = bad | ~torch.isfinite(heatmaps).flatten(1).all(dim=1)
+        non_finite.append(bad)
+        hits.append(pdj_hits(pred_2d, joints_2d, skel.left_shoulder, skel.right_hip) & ~bad[:, None])
         if distributed and sample_index is not None:
             if "index" in meta:
                 sample_index.append(torch.as_tensor(meta["index"]).to(device).long().reshape(-1))
@@ -169,12 +185,12 @@ def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
             gt_mm = gt_mm_for(lifter, joints_3d_cm)
             gt0 = gt_mm if gt0 is None else gt0
             per_sample[name].append(mpjpe_torch(pred_mm, gt_mm))
-            per_sample_p[name].append(p_mpjpe_torch(pred_mm, gt_mm))
+            per_sample_p[name].append(p_mpjpe_guarded(pred_mm, gt_mm))
             preds_mm.append(pred_mm)
         if ensemble:
             med = median_over_lifters(torch.stack(preds_mm))
             ens.append(mpjpe_torch(med, gt0))
-            ens_p.append(p_mpjpe_torch(med, gt0))
+            ens_p.append(p_mpjpe_guarded(med, gt0))
 
     if model_2d is not None and was_training:
         model_2d.train()
@@ -192,7 +208,8 @@ def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
 
     hits = gather(hits, torch.zeros(0, skel.num_joints, dtype=torch.bool, device=device))
     num_samples = int(hits.shape[0])
-    out = {"num_samples": num_samples, "dataset": dataset,
+    non_finite = gather(non_finite, torch.zeros(0, dtype=torch.bool, device=device))
+    out = {"num_samples": num_samples, "dataset": dataset, "non_finite_samples": int(non_finite.sum()),
            "pdj": 100.0 * float(hits.double().mean()) if num_samples else 0.0,
            "per_lifter": {}, "per_action": None, "per_sample_mpjpe": {}, "cross": None, "ensemble": None}
     cat = {n: gather(per_sample[n]) for n in names}
