@@ -216,3 +216,60 @@ def test_log_names_why_the_run_stopped(env, monkeypatch, how):
     command = last.split("Resume with: ", 1)[1]
     assert command.startswith("python run/train_hrnet.py --cfg " + CFG) and command.endswith(" --resume")
     assert signal.getsignal(signal.SIGTERM) == handler_before       # the trainer's handler is gone again
+
+
+# ----------------------------------------------------------------------------- item 6: infer.py
+def test_infer_skips_bad_frames_clips_boxes_and_writes_valid_json(tmp_path, caplog):
+    import cv2
+    import numpy as np
+    import model_2d
+    import model_3d
+    from lib.config import load_cfg
+    from run import infer
+
+    cfg = load_cfg(CFG, [])
+    torch.manual_seed(0)
+    net = model_2d.build_pose_net(cfg)
+    run = tmp_path / "run"
+    run.mkdir()
+    state = net.state_dict()
+    state["final_layer.weight"].fill_(float("nan"))      # a diverged detector: NaN heatmaps
+    torch.save(state, run / "model_best.pth")
+    (run / "config.yaml").write_text(cfg.dump())
+    rng = np.random.default_rng(0)
+    stats = {"mean_2d": rng.uniform(80, 160, (17, 2)), "std_2d": rng.uniform(10, 30, (17, 2)),
+             "mean_3d": rng.normal(0, 20, (17, 3)), "std_3d": rng.uniform(5, 30, (17, 3))}
+    lifter = tmp_path / "sb.pth"
+    model_3d.save_lifter_checkpoint(lifter, model_3d.build_lifter("sb", 17, stats=stats), name="sb",
+                                    num_joints=17, dataset="h36m")
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for name in ("a.png", "c.png", "d.png"):
+        cv2.imwrite(str(frames / name), np.full((120, 90, 3), 100, np.uint8))
+    (frames / "b.jpg").write_bytes(b"not a jpeg")          # unreadable: aborted the whole run before
+    boxes = tmp_path / "boxes.json"
+    # a: NaN (rejected -> whole frame), b: its frame is unreadable, c: huge (crashed OpenCV; clipped),
+    # d: wholly outside (-> whole frame), then one box too many
+    boxes.write_text("[[NaN, 0, 50, 50], [0, 0, 10, 10], [-1e12, -1e12, 1e12, 1e12], [500, 500, 600, 700],"
+                     " [1, 1, 5, 5]]")
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING"):
+        summary = infer.main(["--run_dir", str(run), "--model_3d", "sb", "--lifter_weights", str(lifter),
+                              "--input", str(frames), "--boxes", str(boxes), "--out", str(out), "--gpu_id", "-1"])
+    assert summary["frames"] == 3 and summary["skipped_frames"] == ["b.jpg"]
+    assert (summary["rejected_boxes"], summary["clipped_boxes"], summary["outside_boxes"]) == (1, 1, 1)
+    assert summary["unused_boxes"] == 1 and summary["non_finite_frames"] == 3
+
+    def no_nan(token):
+        raise AssertionError(f"invalid JSON token {token}")
+    recs = [json.loads(line, parse_constant=no_nan) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [r["image"] for r in recs] == ["a.png", "c.png", "d.png"]
+    assert [r["box"] for r in recs] == [[0.0, 0.0, 90.0, 120.0]] * 3     # whole frame / clipped to the image
+    assert all(v is None for r in recs for xy in r["joints_2d_px"] + r["joints_3d_m"] for v in xy)
+    assert (out / "combined" / "c.png").is_file()                         # drawing survives NaN joints
+    text = caplog.text
+    for expected in ("cannot read image", "1 unreadable image(s) skipped", "NaN/inf numbers rejected",
+                     "1 box(es) reaching outside the image were clipped", "wholly outside",
+                     "1 more box(es) than there are frames", "3 frame(s) have non-finite predictions"):
+        assert expected in text, expected
