@@ -53,7 +53,7 @@ from lib.utils.logger import close_logger, setup_logger
 
 # SPEC §2.1 step 10: lifter dict order (dropout index and DWA entries follow it).
 LIFTER_ORDER = ("sb", "videopose", "iganet", "mixste")
-META_TO_DEVICE = ("center", "scale", "joints_3d", "image_size")
+META_TO_DEVICE = ("center", "scale", "joints_3d", "image_size", "joints_3d_valid")
 
 
 class RunExistsError(ValueError):
@@ -357,7 +357,7 @@ def train_one_epoch(epoch, model, objective, loader, optimizer, scaler, device, 
             images = images.contiguous(memory_format=torch.channels_last)
         target = target.to(device, non_blocking=True)
         target_weight = target_weight.to(device, non_blocking=True)
-        meta_dev = {k: meta[k].to(device, non_blocking=True).float() for k in META_TO_DEVICE}
+        meta_dev = {k: meta[k].to(device, non_blocking=True).float() for k in META_TO_DEVICE if k in meta}
 
         with _autocast(device, amp):
             heatmaps = model(images)
@@ -672,6 +672,8 @@ def _train(cfg, device, rank, world, is_main, out_dir, log, log_path, resume, ar
         entry = {"epoch": epoch, "lr": lr_now, "train": stats,
                  "valid": {"pdj": results["pdj"], "mpjpe": results["mpjpe"], "p_mpjpe": results["p_mpjpe"],
                            "non_finite_samples": non_finite,
+                           "mpjpe_unmasked": (results.get("unmasked") or {}).get("mpjpe"),
+                           "p_mpjpe_unmasked": (results.get("unmasked") or {}).get("p_mpjpe"),
                            "per_lifter": {n: v["mpjpe"] for n, v in results["per_lifter"].items()},
                            "cross_mpjpe": cross_perf,
                            "cross_p_mpjpe": results["cross"]["p_mpjpe"] if results["cross"] else None,
@@ -687,6 +689,9 @@ def _train(cfg, device, rank, world, is_main, out_dir, log, log_path, resume, ar
         if use_3d:
             log.info("=> saving checkpoint to %s --> best: %s (PDJ@0.2: %.2f, MPJPE: %.2fmm, P-MPJPE: %.2fmm)",
                      out_dir, is_best, results["pdj"], results["mpjpe"], results["p_mpjpe"])
+            if results.get("unmasked"):
+                log.info("(DATASET.MASK_LOW_CONFIDENCE: low-confidence joints left out above; with them: "
+                         "MPJPE %.2fmm, P-MPJPE %.2fmm)", results["unmasked"]["mpjpe"], results["unmasked"]["p_mpjpe"])
             if len(results["per_lifter"]) > 1:
                 for n, v in results["per_lifter"].items():
                     log.info("%s\t Test MPJPE: %.2fmm%s", n, v["mpjpe"], " (held out)" if v["held_out"] else "")
