@@ -273,3 +273,18 @@ def test_infer_skips_bad_frames_clips_boxes_and_writes_valid_json(tmp_path, capl
                      "1 box(es) reaching outside the image were clipped", "wholly outside",
                      "1 more box(es) than there are frames", "3 frame(s) have non-finite predictions"):
         assert expected in text, expected
+
+
+def test_config_differences_tolerate_keys_added_since_the_checkpoint():
+    from lib.config import get_cfg
+    from lib.engine.checkpoint import plain
+    from lib.engine.resume import SAFE_RESUME_KEYS, config_differences
+    cfg = get_cfg()
+    saved = plain(cfg)
+    del saved["DATASET"]["MASK_LOW_CONFIDENCE"]           # a checkpoint older than the key
+    saved["REMOVED_KEY"] = 1
+    assert config_differences(saved, cfg) == {}            # the default value: nothing changed
+    cfg.DATASET.MASK_LOW_CONFIDENCE = True
+    cfg.TRAIN.LR = 0.5
+    assert config_differences(saved, cfg) == {"DATASET.MASK_LOW_CONFIDENCE": (None, True), "TRAIN.LR": (0.001, 0.5)}
+    assert "TRAIN.LR" in SAFE_RESUME_KEYS and "DATASET.MASK_LOW_CONFIDENCE" not in SAFE_RESUME_KEYS

@@ -49,14 +49,19 @@ def _flatten(tree, prefix="") -> Dict[str, object]:
 def config_differences(saved: dict, cfg) -> Dict[str, Tuple[object, object]]:
     """Checkpoint config (plain dict) vs ``cfg`` -> {KEY: (saved value, current value)} of changed keys.
 
-    A key only one side has (a config written by an older version) counts as changed.
+    A key the checkpoint lacks (written before the key existed) counts as changed only when the
+    current value is not the default; a key the current config lacks (since removed) is ignored.
     """
+    from lib.config import get_cfg
     from lib.engine.checkpoint import plain
     old, new = _flatten(plain(saved)), _flatten(plain(cfg))
+    defaults = _flatten(plain(get_cfg()))
     missing = object()
     diffs = {}
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key, missing), new.get(key, missing)
+    for key in sorted(new):
+        a, b = old.get(key, missing), new[key]
+        if a is missing and defaults.get(key, missing) == b:
+            continue
         if a != b:
             diffs[key] = (None if a is missing else a, None if b is missing else b)
     return diffs
