@@ -451,7 +451,13 @@ def _sigterm_as_interrupt():
         yield
         return
 
+    owner = os.getpid()
+
     def handler(signum, frame):
+        if os.getpid() != owner:     # a forked DataLoader worker inherited this: end as it would without it
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         raise Terminated("SIGTERM")
 
     previous = signal.signal(signal.SIGTERM, handler)
