@@ -14,7 +14,7 @@ from lib.core.heatmap import decode_argmax, decode_soft
 from lib.engine import trainer
 from lib.engine.resume import ResumeError
 from lib.utils.errors import UserError
-from run import train_hrnet, train_lifter, valid_hrnet
+from run import train_hrnet, valid_hrnet
 from conftest import make_tiny_h36m
 
 CFG = "experiments/demo/tiny_96x128.yaml"
@@ -26,9 +26,12 @@ def env(tmp_path_factory):
     data = make_tiny_h36m(base / "data", seed=3, frames_per_seq=2, image_size=128)
     common = ["DATASET.ROOT", str(data), "USE_CUDA", "False", "TRAIN.BATCH_SIZE_PER_GPU", "4",
               "TEST.BATCH_SIZE_PER_GPU", "8", "TRAIN.MAX_STEPS_PER_EPOCH", "2", "PRINT_FREQ", "5",
-              "TRAIN.LR_BUMP_EPOCH", "-1", "LIFTER_TRAIN.BATCH_SIZE", "16", "LIFTER_TRAIN.MAX_STEPS_PER_EPOCH", "2",
-              "MODEL_3D.WEIGHTS.SB", str(base / "sb.pth")]
-    train_lifter.main(["--cfg", CFG, "--model_3d", "sb", "--epochs", "1", "OUTPUT_DIR", str(base)] + common)
+              "TRAIN.LR_BUMP_EPOCH", "-1", "MODEL_3D.WEIGHTS.SB", str(base / "sb.pth")]
+    # an untrained sb lifter is enough here (its numbers are not checked); saves training one
+    import model_3d
+    from lib.datasets import index as idx
+    model_3d.save_lifter_checkpoint(base / "sb.pth", model_3d.build_lifter("sb", 17, stats=idx.load_stats(data)),
+                                    name="sb", num_joints=17, dataset="h36m")
     return {"base": base, "common": common}
 
 

@@ -21,6 +21,7 @@ from torch.autograd.function import once_differentiable
 from lib.core.skeleton import H36M, H36M_TO_PANOPTIC
 
 PIXEL_STD = 200.0
+EXP_CAP = 50.0          # soft-argmax: largest exponent (see _SoftArgmax.forward)
 SizeLike = Union[Sequence[float], torch.Tensor, np.ndarray]
 
 
@@ -47,9 +48,11 @@ class _SoftArgmax(torch.autograd.Function):
         floor = math.log(torch.finfo(dtype).tiny) + math.log(h * w) + 1.0
         peak = flat.amax(dim=-1, keepdim=True) if beta >= 0 else flat.amin(dim=-1, keepdim=True)
         weight = torch.add(peak * -beta, flat, alpha=beta)             # beta * (h - peak) <= 0
-        # max=0: for a diverged detector (maps ~1e9) the two products above round differently, so
-        # the peak's exponent can land at +1e4 instead of 0, exp() overflows and inf/inf is NaN.
-        weight = weight.clamp_(min=floor, max=0.0).exp_().reshape(n, j, h, w)   # unnormalised softmax
+        # max: for a diverged detector (maps ~1e9) the two products above round differently, so the
+        # peak's exponent can land at +1e4 instead of 0, exp() overflows and inf/inf is NaN. Ordinary
+        # maps round to within ~1e-5 of 0, far below the cap, so their numbers do not change at all
+        # (a cap at 0 would move them by that rounding); exp(50) x H*W stays finite in float32.
+        weight = weight.clamp_(min=floor, max=EXP_CAP).exp_().reshape(n, j, h, w)   # unnormalised softmax
         grid_x = torch.arange(w, dtype=dtype, device=heatmaps.device)
         grid_y = torch.arange(h, dtype=dtype, device=heatmaps.device)
         # Marginals first: (N, J, W) and (N, J, H) instead of two full-size products, and the
