@@ -18,6 +18,16 @@ person should fill most of it.
   * CSV rows ``key,x1,y1,x2,y2`` (an optional header row is skipped), key = file name or frame index.
   Frames without an entry use the whole frame (reported once at the end).
 
+Faults (each reported as a warning with a count at the end, and in the returned summary):
+  * an unreadable image is skipped (``skipped_frames``); the other frames are still processed;
+  * a box with NaN/inf numbers is rejected when the file is read and its frame uses the whole
+    frame (``rejected_boxes``);
+  * a box reaching outside the image (or absurdly large) is clipped to the image (``clipped_boxes``);
+    one wholly outside it is replaced by the whole frame (``outside_boxes``);
+  * more boxes than frames (or keys that match no frame) are reported (``unused_boxes``);
+  * a non-finite prediction (a diverged detector) is written as ``null`` (``predictions.jsonl`` is
+    always valid JSON) and counted (``non_finite_frames``).
+
 Outputs under ``--out``:
   ``predictions.jsonl``  one object per frame: frame, image, box, joints_2d_px (Jx2), confidence (J),
                          joints_3d_m (Jx3, root-relative metres in the camera frame; absent with
@@ -34,6 +44,7 @@ import argparse
 import csv
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -156,13 +167,16 @@ def read_boxes(path, box_format="xyxy"):
             raise BadValueError(f"{path}: {where}: box {value!r} is not four numbers") from None
         if len(box) != 4:
             raise BadValueError(f"{path}: {where}: box {box} must have 4 numbers ({box_format})")
+        if not all(math.isfinite(v) for v in box):
+            rejected.append(where)
+            return None                 # that frame falls back to the whole frame
         if box_format == "xywh":
             box = [box[0], box[1], box[0] + box[2], box[1] + box[3]]
         if box[2] <= box[0] or box[3] <= box[1]:
             raise BadValueError(f"{path}: {where}: box {box} (x1, y1, x2, y2) is empty; check --box_format")
         return box
 
-    ordered, keyed = None, {}
+    ordered, keyed, rejected = None, {}, []
     if path.suffix.lower() == ".csv":
         with open(path, newline="") as fh:
             for line_no, row in enumerate(csv.reader(fh), 1):
@@ -176,6 +190,7 @@ def read_boxes(path, box_format="xyxy"):
                     if line_no == 1:          # header row
                         continue
                     raise
+        _warn_rejected(path, rejected)
         return None, keyed
     try:
         data = json.loads(path.read_text())
@@ -196,7 +211,28 @@ def read_boxes(path, box_format="xyxy"):
         ordered = [to_xyxy(v, f"entry {i}") for i, v in enumerate(data)]
     else:
         raise BadValueError(f"{path}: expected a JSON list or object of boxes, got {type(data).__name__}")
+    _warn_rejected(path, rejected)
     return ordered, keyed
+
+
+def _warn_rejected(path, rejected):
+    if rejected:
+        logger.warning("%s: %d box(es) with NaN/inf numbers rejected (%s): their frames use the whole frame",
+                       path, len(rejected), ", ".join(rejected[:5]) + (" ..." if len(rejected) > 5 else ""))
+
+
+def clip_box(box, width, height):
+    """[x1, y1, x2, y2] -> (box clipped to the image, or None when nothing of it is inside; changed?).
+
+    A box far outside the frame makes the crop's affine transform degenerate (OpenCV fails on a
+    huge one) and yields joints that mean nothing for this image.
+    """
+    x1, y1, x2, y2 = (float(v) for v in box)
+    clipped = [min(max(x1, 0.0), width), min(max(y1, 0.0), height),
+               min(max(x2, 0.0), width), min(max(y2, 0.0), height)]
+    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+        return None, True
+    return clipped, clipped != [x1, y1, x2, y2]
 
 
 def iter_frames(source):
@@ -209,10 +245,8 @@ def iter_frames(source):
 
         def images():
             for i, f in enumerate(files):
-                image = cv2.imread(str(f), cv2.IMREAD_COLOR)
-                if image is None:
-                    raise OSError(f"cannot read image {f}")
-                yield i, f.name, image
+                # None for an unreadable file: the caller skips it and counts it (training does too)
+                yield i, f.name, cv2.imread(str(f), cv2.IMREAD_COLOR)
         return "images", len(files), None, images()
     if not source.is_file():
         raise FileNotFoundError(f"--input {source} is neither a folder of images nor a video file")
@@ -283,7 +317,20 @@ def predict(net, lifter, cfg, inputs, center, scale, image_size, use_argmax, dev
 
 # ---------------------------------------------------------------------------------------------- main
 def _rounded(array, digits=3):
-    return np.round(np.asarray(array, np.float64), digits).tolist()
+    """Nested lists for JSON, non-finite values as None (null): the file stays valid JSON."""
+    values = np.round(np.asarray(array, np.float64), digits)
+    return np.where(np.isfinite(values), values, None).tolist()
+
+
+def _first(names, k=3):
+    return ", ".join(map(str, names[:k])) + (" ..." if len(names) > k else "")
+
+
+def _unused_boxes(ordered, keyed, used_keys, frames_read) -> int:
+    """Boxes that no frame used: list entries past the last frame, keys that matched no frame."""
+    if ordered is not None:
+        return max(0, len(ordered) - frames_read)
+    return len(set(keyed) - used_keys)
 
 
 def main(argv=None):
@@ -308,9 +355,21 @@ def main(argv=None):
     writer = None
     records = {k: [] for k in ("frame", "image", "box", "joints_2d_px", "confidence", "joints_3d_m",
                                "image_size")}
-    whole_frame = []
+    whole_frame, skipped, rejected, clipped, outside, non_finite = [], [], [], [], [], []
+    used_keys, seen = set(), {"frames": 0}
     jsonl_path = out / "predictions.jsonl"
     bar = tqdm(total=total, desc="infer", unit="frame", disable=None)
+
+    def readable(source):
+        for item in source:
+            seen["frames"] += 1
+            if item[2] is None:
+                logger.warning("cannot read image %s: skipped", Path(args.input) / item[1])
+                skipped.append(item[1])
+                bar.update(1)
+                continue
+            yield item
+    frames = readable(frames)
     try:
         with open(jsonl_path, "w") as jsonl:
             done = 0
@@ -319,22 +378,31 @@ def main(argv=None):
                     batch = batch[:max(0, args.max_frames - done)]
                     if not batch:
                         break
-                idx = [b[0] for b in batch]
                 names = [b[1] for b in batch]
                 images = [b[2] for b in batch]
                 boxes = []
                 for i, name, image in batch:
                     h, w = image.shape[:2]
-                    box = None
+                    box, has_entry = None, False
                     if ordered is not None and i < len(ordered):
-                        box = ordered[i]
+                        box, has_entry = ordered[i], True
                     elif keyed:
-                        box = keyed.get(_frame_key(name), keyed.get(str(i)))
-                    if box is None:
-                        if args.boxes:
-                            whole_frame.append(name)
-                        box = [0.0, 0.0, float(w), float(h)]
-                    boxes.append(box)
+                        for key in (_frame_key(name), str(i)):
+                            if key in keyed:
+                                box, has_entry = keyed[key], True
+                                used_keys.add(key)
+                                break
+                    if box is not None:
+                        box, changed = clip_box(box, w, h)
+                        if box is None:
+                            outside.append(name)
+                        elif changed:
+                            clipped.append(name)
+                    elif has_entry:
+                        rejected.append(name)
+                    elif args.boxes:
+                        whole_frame.append(name)
+                    boxes.append(box if box is not None else [0.0, 0.0, float(w), float(h)])
                 image_size = np.array([[im.shape[1], im.shape[0]] for im in images], np.float32)
                 inputs, center, scale = crop_batch(images, boxes, cfg)
                 joints_2d, conf, pose_3d = predict(net, lifter, cfg, inputs, center, scale, image_size,
@@ -345,7 +413,9 @@ def main(argv=None):
                            "confidence": _rounded(conf[b], 5)}
                     if pose_3d is not None:
                         rec["joints_3d_m"] = _rounded(pose_3d[b], 5)
-                    jsonl.write(json.dumps(rec) + "\n")
+                    if not (np.isfinite(joints_2d[b]).all() and (pose_3d is None or np.isfinite(pose_3d[b]).all())):
+                        non_finite.append(name)
+                    jsonl.write(json.dumps(rec, allow_nan=False) + "\n")
                     for key in ("frame", "image", "box"):
                         records[key].append(rec[key])
                     records["joints_2d_px"].append(joints_2d[b])
@@ -379,7 +449,9 @@ def main(argv=None):
 
     n = len(records["frame"])
     if n == 0:
-        raise RuntimeError(f"no frames read from {args.input}")
+        from lib.utils.errors import UserError
+        raise UserError(f"no frames read from {args.input}" +
+                        (f" ({len(skipped)} unreadable image(s), first: {_first(skipped)})" if skipped else ""))
     arrays = {
         "frame": np.asarray(records["frame"], np.int64),
         "image": np.asarray(records["image"], dtype=str),
@@ -396,7 +468,21 @@ def main(argv=None):
     if whole_frame:
         logger.warning("%d frame(s) had no entry in %s and used the whole frame as the box (first: %s)",
                        len(whole_frame), args.boxes, whole_frame[:3])
-    summary = {"frames": n, "jsonl": str(jsonl_path), "npz": str(npz_path),
+    unused = _unused_boxes(ordered, keyed, used_keys, seen["frames"]) if args.max_frames <= 0 else 0
+    for names, what in ((skipped, "unreadable image(s) skipped"),
+                        (rejected, f"frame(s) whose box in {args.boxes} had NaN/inf numbers used the whole frame"),
+                        (clipped, "box(es) reaching outside the image were clipped to it"),
+                        (outside, "box(es) wholly outside the image were replaced by the whole frame"),
+                        (non_finite, "frame(s) have non-finite predictions (written as null; a diverged "
+                                     "detector?)")):
+        if names:
+            logger.warning("%d %s (first: %s)", len(names), what, _first(names))
+    if unused:
+        logger.warning("%s holds %d more box(es) than there are frames to match (%d frame(s) read): ignored",
+                       args.boxes, unused, seen["frames"])
+    summary = {"frames": n, "skipped_frames": skipped, "rejected_boxes": len(rejected),
+               "clipped_boxes": len(clipped), "outside_boxes": len(outside), "unused_boxes": unused,
+               "non_finite_frames": len(non_finite), "jsonl": str(jsonl_path), "npz": str(npz_path),
                "overlay_dir": None if args.no_images else str(out / "overlay"),
                "combined_dir": None if args.no_images else str(out / "combined"),
                "video": str(video_path) if video_path is not None else None, "device": str(device),

@@ -112,7 +112,7 @@ def main(argv=None):
     args = build_parser().parse_intermixed_args(argv)
     cfg = setup(args)
     from lib.engine.trainer import train
-    return train(cfg, gpu_id=args.gpu_id, resume=bool(cfg.TRAIN.RESUME), args=vars(args))
+    return train(cfg, gpu_id=args.gpu_id, resume=bool(cfg.TRAIN.RESUME), args=vars(args), argv=argv)
 
 
 if __name__ == "__main__":

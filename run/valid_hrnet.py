@@ -100,6 +100,10 @@ def format_report(cfg, results, model_path, lifters, gt_2d, soft_argmax, beta):
              f"[{ds}] HRNet + {'+'.join(lifters)} (GT 2D: {gt_2d}, soft argmax: {soft_argmax}, beta:{beta:g})",
              f"[{ds}] Test MPJPE: {results['mpjpe']:.2f}mm, Test P-MPJPE: {results['p_mpjpe']:.2f}mm, "
              f"Test PDJ@0.2: {results['pdj']:.2f}%"]
+    if results.get("unmasked"):
+        u = results["unmasked"]
+        lines.append(f"[{ds}] (DATASET.MASK_LOW_CONFIDENCE: low-confidence joints left out above) with them: "
+                     f"Test MPJPE: {u['mpjpe']:.2f}mm, Test P-MPJPE: {u['p_mpjpe']:.2f}mm")
     for name, v in results["per_lifter"].items():
         lines.append(f"[{ds}] {name} Test MPJPE: {v['mpjpe']:.2f}mm")
     lines.append("")
@@ -179,8 +183,9 @@ def _render_vis(cfg, dataset, model, device, lifters, gt_2d, soft, beta, out_dir
 def main(argv=None):
     import torch
     import model_2d
-    from lib.datasets import build_dataset, index as idx
+    from lib.datasets import build_dataset
     from lib.datasets.base import dataset_root
+    from lib.datasets.stats import train_stats
     from lib.engine.evaluator import results_for_json, validate
     from lib.engine.trainer import ShardSampler, _json_safe, build_lifter_sets, make_loader
     from lib.utils.device import select_device
@@ -203,7 +208,7 @@ def main(argv=None):
     valid_set = build_dataset(cfg, cfg.DATASET.TEST_SET, False)
     loader = make_loader(valid_set, cfg.TEST.BATCH_SIZE_PER_GPU, ShardSampler(len(valid_set), 0, 1), cfg, device)
     # stats for z-scored lifters without their own: the training split's, read directly (SPEC §9 #21)
-    stats = idx.load_stats(dataset_root(cfg))
+    stats = train_stats(cfg, dataset_root(cfg))
     lifters, _, _ = build_lifter_sets(cfg, stats, cross=False)
     for lifter in lifters.values():
         lifter.to(device)
@@ -221,6 +226,10 @@ def main(argv=None):
     results = validate(cfg, loader, model, device, lifters, None, gt_2d=args.gt, soft_argmax=soft, beta=beta,
                        ensemble=bool(cfg.TEST.ENSEMBLE), action_valid=bool(cfg.TEST.ACTION_VALID))
     print("\n".join(format_report(cfg, results, model_path, list(lifters), args.gt, soft, beta)))
+    if results["non_finite_samples"]:
+        print(f"warning: {results['non_finite_samples']} of {results['num_samples']} samples have non-finite "
+              f"heatmaps or joints ({model_path} diverged?): they count as PDJ misses and their MPJPE is "
+              f"undefined (null in the metrics file)", file=sys.stderr)
 
     model_dir.mkdir(parents=True, exist_ok=True)
     command = "python run/valid_hrnet.py " + shlex.join(str(a) for a in (sys.argv[1:] if argv is None else argv))

@@ -98,6 +98,7 @@ _C.DATASET.NUM_JOINTS_HALF_BODY = 8  # with AUGMENT: visible joints needed for h
 _C.DATASET.TRAIN_INTERVAL = 40     # every 40th frame (Human3.6M train)
 _C.DATASET.VALID_INTERVAL = 100    # every 100th frame (Human3.6M valid)
 _C.DATASET.MAX_SAMPLES = 0         # >0: keep the first N samples of a split (quick runs)
+_C.DATASET.MASK_LOW_CONFIDENCE = False  # Panoptic: joints with confidence <= 0.1 out of 3D losses/metrics/stats
 
 # ----------------------------------------------------------------- training
 _C.TRAIN = CN()

@@ -81,17 +81,20 @@ def _quarter_pixel_shift(heatmaps: torch.Tensor, coords_hm: torch.Tensor) -> tor
         n, j, h, w = heatmaps.shape
         rounded = torch.floor(coords_hm.detach() + 0.5)
         px, py = rounded[..., 0], rounded[..., 1]
-        inside = (px > 1) & (px < w - 1) & (py > 1) & (py < h - 1)
-        # Clamp so that the gather is valid everywhere; the mask discards clamped entries.
-        px = px.clamp(1, w - 2).long()
-        py = py.clamp(1, h - 2).long()
+        inside = (px > 1) & (px < w - 1) & (py > 1) & (py < h - 1)     # False for NaN / inf
+        # Clamp so that the gather is valid everywhere; the mask discards clamped entries. A
+        # diverged detector gives NaN coordinates, and NaN.long() is INT64_MIN (an out-of-range
+        # index), so non-finite values are replaced before the cast; they stay NaN in the output.
+        px = torch.nan_to_num(px, nan=1.0, posinf=1.0, neginf=1.0).clamp(1, w - 2).long()
+        py = torch.nan_to_num(py, nan=1.0, posinf=1.0, neginf=1.0).clamp(1, h - 2).long()
         centre = py * w + px
         index = torch.stack((centre + 1, centre - 1, centre + w, centre - w), dim=-1)  # (N, J, 4)
         flat = heatmaps.detach().reshape(n, j, h * w)
         nb = torch.gather(flat, 2, index)
         diff = torch.stack((nb[..., 0] - nb[..., 1], nb[..., 2] - nb[..., 3]), dim=-1)
         shift = 0.25 * torch.sign(diff).to(coords_hm.dtype)
-        return shift * inside.unsqueeze(-1).to(coords_hm.dtype)
+        # where(), not a product: NaN neighbours times a 0 mask would still be NaN.
+        return torch.where(inside.unsqueeze(-1), shift, torch.zeros_like(shift))
 
 
 def decode_soft(heatmaps: torch.Tensor, center: torch.Tensor, scale: torch.Tensor, beta: float = 100.0,
@@ -124,6 +127,9 @@ def decode_argmax(heatmaps: torch.Tensor, center: torch.Tensor, scale: torch.Ten
         maxvals = flat.gather(-1, idx)
         coords_hm = torch.cat((idx % w, torch.div(idx, w, rounding_mode="floor")), dim=-1).to(dtype)
         coords_hm = coords_hm * (maxvals > 0).to(dtype)
+        # A map holding NaN/inf has no meaningful maximum: its joint is NaN, as with decode_soft.
+        finite = torch.isfinite(flat).all(dim=-1, keepdim=True)
+        coords_hm = torch.where(finite, coords_hm, torch.full_like(coords_hm, float("nan")))
         if post_process:
             coords_hm = coords_hm + _quarter_pixel_shift(heatmaps, coords_hm)
         return to_image_coords(coords_hm, center, scale, (w, h)), maxvals

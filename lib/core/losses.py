@@ -76,22 +76,39 @@ def ohklm(loss_2d: torch.Tensor, loss_3d: torch.Tensor, top_k: int) -> Tuple[tor
 
 
 # ----------------------------------------------------------------------------- 3D terms
-def mse_3d_terms(pred_3d_m: torch.Tensor, gt_3d_m: torch.Tensor) -> Dict[str, torch.Tensor]:
+def mse_3d_terms(pred_3d_m: torch.Tensor, gt_3d_m: torch.Tensor,
+                 valid: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
     """(..., N, J, 3) x2 metres -> dict of MSEs in m^2 over the trailing (N, J, *) dims.
 
     ``xyz`` (over N*J*3), ``xy`` (N*J*2), ``z`` (N*J), ``per_joint`` (..., N, J) = mean over xyz.
+    ``valid`` (N, J) (``DATASET.MASK_LOW_CONFIDENCE``): the means run over the valid joints only
+    and ``per_joint`` is 0 at the others.
     """
     if pred_3d_m.shape[-1] != 3 or pred_3d_m.shape[-2:] != gt_3d_m.shape[-2:]:
         raise ValueError(f"mse_3d_terms: pred {tuple(pred_3d_m.shape)} and gt {tuple(gt_3d_m.shape)} "
                          f"must both end in (N, J, 3)")
     sq = (pred_3d_m - gt_3d_m) ** 2
+    if valid is not None:
+        w = valid.to(sq.dtype)
+        count = w.sum().clamp(min=1.0)
+        sq = sq * w.unsqueeze(-1)
+        return {"xyz": sq.sum(dim=(-3, -2, -1)) / (3 * count), "xy": sq[..., :2].sum(dim=(-3, -2, -1)) / (2 * count),
+                "z": sq[..., 2].sum(dim=(-2, -1)) / count, "per_joint": sq.mean(dim=-1)}
     return {"xyz": sq.mean(dim=(-3, -2, -1)), "xy": sq[..., :2].mean(dim=(-3, -2, -1)),
             "z": sq[..., 2].mean(dim=(-2, -1)), "per_joint": sq.mean(dim=-1)}
 
 
-def average_prediction_loss(preds_3d_m: torch.Tensor, gt_3d_m: torch.Tensor) -> torch.Tensor:
-    """(K, N, J, 3) lifter predictions, (N, J, 3) GT -> scalar MSE of their mean vs GT (m^2)."""
-    return ((preds_3d_m.mean(dim=0) - gt_3d_m) ** 2).mean()
+def average_prediction_loss(preds_3d_m: torch.Tensor, gt_3d_m: torch.Tensor,
+                            valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(K, N, J, 3) lifter predictions, (N, J, 3) GT -> scalar MSE of their mean vs GT (m^2).
+
+    ``valid`` (N, J): over the valid joints only (``DATASET.MASK_LOW_CONFIDENCE``).
+    """
+    sq = (preds_3d_m.mean(dim=0) - gt_3d_m) ** 2
+    if valid is None:
+        return sq.mean()
+    w = valid.to(sq.dtype)
+    return (sq * w.unsqueeze(-1)).sum() / (3 * w.sum().clamp(min=1.0))
 
 
 def consistency_loss(preds_3d_m: torch.Tensor) -> torch.Tensor:

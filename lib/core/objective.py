@@ -81,6 +81,8 @@ class L2DObjective(nn.Module):
         loss = cfg.LOSS
         self.dataset = cfg.DATASET.DATASET
         self.post_process = bool(cfg.TEST.POST_PROCESS)
+        # DATASET.MASK_LOW_CONFIDENCE: GT joints flagged invalid (meta['joints_3d_valid']) leave the 3D losses
+        self.mask_low_confidence = bool(cfg.DATASET.MASK_LOW_CONFIDENCE)
         self.beta = float(loss.BETA)
         self.lifters = dict(lifters or {})
         self.use_3d = bool(loss.LOSS_3D) and len(self.lifters) > 0
@@ -139,7 +141,10 @@ class L2DObjective(nn.Module):
         if preds_3d_m.shape[1:] != gt_3d_m.shape:
             raise ValueError(f"L2DObjective: lifter outputs {tuple(preds_3d_m.shape[1:])} do not match "
                              f"meta['joints_3d'] {tuple(gt_3d_m.shape)}")
-        per_lifter = mse_3d_terms(preds_3d_m, gt_3d_m.unsqueeze(0))       # each (K,) / (K, N, J)
+        valid = meta.get("joints_3d_valid") if self.mask_low_confidence else None
+        if self.mask_low_confidence and valid is None:
+            raise KeyError("L2DObjective: DATASET.MASK_LOW_CONFIDENCE needs meta['joints_3d_valid'] (N, J)")
+        per_lifter = mse_3d_terms(preds_3d_m, gt_3d_m.unsqueeze(0), valid)  # each (K,) / (K, N, J)
 
         self.dwa.update(per_lifter["xyz"])
         weights = self.lifter_weights(heatmaps.device)
@@ -149,7 +154,7 @@ class L2DObjective(nn.Module):
         if self.use_ohklm:
             loss_2d_pj = joints_mse_per_joint(heatmaps, target, target_weight, self.use_target_weight)
             ohklm_k, _ = ohklm_per_group(loss_2d_pj.unsqueeze(0), per_lifter["per_joint"], self.top_k)
-        avg = average_prediction_loss(preds_3d_m, gt_3d_m) if self.use_avg else zero
+        avg = average_prediction_loss(preds_3d_m, gt_3d_m, valid) if self.use_avg else zero
         cons = consistency_loss(preds_3d_m) if self.use_cons else zero
         combined = combine_losses(loss_2d, ohklm_k, per_lifter["xyz"], per_lifter["xy"], per_lifter["z"],
                                   weights, avg, cons, use_ohklm=self.use_ohklm, use_3d_z=self.use_3d_z,

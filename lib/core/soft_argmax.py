@@ -53,6 +53,11 @@ from torch.autograd.function import once_differentiable
 BLOCK_PX = 8          # block side of the one-pass maxima; divides the usual heatmap sizes (48, 64, 72, 96)
 WINDOW_BLOCKS = 1     # blocks on each side of the peak's block: window 24 x 24 px, >= 8 px around the peak
 WINDOW_TOL_PX = 1e-6  # largest coordinate error (heatmap px) the window may cause
+# Largest exponent. beta * h - beta * peak is <= 0 in exact arithmetic; for a diverged detector (maps
+# ~1e9) the two float32 products round differently, the peak's exponent can land at +1e4, exp()
+# overflows and inf / inf is NaN. Ordinary maps round to within ~1e-5 of 0, far below the cap, so
+# their numbers do not change (a cap at 0 would move them by that rounding); exp(50) * H * W is finite.
+EXP_CAP = 50.0
 
 
 def _exp_floor(dtype: torch.dtype, count: int) -> float:
@@ -134,7 +139,7 @@ def _window_forward(flat: torch.Tensor, plan, maps_shape, beta: float, index_map
     index = (ids * (h * w) + y0 * w + x0)[:, None] + offsets                # (Mw, sy*sx) into flat
     window = torch.take(flat, index).reshape(-1, sy, sx)
     weight = torch.add(peak.reshape(-1, 1, 1) * -beta, window, alpha=beta)  # beta * (h - peak) <= 0
-    weight = weight.clamp_(min=_exp_floor(dtype, sy * sx)).exp_()
+    weight = weight.clamp_(min=_exp_floor(dtype, sy * sx), max=EXP_CAP).exp_()
     col, row = weight.sum(dim=1), weight.sum(dim=2)                          # (Mw, sx), (Mw, sy)
     total = col.sum(dim=-1)
     # Local coordinates inside the window, then the window's corner: the sums stay small.
@@ -159,7 +164,7 @@ def _full_forward(maps: torch.Tensor, peak: torch.Tensor, beta: float):
     _, h, w = maps.shape
     dtype, dev = maps.dtype, maps.device
     weight = torch.add(peak.reshape(-1, 1, 1) * -beta, maps, alpha=beta)
-    weight = weight.clamp_(min=_exp_floor(dtype, h * w)).exp_()
+    weight = weight.clamp_(min=_exp_floor(dtype, h * w), max=EXP_CAP).exp_()
     # Marginals first: (M, W) and (M, H) instead of two full-size products, normalised there.
     # Elementwise ops, not matmul, so that autocast cannot lower them to half precision.
     col, row = weight.sum(dim=1), weight.sum(dim=2)

@@ -108,7 +108,21 @@ class JointsDataset3D(Dataset):
         self.affines = get_affine_transform(self.centers, self.scales, 0.0, self.image_size)
         self.joints_crop = affine_points(self.joints_2d, self.affines).astype(np.float32)
 
-        self.stats = idx.load_stats(self.root)
+        # DATASET.MASK_LOW_CONFIDENCE: 1 where the 3D annotation is real (meta['joints_3d_valid'])
+        self.mask_low_confidence = bool(cfg.DATASET.MASK_LOW_CONFIDENCE)
+        if self.mask_low_confidence and self.name == "panoptic" and "joints_3d_valid" not in arrays:
+            raise idx.DatasetIndexError(
+                f"DATASET.MASK_LOW_CONFIDENCE needs the per-joint confidence flags (joints_3d_valid) that "
+                f"{self.root} lacks (prepared by an older version); re-run "
+                f"{idx.prepare_hint(self.name, self.root)} --force")
+        self.joints_3d_valid = (arrays["joints_3d_valid"].astype(np.float32)
+                                if self.mask_low_confidence and "joints_3d_valid" in arrays
+                                else np.ones(self.joints_vis.shape, np.float32))
+        if self.mask_low_confidence:
+            from lib.datasets.stats import train_stats
+            self.stats = train_stats(cfg, self.root)
+        else:
+            self.stats = idx.load_stats(self.root)
         self._norm_scale = (1.0 / (255.0 * IMAGENET_STD)).astype(np.float32)
         self._norm_shift = (-IMAGENET_MEAN / IMAGENET_STD).astype(np.float32)
         self._rng, self._rng_pid = None, None
@@ -210,7 +224,7 @@ class JointsDataset3D(Dataset):
     def _augment(self, i, image):
         rng = self._rng_here()
         joints, vis = self.joints_2d[i].copy(), self.joints_vis[i].copy()
-        joints_3d = self.joints_3d[i].copy()
+        joints_3d, valid_3d = self.joints_3d[i].copy(), self.joints_3d_valid[i].copy()
         center, scale = self.centers[i].copy(), self.scales[i].copy()
         if (vis.sum() > self.num_joints_half_body and rng.random() < self.prob_half_body):
             hb = self._half_body(joints, vis)
@@ -231,9 +245,10 @@ class JointsDataset3D(Dataset):
             # Mirroring the image ~ negating camera x (exact for a centred principal point): only for 2D
             # pre-training, where 3D is unused.
             joints_3d = joints_3d[perm] * np.array([-1.0, 1.0, 1.0], np.float32)
+            valid_3d = valid_3d[perm]
             center = np.array([width - center[0] - 1, center[1]], np.float32)
         M = get_affine_transform(center, scale, rot, self.image_size)
-        return image, M, affine_points(joints, M).astype(np.float32), joints, vis, joints_3d, center, scale
+        return image, M, affine_points(joints, M).astype(np.float32), joints, vis, joints_3d, valid_3d, center, scale
 
     # ------------------------------------------------------------------ sample
     def __getitem__(self, i):
@@ -251,10 +266,11 @@ class JointsDataset3D(Dataset):
     def make_sample(self, i, image):
         """Sample ``i`` from its already decoded image (HxWx3 uint8)."""
         if self.augment:
-            image, M, joints_crop, joints, vis, joints_3d, center, scale = self._augment(i, image)
+            image, M, joints_crop, joints, vis, joints_3d, valid_3d, center, scale = self._augment(i, image)
         else:
             M, joints_crop = self.affines[i], self.joints_crop[i]
             joints, vis, joints_3d = self.joints_2d[i], self.joints_vis[i], self.joints_3d[i]
+            valid_3d = self.joints_3d_valid[i]
             center, scale = self.centers[i], self.scales[i]
         W, H = int(self.image_size[0]), int(self.image_size[1])
         crop = cv2.warpAffine(np.ascontiguousarray(image), M, (W, H), flags=cv2.INTER_LINEAR,
@@ -266,6 +282,7 @@ class JointsDataset3D(Dataset):
             "joints_2d": np.asarray(joints, np.float32),
             "joints_2d_vis": np.repeat(np.asarray(vis, np.float32)[:, None], 2, axis=1),
             "joints_3d": np.asarray(joints_3d, np.float32),
+            "joints_3d_valid": np.asarray(valid_3d, np.float32),
             "center": np.asarray(center, np.float32),
             "scale": np.asarray(scale, np.float32),
             "image_size": np.array([width, height], np.float32),

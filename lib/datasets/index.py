@@ -32,10 +32,14 @@ STATS_FILE = "stats.npz"
 
 SPLIT_KEYS = ("image", "joints_2d", "joints_vis", "joints_3d", "hip_camera", "width", "height",
               "action", "subject", "camera", "frame", "cam_R", "cam_T", "cam_K", "cam_dist")
+# Optional per-joint arrays (older preparations lack them): joints_3d_valid = the 3D annotation is
+# real (Panoptic: confidence > 0.1; the toolbox puts the others at the world origin).
+OPTIONAL_KEYS = ("joints_3d_valid",)
 STATS_KEYS = ("mean_2d", "std_2d", "mean_3d", "std_3d")
 _DTYPES = {"joints_2d": np.float32, "joints_vis": np.uint8, "joints_3d": np.float32,
            "hip_camera": np.float32, "width": np.int32, "height": np.int32, "frame": np.int32,
-           "cam_R": np.float32, "cam_T": np.float32, "cam_K": np.float32, "cam_dist": np.float32}
+           "cam_R": np.float32, "cam_T": np.float32, "cam_K": np.float32, "cam_dist": np.float32,
+           "joints_3d_valid": np.uint8}
 _STRINGS = ("image", "action", "subject", "camera")
 
 PREPARE_COMMANDS = {
@@ -93,9 +97,10 @@ def check_split_arrays(arrays, num_joints, where="split"):
     n = len(arrays["image"])
     J = num_joints
     want = {"joints_2d": (n, J, 2), "joints_vis": (n, J), "joints_3d": (n, J, 3), "hip_camera": (n, 3),
+            "joints_3d_valid": (n, J),
             "cam_R": (n, 3, 3), "cam_T": (n, 3), "cam_K": (n, 3, 3), "cam_dist": (n, 5)}
     out = {}
-    for k in SPLIT_KEYS:
+    for k in SPLIT_KEYS + tuple(k for k in OPTIONAL_KEYS if k in arrays):
         a = np.asarray(arrays[k])
         a = a.astype(str) if k in _STRINGS else a.astype(_DTYPES[k])
         shape = want.get(k, (n,))

@@ -112,6 +112,7 @@ def _sequence_rows(seq_dir, interval, counts, project_panoptic):
         n = int(keep.sum())
         out.append({
             "image": rel[keep], "joints_2d": uv[keep], "joints_vis": vis[keep].astype(np.uint8),
+            "joints_3d_valid": vis3d[keep].astype(np.uint8),       # DATASET.MASK_LOW_CONFIDENCE
             "joints_3d": cam3d - hip[:, None], "hip_camera": hip,
             "width": np.full(n, W), "height": np.full(n, H), "action": np.full(n, "", dtype="<U1"),
             "subject": np.full(n, seq), "camera": np.full(n, name),
@@ -219,7 +220,8 @@ def prepare_panoptic(src, dst, train_seqs=TRAIN_SEQUENCES, valid_seqs=VALID_SEQU
             "conventions": {"joints_2d": "px (L2D distortion order)", "joints_3d": "cm, camera frame, root-relative",
                             "hip_camera": "cm, R'(p' - t) as the original", "cam_R": "R' = R M",
                             "cam_T": "t (cm) of the calibration", "cam_dist": "k1, k2, p1, p2, k3",
-                            "joints_vis": "confidence > 0.1 and 0 <= u <= W-1, 0 <= v <= H-1"}}
+                            "joints_vis": "confidence > 0.1 and 0 <= u <= W-1, 0 <= v <= H-1",
+                            "joints_3d_valid": "confidence > 0.1 (else the toolbox's world origin)"}}
     idx.write_index(dst, info)
     log(format_report(info))
     return info

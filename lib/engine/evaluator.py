@@ -21,11 +21,12 @@ at the end (one synchronisation per validation).
 
 Returned dict (plain floats; ``-1`` where no lifter was evaluated, as the original)::
 
-    {'num_samples', 'pdj', 'mpjpe', 'p_mpjpe',
+    {'num_samples', 'non_finite_samples', 'pdj', 'mpjpe', 'p_mpjpe',
      'per_lifter': {name: {'mpjpe', 'p_mpjpe', 'held_out': bool}},
      'main': {'mpjpe', 'p_mpjpe', 'lifters'},            # pooled training (main) lifters
      'cross': {'mpjpe', 'p_mpjpe', 'lifters'} | None,    # pooled held-out lifters
      'ensemble': {'mpjpe', 'p_mpjpe', 'lifters'} | None,
+     'unmasked': {'mpjpe', 'p_mpjpe', 'per_lifter'}       # only with DATASET.MASK_LOW_CONFIDENCE
      'per_action': {name: {action: mean MPJPE or None}} | None,
      'per_sample_mpjpe': {name: numpy (num_samples,)}}   # not JSON; see results_for_json()
 """
@@ -38,7 +39,7 @@ import torch
 from lib.core.heatmap import decode_argmax, decode_soft, prepare_heatmaps
 from lib.core.skeleton import H36M_ACTIONS, get_skeleton
 from lib.engine.distributed import all_gather_cat, is_dist
-from lib.eval.metrics import mpjpe_torch, p_mpjpe_torch
+from lib.eval.metrics import mpjpe_masked_torch, mpjpe_torch, p_mpjpe_masked_torch, p_mpjpe_torch
 
 MM_PER_CM = 10.0
 MM_PER_M = 1000.0
@@ -70,6 +71,17 @@ def pdj_hits(pred_2d_px: torch.Tensor, gt_2d_px: torch.Tensor, left_shoulder: in
     torso = torch.linalg.vector_norm(gt_2d_px[:, left_shoulder] - gt_2d_px[:, right_hip], dim=-1)
     err = torch.linalg.vector_norm(pred_2d_px - gt_2d_px, dim=-1)
     return err < fraction * torso[:, None]
+
+
+def p_mpjpe_guarded(pred_mm: torch.Tensor, gt_mm: torch.Tensor, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """P-MPJPE per sample, NaN for a sample with non-finite predictions (the SVD would raise on it).
+
+    ``valid`` (N, J): fitted and scored on the valid joints only (DATASET.MASK_LOW_CONFIDENCE).
+    """
+    finite = torch.isfinite(pred_mm).flatten(1).all(dim=1)
+    safe = torch.where(finite[:, None, None], pred_mm, gt_mm)
+    err = p_mpjpe_torch(safe, gt_mm) if valid is None else p_mpjpe_masked_torch(safe, gt_mm, valid)
+    return torch.where(finite, err, torch.full_like(err, float("nan")))
 
 
 def _autocast(device: torch.device, amp: str):
@@ -130,6 +142,10 @@ def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
         raise ValueError("validate: model_2d is None; pass a detector or gt_2d=True")
 
     hits, per_sample, per_sample_p, actions = [], {n: [] for n in names}, {n: [] for n in names}, []
+    non_finite = []
+    # DATASET.MASK_LOW_CONFIDENCE: main numbers over the valid joints; the unmasked ones kept beside
+    masking = bool(cfg.DATASET.MASK_LOW_CONFIDENCE)
+    unmasked, unmasked_p = {n: [] for n in names}, {n: [] for n in names}
     ens, ens_p, sample_index = [], [], []
     distributed = is_dist()
     for step, (images, _target, _weight, meta) in enumerate(loader):
@@ -148,7 +164,14 @@ def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
                 pred_2d = decode_soft(heatmaps, center, scale, beta, post_process)
             else:
                 pred_2d, _ = decode_argmax(heatmaps, center, scale, post_process)
-        hits.append(pdj_hits(pred_2d, joints_2d, skel.left_shoulder, skel.right_hip))
+        # Non-finite guard (one flag per sample, no host sync): a diverged detector's NaN/inf
+        # heatmaps or joints. Such samples never count as PDJ hits and make the MPJPE NaN, so a
+        # validation with any of them can never become "best" (the trainer checks the count).
+        bad = ~torch.isfinite(pred_2d).flatten(1).all(dim=1)
+        if not gt_2d:
+            bad = bad | ~torch.isfinite(heatmaps).flatten(1).all(dim=1)
+        non_finite.append(bad)
+        hits.append(pdj_hits(pred_2d, joints_2d, skel.left_shoulder, skel.right_hip) & ~bad[:, None])
         if distributed and sample_index is not None:
             if "index" in meta:
                 sample_index.append(torch.as_tensor(meta["index"]).to(device).long().reshape(-1))
@@ -162,19 +185,32 @@ def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
             continue
         joints_3d_cm = meta["joints_3d"].to(device, non_blocking=True).float()
         image_size = meta["image_size"].to(device, non_blocking=True).float()
+        valid = None
+        if masking and "joints_3d_valid" in meta:
+            valid = meta["joints_3d_valid"].to(device, non_blocking=True).float()
         preds_mm, gt0 = [], None
         for name in names:
             lifter = evaluated[name]
             pred_mm = lifter(pred_2d, image_size).float() * MM_PER_M
             gt_mm = gt_mm_for(lifter, joints_3d_cm)
             gt0 = gt_mm if gt0 is None else gt0
-            per_sample[name].append(mpjpe_torch(pred_mm, gt_mm))
-            per_sample_p[name].append(p_mpjpe_torch(pred_mm, gt_mm))
+            if valid is None:
+                per_sample[name].append(mpjpe_torch(pred_mm, gt_mm))
+                per_sample_p[name].append(p_mpjpe_guarded(pred_mm, gt_mm))
+            else:
+                per_sample[name].append(mpjpe_masked_torch(pred_mm, gt_mm, valid))
+                per_sample_p[name].append(p_mpjpe_guarded(pred_mm, gt_mm, valid))
+                unmasked[name].append(mpjpe_torch(pred_mm, gt_mm))
+                unmasked_p[name].append(p_mpjpe_guarded(pred_mm, gt_mm))
             preds_mm.append(pred_mm)
         if ensemble:
             med = median_over_lifters(torch.stack(preds_mm))
-            ens.append(mpjpe_torch(med, gt0))
-            ens_p.append(p_mpjpe_torch(med, gt0))
+            if valid is None:
+                ens.append(mpjpe_torch(med, gt0))
+                ens_p.append(p_mpjpe_guarded(med, gt0))
+            else:
+                ens.append(mpjpe_masked_torch(med, gt0, valid))
+                ens_p.append(p_mpjpe_guarded(med, gt0, valid))
 
     if model_2d is not None and was_training:
         model_2d.train()
@@ -192,7 +228,8 @@ def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
 
     hits = gather(hits, torch.zeros(0, skel.num_joints, dtype=torch.bool, device=device))
     num_samples = int(hits.shape[0])
-    out = {"num_samples": num_samples, "dataset": dataset,
+    non_finite = gather(non_finite, torch.zeros(0, dtype=torch.bool, device=device))
+    out = {"num_samples": num_samples, "dataset": dataset, "non_finite_samples": int(non_finite.sum()),
            "pdj": 100.0 * float(hits.double().mean()) if num_samples else 0.0,
            "per_lifter": {}, "per_action": None, "per_sample_mpjpe": {}, "cross": None, "ensemble": None}
     cat = {n: gather(per_sample[n]) for n in names}
@@ -215,6 +252,15 @@ def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
                            "lifters": names}
     main = out["ensemble"] if out["ensemble"] is not None else out["main"]
     out["mpjpe"], out["p_mpjpe"] = main["mpjpe"], main["p_mpjpe"]
+    if masking and names:            # on every rank alike (gather is a collective)
+        # with DATASET.MASK_LOW_CONFIDENCE the numbers above leave low-confidence joints out; these keep
+        # them (the original's numbers), pooled over the main lifters and per lifter
+        um = {n: gather(unmasked[n]) for n in names}
+        um_p = {n: gather(unmasked_p[n]) for n in names}
+        group = list(lifters) or names
+        out["unmasked"] = {"mpjpe": _mean(torch.cat([um[n] for n in group])),
+                           "p_mpjpe": _mean(torch.cat([um_p[n] for n in group])),
+                           "per_lifter": {n: {"mpjpe": _mean(um[n]), "p_mpjpe": _mean(um_p[n])} for n in names}}
 
     if action_valid and names:
         action_idx = gather(actions, empty_f.long())

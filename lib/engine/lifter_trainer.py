@@ -58,7 +58,7 @@ import numpy as np
 import torch
 
 from lib.engine import distributed as ddp
-from lib.eval.metrics import mpjpe_torch, p_mpjpe_torch
+from lib.eval.metrics import mpjpe_masked_torch, mpjpe_torch, p_mpjpe_masked_torch, p_mpjpe_torch
 from lib.utils.errors import UserError
 
 CM_PER_M = 100.0
@@ -73,14 +73,20 @@ def _flip_perm(skeleton) -> torch.Tensor:
     return torch.tensor(perm, dtype=torch.long)
 
 
-def flip_batch(pose_2d_px, image_size, pose_3d_cm, perm, mask):
-    """Mirror the samples where ``mask`` (N,) is True: 2D ``x -> w - x``, 3D ``X -> -X``, joints swapped."""
+def flip_batch(pose_2d_px, image_size, pose_3d_cm, perm, mask, valid=None):
+    """Mirror the samples where ``mask`` (N,) is True: 2D ``x -> w - x``, 3D ``X -> -X``, joints swapped.
+
+    With ``valid`` (N, J) (DATASET.MASK_LOW_CONFIDENCE) returns a third item, the swapped flags.
+    """
     w = image_size[:, :1].unsqueeze(1)                                  # (N, 1, 1)
     f2 = pose_2d_px[:, perm].clone()
     f2[..., 0] = w[..., 0] - f2[..., 0]
     f3 = pose_3d_cm[:, perm].clone()
     f3[..., 0] = -f3[..., 0]
     m = mask.view(-1, 1, 1)
+    if valid is not None:
+        return (torch.where(m, f2, pose_2d_px), torch.where(m, f3, pose_3d_cm),
+                torch.where(mask.view(-1, 1), valid[:, perm], valid))
     return torch.where(m, f2, pose_2d_px), torch.where(m, f3, pose_3d_cm)
 
 
@@ -90,7 +96,11 @@ def _set_bn_momentum(net, momentum: float):
             mod.momentum = momentum
 
 
-def _load_arrays(root, split, dataset, max_samples, device):
+def _load_arrays(root, split, dataset, max_samples, device, mask_low_confidence=False):
+    """-> (2D px, image size, 3D cm, valid (n, J) float or None) tensors of a prepared split.
+
+    ``valid`` only with ``mask_low_confidence`` and a split that flags invalid 3D joints (Panoptic).
+    """
     from lib.datasets import index as idx
     _info, arrays = idx.load_split(root, split, dataset)
     n = len(arrays["joints_2d"]) if max_samples <= 0 else min(max_samples, len(arrays["joints_2d"]))
@@ -98,28 +108,40 @@ def _load_arrays(root, split, dataset, max_samples, device):
         raise RuntimeError(f"split {split!r} of {root} is empty; re-run {idx.prepare_hint(dataset, root)}")
     size = np.stack([arrays["width"][:n], arrays["height"][:n]], axis=1).astype(np.float32)
     to = lambda a: torch.as_tensor(np.ascontiguousarray(a[:n]), dtype=torch.float32, device=device)  # noqa: E731
-    return to(arrays["joints_2d"]), torch.as_tensor(size, device=device), to(arrays["joints_3d"])
+    valid = to(arrays["joints_3d_valid"]) if mask_low_confidence and "joints_3d_valid" in arrays else None
+    return to(arrays["joints_2d"]), torch.as_tensor(size, device=device), to(arrays["joints_3d"]), valid
 
 
 @torch.no_grad()
-def _per_sample_errors_mm(lifter, pose_2d_px, image_size, pose_3d_cm, batch_size=4096):
-    """-> (mpjpe (N,), p_mpjpe (N,)) in mm, float64, lifter's net in eval mode."""
+def _per_sample_errors_mm(lifter, pose_2d_px, image_size, pose_3d_cm, batch_size=4096, valid=None):
+    """-> (mpjpe (N,), p_mpjpe (N,)) in mm, float64, lifter's net in eval mode; with ``valid`` (N, J)
+    these leave the invalid joints out and two more follow: the same errors with every joint."""
     was = lifter.net.training
     lifter.net.eval()
-    err, perr = [], []
+    cols = [[], []] if valid is None else [[], [], [], []]
     for s in range(0, pose_2d_px.shape[0], batch_size):
         pred_mm = lifter(pose_2d_px[s:s + batch_size], image_size[s:s + batch_size]) * 1000.0
         gt_mm = pose_3d_cm[s:s + batch_size] * MM_PER_CM
-        err.append(mpjpe_torch(pred_mm, gt_mm).double())
-        perr.append(p_mpjpe_torch(pred_mm, gt_mm).double())
+        if valid is None:
+            cols[0].append(mpjpe_torch(pred_mm, gt_mm).double())
+            cols[1].append(p_mpjpe_torch(pred_mm, gt_mm).double())
+            continue
+        v = valid[s:s + batch_size]
+        cols[0].append(mpjpe_masked_torch(pred_mm, gt_mm, v).double())
+        cols[1].append(p_mpjpe_masked_torch(pred_mm, gt_mm, v).double())
+        cols[2].append(mpjpe_torch(pred_mm, gt_mm).double())
+        cols[3].append(p_mpjpe_torch(pred_mm, gt_mm).double())
     lifter.net.train(was)
     dev = pose_2d_px.device
     empty = torch.zeros(0, dtype=torch.float64, device=dev)
-    return (torch.cat(err) if err else empty), (torch.cat(perr) if perr else empty)
+    return tuple(torch.cat(c) if c else empty for c in cols)
 
 
-def evaluate_lifter(lifter, pose_2d_px, image_size, pose_3d_cm, batch_size=4096) -> Dict[str, float]:
+def evaluate_lifter(lifter, pose_2d_px, image_size, pose_3d_cm, batch_size=4096, valid=None) -> Dict[str, float]:
     """GT-2D MPJPE / P-MPJPE in mm over the given arrays (lifter's net in eval mode).
+
+    ``valid`` (N, J) (DATASET.MASK_LOW_CONFIDENCE): ``mpjpe``/``p_mpjpe`` over the valid joints, and
+    ``mpjpe_unmasked``/``p_mpjpe_unmasked`` with every joint (the original's numbers).
 
     Shapes: pose_2d_px (N,J,2), image_size (N,2), pose_3d_cm (N,J,3). Under torchrun (a collective:
     every rank calls it with the same arrays) each rank evaluates rows ``rank::world`` and the
@@ -130,14 +152,16 @@ def evaluate_lifter(lifter, pose_2d_px, image_size, pose_3d_cm, batch_size=4096)
     rows = torch.arange(rank, n, world, device=pose_2d_px.device)
     if world > 1:
         pose_2d_px, image_size, pose_3d_cm = pose_2d_px[rows], image_size[rows], pose_3d_cm[rows]
-    err, perr = _per_sample_errors_mm(lifter, pose_2d_px, image_size, pose_3d_cm, batch_size)
+        valid = valid[rows] if valid is not None else None
+    cols = _per_sample_errors_mm(lifter, pose_2d_px, image_size, pose_3d_cm, batch_size, valid)
     if world > 1:
-        gathered = ddp.all_gather_cat(torch.stack([err, perr], dim=1))       # (n, 2), rank-major
+        gathered = ddp.all_gather_cat(torch.stack(cols, dim=1))              # (n, columns), rank-major
         order = torch.cat([torch.arange(r, n, world, device=gathered.device) for r in range(world)])
         full = torch.empty_like(gathered)
         full[order] = gathered
-        err, perr = full[:, 0], full[:, 1]
-    return {"mpjpe": float(err.mean()), "p_mpjpe": float(perr.mean())}
+        cols = full.unbind(dim=1)
+    names = ("mpjpe", "p_mpjpe", "mpjpe_unmasked", "p_mpjpe_unmasked")
+    return {k: float(c.mean()) for k, c in zip(names, cols)}
 
 
 class _TrainLoss(torch.nn.Module):
@@ -151,14 +175,21 @@ class _TrainLoss(torch.nn.Module):
         super().__init__()
         self.lifter, self.loss, self.num_joints = lifter, loss, num_joints
 
-    def forward(self, pose_2d_px, image_size, pose_3d_cm):
+    def forward(self, pose_2d_px, image_size, pose_3d_cm, valid=None):
+        """``valid`` (n, J) (DATASET.MASK_LOW_CONFIDENCE): the loss averages over the valid joints only."""
         lifter, n, J = self.lifter, pose_2d_px.shape[0], self.num_joints
         if self.loss == "mse_zscore":
             raw = lifter.net(lifter.normalize_input(pose_2d_px).reshape(n, -1)).reshape(n, J, 3)
             target = (pose_3d_cm - lifter.mean_3d) / (lifter.std_3d + 1e-8)
-            return torch.mean((raw - target) ** 2)
+            sq = (raw - target) ** 2
+            if valid is None:
+                return torch.mean(sq)
+            return (sq * valid.unsqueeze(-1)).sum() / (3 * valid.sum().clamp(min=1.0))
         pred_m = lifter(pose_2d_px, image_size)
-        return torch.linalg.vector_norm(pred_m - pose_3d_cm / CM_PER_M, dim=-1).mean()
+        err = torch.linalg.vector_norm(pred_m - pose_3d_cm / CM_PER_M, dim=-1)
+        if valid is None:
+            return err.mean()
+        return (err * valid).sum() / valid.sum().clamp(min=1.0)
 
 
 class WeightsExistError(UserError, FileExistsError):
@@ -202,6 +233,7 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None, ov
     from lib.core.skeleton import get_skeleton
     from lib.datasets import index as idx
     from lib.datasets.base import dataset_root
+    from lib.datasets.stats import train_stats
     from lib.engine.checkpoint import plain
     from lib.utils.logger import close_logger, setup_logger
     from lib.utils.plots import plot_curves
@@ -224,9 +256,14 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None, ov
         np.random.seed(seed)
         root = dataset_root(cfg)
         max_samples = int(cfg.DATASET.MAX_SAMPLES)
-        x_tr, size_tr, y_tr = _load_arrays(root, cfg.DATASET.TRAIN_SET, dataset, max_samples, device)
-        x_va, size_va, y_va = _load_arrays(root, cfg.DATASET.TEST_SET, dataset, max_samples, device)
-        stats = idx.load_stats(root)
+        masking = bool(cfg.DATASET.MASK_LOW_CONFIDENCE)
+        x_tr, size_tr, y_tr, v_tr = _load_arrays(root, cfg.DATASET.TRAIN_SET, dataset, max_samples, device, masking)
+        x_va, size_va, y_va, v_va = _load_arrays(root, cfg.DATASET.TEST_SET, dataset, max_samples, device, masking)
+        if masking and dataset == "panoptic" and v_tr is None:
+            raise idx.DatasetIndexError(f"DATASET.MASK_LOW_CONFIDENCE needs the per-joint confidence flags "
+                                        f"(joints_3d_valid) that {root} lacks; re-run "
+                                        f"{idx.prepare_hint(dataset, root)} --force")
+        stats = train_stats(cfg, root)      # with masking: low-confidence joints left out of the 3D stats
         if spec.normalization == "zscore" and stats is None:
             raise FileNotFoundError(f"{root}/stats.npz not found: lifter {name!r} needs normalisation stats; "
                                     f"re-run {idx.prepare_hint(dataset, root)}")
@@ -274,7 +311,7 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None, ov
         mean_pose_mm = y_tr.mean(dim=0, keepdim=True) * MM_PER_CM
         baseline = float(mpjpe_torch(mean_pose_mm.expand_as(y_va), y_va * MM_PER_CM).double().mean())
         log.info("reference: mean training pose -> valid MPJPE %.2f mm", baseline)
-        untrained = evaluate_lifter(lifter, x_va, size_va, y_va)["mpjpe"]
+        untrained = evaluate_lifter(lifter, x_va, size_va, y_va, valid=v_va)["mpjpe"]
         log.info("reference: untrained network (seed %d) -> valid MPJPE %.2f mm", seed, untrained)
 
         history = {"lifter": name, "dataset": dataset, "baseline_mean_pose_mm": baseline,
@@ -314,9 +351,12 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None, ov
                     idx_b = idx_b[part]
                     mask = mask[part] if mask is not None else None
                 x, size, y_cm = x_tr[idx_b], size_tr[idx_b], y_tr[idx_b]
-                if flip:
+                v = v_tr[idx_b] if v_tr is not None else None
+                if flip and v is not None:
+                    x, y_cm, v = flip_batch(x, size, y_cm, perm, mask, v)
+                elif flip:
                     x, y_cm = flip_batch(x, size, y_cm, perm, mask)
-                loss = step_loss(x, size, y_cm)
+                loss = step_loss(x, size, y_cm) if v is None else step_loss(x, size, y_cm, v)
                 # DDP averages gradients over ranks: weight by the rank's share -> the global-batch mean
                 scale = world * x.shape[0] / n_glob
                 optimizer.zero_grad(set_to_none=True)
@@ -330,7 +370,7 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None, ov
                 loss_sum, seen = totals[0], int(totals[1])
                 if not sync_bn:                # validation and the checkpoint use rank 0's running statistics
                     ddp.broadcast_buffers(lifter.net)
-            metrics = evaluate_lifter(lifter, x_va, size_va, y_va)
+            metrics = evaluate_lifter(lifter, x_va, size_va, y_va, valid=v_va)
             train_loss = float(loss_sum / max(seen, 1))
             if not math.isfinite(train_loss):  # the same value on every rank: all stop together
                 raise RuntimeError(f"lifter {name}: non-finite training loss at epoch {epoch}; lower LIFTER_TRAIN.LR")
@@ -338,6 +378,10 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None, ov
             log.info("lifter %s epoch %d/%d: loss %.6f, valid MPJPE %.2f mm, P-MPJPE %.2f mm, lr %.3e, %.1fs%s",
                      name, epoch, epochs - 1, train_loss, metrics["mpjpe"], metrics["p_mpjpe"], lr_now,
                      time.time() - t0, "  (best)" if is_best else "")
+            if "mpjpe_unmasked" in metrics:
+                log.info("lifter %s epoch %d: DATASET.MASK_LOW_CONFIDENCE left low-confidence joints out above; "
+                         "with them: MPJPE %.2f mm, P-MPJPE %.2f mm", name, epoch, metrics["mpjpe_unmasked"],
+                         metrics["p_mpjpe_unmasked"])
             history["epochs"].append({"epoch": epoch, "lr": lr_now, "train": {"total": train_loss},
                                       "valid": dict(metrics), "best": bool(is_best)})
             if is_best:

@@ -29,10 +29,12 @@ import json
 import math
 import os
 import pprint
+import signal
+import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -45,21 +47,32 @@ from lib.engine import optim
 from lib.engine import distributed as ddp
 from lib.engine.distributed import ShardSampler  # noqa: F401 - re-exported (run/valid_hrnet.py)
 from lib.engine.evaluator import results_for_json, validate
+from lib.engine.resume import (LR_KEYS, apply_lr_schedule, check_resume_options, describe, missing_checkpoint,
+                               resume_command)
 from lib.engine.run_dir import lifter_names, run_dir as make_run_dir
+from lib.utils.errors import UserError
 from lib.utils.logger import close_logger, setup_logger
 from lib.utils.errors import UserError
 
 # SPEC §2.1 step 10: lifter dict order (dropout index and DWA entries follow it).
 LIFTER_ORDER = ("sb", "videopose", "iganet", "mixste")
-META_TO_DEVICE = ("center", "scale", "joints_3d", "image_size")
+META_TO_DEVICE = ("center", "scale", "joints_3d", "image_size", "joints_3d_valid")
 
 
 class RunExistsError(UserError, ValueError):
     """The run folder already holds a finished run (model_best.pth) and --resume was not given."""
 
 
-class NonFiniteLossError(RuntimeError):
-    """A loss became NaN/inf; the message names epoch, step and terms."""
+class NonFiniteLossError(UserError, RuntimeError):
+    """A loss or the detector's heatmaps became NaN/inf; the message names epoch, step and terms.
+
+    A :class:`UserError` (the fix is the user's: a lower TRAIN.LR, other data), so the CLIs print
+    it as one line; ``.epoch`` and ``.step`` say where it happened.
+    """
+
+    def __init__(self, message: str, epoch: Optional[int] = None, step: Optional[int] = None):
+        super().__init__(message)
+        self.epoch, self.step = epoch, step
 
 
 # ----------------------------------------------------------------------------- LR schedule
@@ -236,6 +249,19 @@ def heatmap_accuracy(output: torch.Tensor, target: torch.Tensor, thr: float = 0.
 
 
 # ----------------------------------------------------------------------------- bookkeeping
+def is_new_best(perf: float, best: float, higher_is_better: bool, non_finite: int = 0) -> bool:
+    """Does a validation with metric ``perf`` replace ``best``?
+
+    Never when any prediction was non-finite (``non_finite`` samples) or ``perf`` is NaN/inf. PDJ
+    (higher is better) must also exceed 0: nothing detected means a diverged detector, and the
+    original's initial best of -1 let such a model become model_best.pth (older checkpoints still
+    carry that -1, hence the max). MPJPE must be below ``best``.
+    """
+    if non_finite or not math.isfinite(perf):
+        return False
+    return perf > max(best, 0.0) if higher_is_better else perf < best
+
+
 def _write_json(path: Path, obj):
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1, allow_nan=False, default=float))
@@ -350,6 +376,7 @@ def train_one_epoch(epoch, model, objective, loader, optimizer, scaler, device, 
     acc_sum = torch.zeros((), dtype=torch.float64, device=device)
     acc_cnt = torch.zeros((), dtype=torch.float64, device=device)
     bad_step = torch.full((), -1, dtype=torch.long, device=device)
+    bad_maps = torch.zeros((), dtype=torch.bool, device=device)
     bad_terms = None
     term_names = None
     t_epoch = t_last = time.time()
@@ -365,7 +392,7 @@ def train_one_epoch(epoch, model, objective, loader, optimizer, scaler, device, 
             images = images.contiguous(memory_format=torch.channels_last)
         target = target.to(device, non_blocking=True)
         target_weight = target_weight.to(device, non_blocking=True)
-        meta_dev = {k: meta[k].to(device, non_blocking=True).float() for k in META_TO_DEVICE}
+        meta_dev = {k: meta[k].to(device, non_blocking=True).float() for k in META_TO_DEVICE if k in meta}
 
         optim.apply_warmup(optimizer, cfg, epoch, global_step + step, lr_factor)
         with _autocast(device, amp):
@@ -385,8 +412,12 @@ def train_one_epoch(epoch, model, objective, loader, optimizer, scaler, device, 
             a, c = heatmap_accuracy(prepare_heatmaps(heatmaps.detach(), dataset), target)
             acc_sum += a.double()
             acc_cnt += c.double()
-            first_bad = (~torch.isfinite(loss.detach())) & (bad_step < 0)
+            # Heatmaps are checked apart from the loss: a NaN map masked out by a zero target
+            # weight would leave the 2D loss finite while its decoded joint is NaN.
+            maps_bad = ~torch.isfinite(heatmaps.detach()).all()
+            first_bad = (~torch.isfinite(loss.detach()) | maps_bad) & (bad_step < 0)
             bad_step = torch.where(first_bad, torch.full_like(bad_step, step), bad_step)
+            bad_maps = first_bad & maps_bad | bad_maps
             bad_terms = vec if bad_terms is None else torch.where(first_bad, vec, bad_terms)
         samples_since += batch
 
@@ -396,14 +427,15 @@ def train_one_epoch(epoch, model, objective, loader, optimizer, scaler, device, 
             if any_bad >= 0:
                 if int(bad_step) >= 0:
                     values = ", ".join(f"{k}={v:.6g}" for k, v in zip(term_names, bad_terms.tolist()))
-                    where = f"step {int(bad_step)}: {values}"
+                    maps = "non-finite heatmaps; " if bool(bad_maps) else ""
+                    where = f"step {int(bad_step)}: {maps}{values}"
                 else:
                     where = f"step {any_bad} on another rank (this rank's losses were finite)"
                 rank_note = f" (rank {ddp.rank()} of {ddp.world_size()})" if ddp.is_dist() else ""
                 raise NonFiniteLossError(
                     f"non-finite loss at epoch {epoch}, {where}{rank_note}. Training stopped; "
                     f"the last good checkpoint (end of the previous epoch) is kept. Lower TRAIN.LR or "
-                    f"check the data/lifter weights, then --resume.")
+                    f"check the data/lifter weights, then --resume.", epoch=epoch, step=any_bad)
         if step % print_freq == 0 or last:
             now = time.time()
             means, acc, _ = _global_means(sums, n_seen, acc_sum, acc_cnt)       # host sync (marked)
@@ -444,11 +476,58 @@ def train_one_epoch(epoch, model, objective, loader, optimizer, scaler, device, 
 
 
 # ----------------------------------------------------------------------------- the run
-def train(cfg, *, gpu_id: int = 0, resume: Optional[bool] = None, args: Optional[dict] = None) -> Dict:
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's or torchrun's stop) turned into an interrupt, so the run ends as on Ctrl-C."""
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """Within the block, SIGTERM raises :class:`Terminated` (main thread only; restored after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    owner = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() != owner:     # a forked DataLoader worker inherited this: end as it would without it
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _log_stop(log, err: Optional[BaseException], command: str, epoch_note: str) -> None:
+    """The run log's last line: why the run stopped (finished, non-finite loss, interrupted, error)."""
+    if err is None:
+        log.info("=> run stopped: finished%s", epoch_note)
+    elif isinstance(err, NonFiniteLossError):
+        log.error("=> run stopped: non-finite loss%s: %s", epoch_note, err)
+    elif isinstance(err, KeyboardInterrupt):
+        what = "SIGTERM" if isinstance(err, Terminated) else "SIGINT (Ctrl-C)"
+        log.error("=> run stopped: interrupted by %s%s; the last checkpoint is kept. Resume with: %s",
+                  what, epoch_note, command)
+    else:
+        message = " ".join(str(err).split()) or "(no message)"
+        log.error("=> run stopped: error%s: %s: %s", epoch_note, type(err).__name__, message)
+
+
+def train(cfg, *, gpu_id: int = 0, resume: Optional[bool] = None, args: Optional[dict] = None,
+          argv: Optional[Sequence[str]] = None) -> Dict:
     """Run a whole L2D training as configured by ``cfg``; returns a summary dict.
 
     Raises :class:`RunExistsError` when the run folder already holds ``model_best.pth`` and
-    ``resume`` is off, and :class:`NonFiniteLossError` when a loss turns non-finite.
+    ``resume`` is off, :class:`NonFiniteLossError` when a loss turns non-finite, and
+    :class:`lib.engine.resume.ResumeError` when ``resume`` cannot continue the run as configured.
+    ``argv``: the command-line arguments (for the resume command the log names when interrupted;
+    default ``sys.argv[1:]``). The log's last line says why the run stopped; SIGTERM ends the run
+    like Ctrl-C (as :class:`Terminated`, a ``KeyboardInterrupt``).
     """
     from lib.datasets import build_dataset
 
@@ -461,22 +540,47 @@ def train(cfg, *, gpu_id: int = 0, resume: Optional[bool] = None, args: Optional
     if not resume and (out_dir / "model_best.pth").exists():
         raise RunExistsError(f"Final output directory exists: {out_dir} (it holds model_best.pth). Pass --resume "
                              f"to continue it, or change OUTPUT_DIR / the loss options to start a new run.")
+    if resume and not (out_dir / "checkpoint.pth").is_file():
+        # before the logger creates the folder: a refused resume leaves nothing behind
+        raise missing_checkpoint(out_dir, Path(cfg.OUTPUT_DIR))
     log, log_path = setup_logger(out_dir, cfg.CFG_NAME, "train", enabled=is_main)
+    progress = {"epoch": None}
     try:
-        return _train(cfg, device, rank, world, is_main, out_dir, log, log_path, resume, args, build_dataset)
+        with _sigterm_as_interrupt():
+            result = _train(cfg, device, rank, world, is_main, out_dir, log, log_path, resume, args,
+                            build_dataset, progress)
+        _log_stop(log, None, "", f" after epoch {progress['epoch']}" if progress["epoch"] is not None else "")
+        return result
+    except BaseException as err:
+        if is_main:
+            note = f" during epoch {progress['epoch']}" if progress["epoch"] is not None else ""
+            _log_stop(log, err, resume_command(argv, world), note)
+        raise
     finally:
         close_logger()
         if world > 1 and owns_group:
             ddp.cleanup()
 
 
-def _train(cfg, device, rank, world, is_main, out_dir, log, log_path, resume, args, build_dataset):
+def _train(cfg, device, rank, world, is_main, out_dir, log, log_path, resume, args, build_dataset, progress):
     if args:
         log.info("args:\n%s", pprint.pformat(args))
     log.info("run folder: %s (device %s, world size %d)", out_dir, device, world)
+    # ---- resume: load and compare before anything is written, so that a refusal leaves the run as it was
+    ckpt_path = out_dir / "checkpoint.pth"
+    state, resume_changes = None, {}
+    if resume:
+        state = ckpt_io.load_checkpoint(ckpt_path, map_location="cpu")
+        resume_changes = check_resume_options(state.get("config"), cfg, ckpt_path)
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(cfg.dump())
+        text = cfg.dump()
+        resumes = list((state or {}).get("history", {}).get("resumes", []))
+        if resume_changes:
+            resumes.append({"epoch": int(state["epoch"]), "changed": {k: list(v) for k, v in resume_changes.items()}})
+        if resumes:         # the YAML stays loadable; the comments say which values came later
+            text += "".join(f"# --resume at epoch {r['epoch']} changed: {describe(r['changed'])}\n" for r in resumes)
+        (out_dir / "config.yaml").write_text(text)
     log.info("config:\n%s", cfg.dump())
 
     torch.backends.cudnn.benchmark = bool(cfg.CUDNN.BENCHMARK)
@@ -532,40 +636,43 @@ def _train(cfg, device, rank, world, is_main, out_dir, log, log_path, resume, ar
     # ---- resume
     begin_epoch = int(cfg.TRAIN.BEGIN_EPOCH)
     higher_is_better = not use_3d                    # 2D-only: best = highest PDJ (SPEC §2.10)
-    best_perf = -1.0 if higher_is_better else math.inf
+    best_perf = 0.0 if higher_is_better else math.inf     # PDJ must beat 0 (is_new_best)
     best_cross = math.inf
     history = {"run_dir": str(out_dir), "mode": "3d" if use_3d else "2d_only",
                "lifters": list(train_lifters), "cross_lifters": list(cross_lifters), "epochs": []}
-    ckpt_path = out_dir / "checkpoint.pth"
-    if resume:
-        if ckpt_path.is_file():
-            state = ckpt_io.load_checkpoint(ckpt_path, map_location="cpu")
-            _unwrap(model).load_state_dict(state["state_dict"], strict=True)
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if scaler is not None and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            objective.load_state_dict(state["objective"])
-            begin_epoch = int(state["epoch"])
-            best_perf = float(state["best_perf"])
-            best_cross = float(state["best_cross_perf"])
-            history = state["history"]
-            per_rank = state.get("rng_per_rank") or []
-            if len(per_rank) == world:
-                ckpt_io.set_rng_state(per_rank[rank])
-            else:                          # saved by another world size: rank 0's stream, offset per rank
-                ckpt_io.set_rng_state(state["rng"])
-                if rank > 0:
-                    ddp.seed_per_rank(seed + 1000 * begin_epoch, rank)
-            log.info("=> resumed from %s: continuing at epoch %d (best %.4f, best cross %.4f)",
-                     ckpt_path, begin_epoch, best_perf, best_cross)
-        else:
-            log.info("=> --resume: no %s, starting from scratch", ckpt_path)
+    if state is not None:
+        _unwrap(model).load_state_dict(state["state_dict"], strict=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        objective.load_state_dict(state["objective"])
+        begin_epoch = int(state["epoch"])
+        best_perf = float(state["best_perf"])
+        best_cross = float(state["best_cross_perf"])
+        history = state["history"]
+        per_rank = state.get("rng_per_rank") or []
+        if len(per_rank) == world:
+            ckpt_io.set_rng_state(per_rank[rank])
+        else:                          # saved by another world size: rank 0's stream, offset per rank
+            ckpt_io.set_rng_state(state["rng"])
+            if rank > 0:
+                ddp.seed_per_rank(seed + 1000 * begin_epoch, rank)
+        if any(k in resume_changes for k in LR_KEYS):
+            apply_lr_schedule(optimizer, scheduler, cfg, lr_factor)
+        if resume_changes:
+            history.setdefault("resumes", []).append(
+                {"epoch": begin_epoch, "changed": {k: list(v) for k, v in resume_changes.items()}})
+            log.info("=> --resume with changed options (applied): %s; learning rate now %.4e",
+                     describe(resume_changes), optimizer.param_groups[0]["lr"])
+        log.info("=> resumed from %s: continuing at epoch %d (best %.4f, best cross %.4f)",
+                 ckpt_path, begin_epoch, best_perf, best_cross)
 
     end_epoch = int(cfg.TRAIN.EPOCHS)
     ensemble = bool(cfg.TEST.ENSEMBLE)
     global_step = sum(e.get("train", {}).get("steps", 0) for e in history["epochs"])
     for epoch in range(begin_epoch, end_epoch + 1):
+        progress["epoch"] = epoch
         if hasattr(train_sampler, "set_epoch"):
             train_sampler.set_epoch(epoch)
         lr_now = optimizer.param_groups[0]["lr"]
@@ -589,15 +696,18 @@ def _train(cfg, device, rank, world, is_main, out_dir, log, log_path, resume, ar
         # ---- validation (every epoch; sharded over the ranks, gathered)
         results = validate(cfg, valid_loader, _unwrap(model), device, train_lifters, cross_lifters,
                            beta=float(cfg.LOSS.BETA), ensemble=ensemble)
+        non_finite = int(results.get("non_finite_samples", 0))
         if use_3d:
             perf = results["mpjpe"]                      # training lifters (or their median ensemble)
-            is_best = perf < best_perf
             cross_perf = results["cross"]["mpjpe"] if results["cross"] else None
-            is_best_cross = cross_perf is not None and cross_perf < best_cross
         else:
-            perf = results["pdj"]
-            is_best = perf > best_perf
-            cross_perf, is_best_cross = None, False
+            perf, cross_perf = results["pdj"], None
+        is_best = is_new_best(perf, best_perf, higher_is_better, non_finite)
+        is_best_cross = cross_perf is not None and is_new_best(cross_perf, best_cross, False, non_finite)
+        if non_finite:
+            log.warning("epoch %d: %d of %d validation samples have non-finite heatmaps or joints "
+                        "(the detector diverged?): not a candidate for model_best", epoch, non_finite,
+                        results["num_samples"])
         if is_best:
             best_perf = perf
         if is_best_cross:
@@ -605,6 +715,9 @@ def _train(cfg, device, rank, world, is_main, out_dir, log, log_path, resume, ar
 
         entry = {"epoch": epoch, "lr": lr_now, "train": stats,
                  "valid": {"pdj": results["pdj"], "mpjpe": results["mpjpe"], "p_mpjpe": results["p_mpjpe"],
+                           "non_finite_samples": non_finite,
+                           "mpjpe_unmasked": (results.get("unmasked") or {}).get("mpjpe"),
+                           "p_mpjpe_unmasked": (results.get("unmasked") or {}).get("p_mpjpe"),
                            "per_lifter": {n: v["mpjpe"] for n, v in results["per_lifter"].items()},
                            "cross_mpjpe": cross_perf,
                            "cross_p_mpjpe": results["cross"]["p_mpjpe"] if results["cross"] else None,
@@ -620,6 +733,9 @@ def _train(cfg, device, rank, world, is_main, out_dir, log, log_path, resume, ar
         if use_3d:
             log.info("=> saving checkpoint to %s --> best: %s (PDJ@0.2: %.2f, MPJPE: %.2fmm, P-MPJPE: %.2fmm)",
                      out_dir, is_best, results["pdj"], results["mpjpe"], results["p_mpjpe"])
+            if results.get("unmasked"):
+                log.info("(DATASET.MASK_LOW_CONFIDENCE: low-confidence joints left out above; with them: "
+                         "MPJPE %.2fmm, P-MPJPE %.2fmm)", results["unmasked"]["mpjpe"], results["unmasked"]["p_mpjpe"])
             if len(results["per_lifter"]) > 1:
                 for n, v in results["per_lifter"].items():
                     log.info("%s\t Test MPJPE: %.2fmm%s", n, v["mpjpe"], " (held out)" if v["held_out"] else "")
@@ -680,6 +796,8 @@ def _train(cfg, device, rank, world, is_main, out_dir, log, log_path, resume, ar
     if writer is not None:
         writer.close()
     ddp.barrier()                          # no rank leaves before rank 0 has written everything
+    if is_main and not (out_dir / "model_best.pth").exists():
+        log.warning("no epoch qualified as best (PDJ 0, or non-finite validation): no model_best.pth written")
     log.info("=> done: %s (best %s %.4f)", out_dir, "PDJ" if not use_3d else "MPJPE", best_perf)
     return {"run_dir": out_dir, "log_file": log_path, "best_perf": best_perf, "best_cross_perf": best_cross,
             "history": history, "lifters": list(train_lifters), "cross_lifters": list(cross_lifters),

@@ -105,6 +105,48 @@ def mpjpe_torch(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(pred - gt, dim=-1).mean(dim=-1)
 
 
+def mpjpe_masked_torch(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(N, J, D) x2, valid (N, J) -> (N,): mean joint error over each sample's valid joints only.
+
+    For ``DATASET.MASK_LOW_CONFIDENCE`` (Panoptic joints whose annotation is the world origin). A
+    sample without a valid joint gets 0 (Panoptic always keeps the root).
+    """
+    _check_pair(pred, gt, "mpjpe_masked_torch")
+    err = torch.linalg.vector_norm(pred - gt, dim=-1)
+    w = valid.to(err.dtype)
+    return (err * w).sum(dim=-1) / w.sum(dim=-1).clamp(min=1.0)
+
+
+def p_mpjpe_masked_torch(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(N, J, 3) x2, valid (N, J) -> (N,): P-MPJPE with the alignment fitted and scored on valid joints.
+
+    The same Procrustes as :func:`p_mpjpe_torch` restricted to each sample's valid joints: their
+    means centre the poses, and zeroed invalid rows drop out of the norms and the cross-covariance.
+    The invalid joints are aligned too but not scored. float64 inside.
+    """
+    _check_pair(pred, gt, "p_mpjpe_masked_torch")
+    out_dtype = pred.dtype
+    pred, gt = pred.double(), gt.double()
+    w = valid.double().unsqueeze(-1)                                   # (N, J, 1)
+    count = w.sum(dim=1, keepdim=True).clamp(min=1.0)
+    mu_x = (gt * w).sum(dim=1, keepdim=True) / count
+    mu_y = (pred * w).sum(dim=1, keepdim=True) / count
+    x0, y0 = (gt - mu_x) * w, (pred - mu_y) * w
+    norm_x = x0.square().sum(dim=(1, 2), keepdim=True).sqrt()
+    norm_y = y0.square().sum(dim=(1, 2), keepdim=True).sqrt()
+    x0, y0 = x0 / norm_x, y0 / norm_y
+    u, s, vt = torch.linalg.svd(x0.transpose(1, 2) @ y0)
+    v, ut = vt.transpose(1, 2), u.transpose(1, 2)
+    flip = torch.where(torch.linalg.det(v @ ut) < 0, -1.0, 1.0).to(s.dtype)
+    sign = torch.ones_like(s)
+    sign[:, -1] = flip
+    v, s = v * sign[:, None, :], s * sign
+    rot = v @ ut
+    scale = s.sum(dim=1)[:, None, None] * norm_x / norm_y
+    aligned = scale * (pred @ rot) + (mu_x - scale * (mu_y @ rot))
+    return mpjpe_masked_torch(aligned, gt, valid).to(out_dtype)
+
+
 def p_mpjpe_torch(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     """(N, J, 3) x2 -> (N,) P-MPJPE on the inputs' device (float64 inside; same math as :func:`p_mpjpe`)."""
     _check_pair(pred, gt, "p_mpjpe_torch")
