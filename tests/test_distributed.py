@@ -281,7 +281,7 @@ def test_sharded_validation_nan_and_sync_bn_under_torchrun(env, tmp_path):
     # ---- the non-finite check is collective
     outcome = [json.loads((tmp_path / f"nan_rank{r}.json").read_text())["outcome"] for r in (0, 1)]
     assert "non-finite loss at epoch 0, step 1 on another rank" in outcome[0] and "(rank 0 of 2)" in outcome[0]
-    assert "non-finite loss at epoch 0, step 1: loss_2d=nan" in outcome[1] and "(rank 1 of 2)" in outcome[1]
+    assert "non-finite loss at epoch 0, step 1: non-finite heatmaps; loss_2d=nan" in outcome[1] and "(rank 1 of 2)" in outcome[1]
 
     # ---- synchronised BatchNorm == one BatchNorm over the 8 samples (float64 reference, written here)
     torch.manual_seed(0)
