@@ -252,8 +252,9 @@ class _TrainLoss(torch.nn.Module):
 def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None) -> Dict:
     """Train lifter ``name`` as configured (one process, or every rank of a ``torchrun`` launch).
 
-    Returns ``{'path', 'best', 'history', 'baseline_mean_pose_mm', 'untrained_mm', 'run_folder'}``: the two
-    references are the valid MPJPE (mm) of predicting the training mean pose and of the network before training.
+    Returns ``{'path', 'best', 'history', 'baseline_mean_pose_mm', 'untrained_mm', 'random_init_mm', 'run_folder'}``:
+    the references are the valid MPJPE (mm) of predicting the training mean pose, of the network before
+    training (after the mean-pose initialisation, if any) and of the random network (before it).
     Every rank returns the same metrics; only rank 0 writes files.
     """
     import model_3d
@@ -314,6 +315,10 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None) ->
         for p in lifter.net.parameters():
             p.requires_grad_(True)
         init_mean = bool(recipe.get("init_mean_pose")) and bool(lt.INIT_MEAN_POSE)
+        random_init = None
+        if init_mean:   # reference: the random network before its output layer is fitted
+            random_init = evaluate_lifter(lifter, x_va, size_va, y_va)["mpjpe"]
+            log.info("reference: random network (seed %d) -> valid MPJPE %.2f mm", seed, random_init)
         if init_mean:   # same seeded subset on every rank -> the same initial weights everywhere
             pick = torch.randperm(x_tr.shape[0], generator=torch.Generator().manual_seed(seed))[:INIT_MAX_SAMPLES]
             pick = pick.to(device)
@@ -365,7 +370,8 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None) ->
                  ", BN statistics re-estimated before each validation" if recalibrate else "")
 
         history = {"lifter": name, "dataset": dataset, "baseline_mean_pose_mm": baseline,
-                   "untrained_mm": untrained, "epochs": []}
+                   "untrained_mm": untrained, "random_init_mm": random_init if init_mean else untrained,
+                   "epochs": []}
         if world > 1:
             history["world_size"] = world
             history["sync_bn"] = sync_bn
@@ -460,7 +466,7 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None) ->
         log.info("lifter %s: best epoch %s, valid MPJPE %.2f mm, P-MPJPE %.2f mm -> %s", name, best.get("epoch"),
                  best["mpjpe"], best.get("p_mpjpe", float("nan")), out_path)
         return {"path": out_path, "best": best, "history": history, "baseline_mean_pose_mm": baseline,
-                "untrained_mm": untrained, "run_folder": run_folder}
+                "untrained_mm": untrained, "random_init_mm": history["random_init_mm"], "run_folder": run_folder}
     finally:
         if own_log:
             close_logger()
