@@ -22,16 +22,15 @@ default file in ``<factory's folder>/weights/``. Add a training recipe to ``LIFT
 if run/train_lifter.py should train it.
 """
 import logging
-import os
 from pathlib import Path
-from typing import Optional
 
 from lib.utils.errors import BadValueError
 
 from .checkpoint import (LifterCheckpoint, load_lifter_checkpoint, load_net_weights,
                          save_lifter_checkpoint)
 from .lifter import STATS_KEYS, Lifter, coerce_stats, load_stats, screen_normalize, zscore
-from .recipes import LIFTER_RECIPES, get_recipe, lr_factor
+from .init import init_output_at_mean_pose
+from .recipes import H36M_REF_STEPS_PER_EPOCH, LIFTER_RECIPES, bn_momentum, get_recipe, lr_factor
 from .registry import (LIFTERS, LifterSpec, build_lifter_net, default_weight_path, get_spec,
                        register_lifter)
 from . import simple_baseline, videopose, iganet, mixste  # noqa: E402,F401  (register built-ins)
@@ -41,15 +40,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def build_lifter(name: str, num_joints: int, weights=None, stats=None, *,
-                 weights_only: bool = True) -> Lifter:
+                 weights_only: bool = True, arch=None) -> Lifter:
     """Frozen :class:`Lifter` ``name`` for ``num_joints`` joints.
 
     ``weights``: path, loaded checkpoint object or :class:`LifterCheckpoint` (None = random init).
     ``stats``: dict (numpy/tensors, (J,2)/(J,3) or flat) or a stats file path; when None the
     stats inside a self-contained checkpoint are used. Required for z-scored lifters (``sb``).
+    ``arch``: the network's size keywords (:func:`lifter_arch`); a checkpoint that records its own
+    ``arch`` (``l2d-lifter`` files) is built with that one instead, files without one (official
+    weights) with ``arch`` or, when None, the published sizes.
     """
     spec = get_spec(name)
-    net = build_lifter_net(name, num_joints)
     ckpt = None
     if weights is not None:
         ckpt = weights if isinstance(weights, LifterCheckpoint) else load_lifter_checkpoint(
@@ -58,12 +59,22 @@ def build_lifter(name: str, num_joints: int, weights=None, stats=None, *,
             have = ckpt.meta.get(key)
             if have is not None and have != want:
                 raise BadValueError(f"{ckpt.source}: checkpoint is for {key}={have!r}, asked for {want!r}")
+        recorded = ckpt.meta.get("arch")
+        if recorded is not None:
+            if arch and dict(arch) != dict(recorded):
+                logger.info("lifter %s: building the sizes recorded in %s (%s), not %s", name, ckpt.source,
+                            recorded, dict(arch))
+            arch = recorded
+    arch = dict(arch or {})
+    net = build_lifter_net(name, num_joints, arch)
+    if ckpt is not None:
         report = load_net_weights(net, ckpt)
         if report["ignored"]:
             logger.info("lifter %s: ignored checkpoint keys %s", name, report["ignored"])
         if stats is None:
             stats = ckpt.stats
     lifter = Lifter(net, num_joints, spec.normalization, spec.layout, stats=stats, name=name)
+    lifter.arch = arch
     lifter.checkpoint = ckpt.meta if ckpt is not None else None
     lifter.weights_source = ckpt.source if ckpt is not None else None
     return lifter
@@ -74,6 +85,21 @@ def _resolve_path(path: str) -> Path:
     if p.is_absolute() or p.exists():
         return p
     return REPO_ROOT / p   # relative paths work from the repo root regardless of the CWD
+
+
+def lifter_arch(cfg, name: str) -> dict:
+    """Size keywords of lifter ``name`` from ``cfg.MODEL_3D.<NAME>`` (e.g. IGANET.LAYERS -> {'layers': ...}).
+
+    Only the keys that differ from the factory's defaults are returned, so published sizes give
+    ``{}`` and checkpoints of default-size networks record no sizes.
+    """
+    import inspect
+
+    node = cfg.MODEL_3D.get(name.upper()) if name.upper() != "WEIGHTS" else None
+    if not isinstance(node, dict):
+        return {}
+    defaults = {k: p.default for k, p in inspect.signature(get_spec(name).factory).parameters.items()}
+    return {k.lower(): v for k, v in node.items() if defaults.get(k.lower(), object()) != v}
 
 
 def lifter_weight_path(cfg, name: str) -> Path:
@@ -112,13 +138,13 @@ def resolve_lifter(cfg, name: str, stats_fallback=None, *, weights_only: bool = 
             stats = load_stats(_resolve_path(cfg.MODEL_3D.STATS), trusted=trusted)
         elif ckpt.stats is None:
             stats = stats_fallback
-    return build_lifter(name, num_joints, weights=ckpt, stats=stats)
+    return build_lifter(name, num_joints, weights=ckpt, stats=stats, arch=lifter_arch(cfg, name))
 
 
 __all__ = [
     "LIFTERS", "LifterSpec", "register_lifter", "get_spec", "build_lifter_net", "build_lifter",
-    "default_weight_path", "lifter_weight_path", "resolve_lifter", "Lifter", "STATS_KEYS",
+    "default_weight_path", "lifter_weight_path", "lifter_arch", "resolve_lifter", "Lifter", "STATS_KEYS",
     "load_stats", "coerce_stats", "screen_normalize", "zscore", "LifterCheckpoint",
     "load_lifter_checkpoint", "load_net_weights", "save_lifter_checkpoint", "LIFTER_RECIPES",
-    "get_recipe", "lr_factor",
+    "get_recipe", "lr_factor", "bn_momentum", "H36M_REF_STEPS_PER_EPOCH", "init_output_at_mean_pose",
 ]

@@ -4,7 +4,9 @@ Layouts recognised by :func:`load_lifter_checkpoint` (tried in this order):
 
 * ``l2d-lifter``: our self-contained file ``{'format': 'l2d-lifter', 'version': 1, 'name',
   'num_joints', 'dataset', 'state_dict', 'stats' (dict of tensors or None), 'epoch', 'metrics',
-  'config'}`` written by :func:`save_lifter_checkpoint` (run/train_lifter.py);
+  'config', 'arch'}`` written by :func:`save_lifter_checkpoint` (run/train_lifter.py); ``arch`` (the
+  factory's size keywords, e.g. ``{'dim': 64, 'depth': 4, 'heads': 8}``; absent or ``{}`` = published
+  sizes) lets the file rebuild its network without the config;
 * ``model_pos``: VideoPose3D / MixSTE ``.bin`` dicts (``{'epoch', 'lr', 'optimizer', 'model_pos', ...}``);
 * ``state_dict``: ``{'state_dict': ...}`` wrappers;
 * ``plain``: a bare state dict (SimpleBaseline ``model_best.pth``, IGANet ``.pth``).
@@ -75,7 +77,7 @@ def load_lifter_checkpoint(source, *, weights_only: bool = True, map_location="c
                              f"(reads up to {VERSION})")
         layout, state_dict = FORMAT, obj["state_dict"]
         stats = obj.get("stats")
-        meta = {k: obj.get(k) for k in ("name", "num_joints", "dataset", "epoch", "metrics", "config")}
+        meta = {k: obj.get(k) for k in ("name", "num_joints", "dataset", "epoch", "metrics", "config", "arch")}
     elif isinstance(obj, dict) and "model_pos" in obj:
         layout, state_dict = "model_pos", obj["model_pos"]
         meta = {"epoch": obj.get("epoch")}
@@ -126,16 +128,18 @@ def load_net_weights(net: nn.Module, ckpt: LifterCheckpoint) -> Dict[str, list]:
 
 def save_lifter_checkpoint(path, net, *, name: str, num_joints: int, dataset: str, stats=None,
                            epoch: Optional[int] = None, metrics: Optional[Dict[str, float]] = None,
-                           config: Optional[Dict] = None) -> Path:
+                           config: Optional[Dict] = None, arch: Optional[Dict] = None) -> Path:
     """Write the self-contained ``l2d-lifter`` file atomically (tmp + ``os.replace``).
 
     ``net`` is the bare network or a :class:`model_3d.Lifter` (its ``.net`` and stats are used).
-    ``config`` must hold plain Python values (it is read back with ``weights_only=True``).
+    ``config`` must hold plain Python values (it is read back with ``weights_only=True``). ``arch``:
+    the network's size keywords (default: the ``Lifter``'s ``arch``), so the file loads without a config.
     """
     from .lifter import coerce_stats   # local: lifter imports nothing from here
 
     if hasattr(net, "net") and hasattr(net, "stats"):
         stats = net.stats if stats is None else stats
+        arch = getattr(net, "arch", None) if arch is None else arch
         net = net.net
     stats_t = coerce_stats(stats, num_joints)
     payload = {
@@ -146,6 +150,8 @@ def save_lifter_checkpoint(path, net, *, name: str, num_joints: int, dataset: st
         "epoch": None if epoch is None else int(epoch),
         "metrics": {k: float(v) for k, v in (metrics or {}).items()},
         "config": config or {},
+        "arch": {str(k): (v if isinstance(v, (bool, str)) else int(v) if float(v).is_integer() else float(v))
+                 for k, v in (arch or {}).items()},
     }
     from lib.engine.checkpoint import atomic_save   # local: lib.engine imports model_3d
     return atomic_save(payload, path)

@@ -86,10 +86,22 @@ def get_spec(name: str) -> LifterSpec:
                        f"Add your own with @model_3d.register_lifter(name).") from None
 
 
-def build_lifter_net(name: str, num_joints: int) -> nn.Module:
-    """The bare network ``name`` with L2D's constructor settings for ``num_joints`` joints."""
+def build_lifter_net(name: str, num_joints: int, arch: Optional[Dict] = None) -> nn.Module:
+    """The bare network ``name`` for ``num_joints`` joints.
+
+    ``arch``: size keywords of the factory (e.g. ``{'layers': 1, 'channel': 128}`` for ``iganet``,
+    ``{'dim': 64, 'depth': 4, 'heads': 8}`` for ``mixste``); empty or None = L2D's published sizes.
+    """
     spec = get_spec(name)
-    net = spec.factory(int(num_joints))
+    arch = dict(arch or {})
+    if arch:
+        params = inspect.signature(spec.factory).parameters
+        known = [k for k in params if k != next(iter(params))]
+        unknown = sorted(k for k in arch if k not in known)
+        if unknown:
+            raise ValueError(f"lifter {name!r}: unknown size key(s) {unknown}; its factory accepts {known} "
+                             f"(config MODEL_3D.{name.upper()}.*, or 'arch' in the checkpoint)")
+    net = spec.factory(int(num_joints), **arch)
     if not isinstance(net, nn.Module):
         raise TypeError(f"lifter factory for {name!r} returned {type(net).__name__}, expected nn.Module")
     return net

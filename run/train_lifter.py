@@ -5,7 +5,9 @@
         LIFTER_TRAIN.EPOCHS 30
 
 The loss, schedule, optimizer and augmentation of each lifter come from model_3d.LIFTER_RECIPES;
-LIFTER_TRAIN.* keys (or the flags below) override epochs / batch size / lr. The best epoch (lowest
+LIFTER_TRAIN.* keys override epochs / batch size / lr, LIFTER_TRAIN.<NAME>.* (e.g. the CPU presets
+of experiments/demo/lifters_cpu.yaml) override them for one lifter, and the flags below override
+both. MODEL_3D.IGANET.* / MODEL_3D.MIXSTE.* set network sizes. The best epoch (lowest
 GT-2D validation MPJPE) is saved as a self-contained checkpoint (weights + normalisation stats +
 joint count + dataset) at MODEL_3D.WEIGHTS.<NAME>, or by default where train_hrnet.py looks:
 model_3d/<net>/weights/... (model_3d.default_weight_path). Existing weights are never replaced
@@ -26,7 +28,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python run/train_lifter.py`: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib.config import load_cfg
+from lib.config import get_cfg, load_cfg
 
 
 def build_parser():
@@ -47,6 +49,21 @@ def build_parser():
     return p
 
 
+def flag_opts(args, names):
+    """Config overrides of the --epochs / --batch_size / --lr flags for the lifters ``names``.
+
+    A flag beats the YAML's per-lifter presets: it sets LIFTER_TRAIN.<KEY> and, for lifters with their
+    own node, LIFTER_TRAIN.<NAME>.<KEY> (which wins over LIFTER_TRAIN.<KEY>).
+    """
+    opts = []
+    own_keys = set(get_cfg().LIFTER_TRAIN.keys())
+    for value, key in ((args.epochs, "EPOCHS"), (args.batch_size, "BATCH_SIZE"), (args.lr, "LR")):
+        if value is not None:
+            opts += ["LIFTER_TRAIN." + key, value]
+            opts += [x for name in names if name.upper() in own_keys for x in (f"LIFTER_TRAIN.{name.upper()}.{key}", value)]
+    return opts
+
+
 def main(argv=None):
     import model_3d
     from lib.engine import distributed as ddp
@@ -61,11 +78,7 @@ def main(argv=None):
     if args.weights and len(names) != 1:
         raise SystemExit("error: --weights names one file; train one lifter per call or use "
                          "MODEL_3D.WEIGHTS.<NAME> overrides")
-    opts = []
-    for value, key in ((args.epochs, "LIFTER_TRAIN.EPOCHS"), (args.batch_size, "LIFTER_TRAIN.BATCH_SIZE"),
-                       (args.lr, "LIFTER_TRAIN.LR")):
-        if value is not None:
-            opts += [key, value]
+    opts = flag_opts(args, names)
     if args.weights:
         opts += [f"MODEL_3D.WEIGHTS.{names[0].upper()}", args.weights]
     cfg = load_cfg(args.cfg, opts + list(args.opts or []))

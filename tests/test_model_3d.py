@@ -367,9 +367,10 @@ def test_recipes_table():
     assert set(BUILTIN) <= set(rec)
     assert rec["sb"]["loss"] == "mse_zscore" and all(rec[n]["loss"] == "mpjpe" for n in BUILTIN[1:])
     sb = model_3d.get_recipe("sb")
-    assert model_3d.lr_factor(sb, epoch=5, iteration=200000) == pytest.approx(0.96 ** 2)
+    # official length (200 epochs x 1524 steps): iteration 200000 -> 0.96 ** 2 (schedule values: test_lifter_recipes)
+    assert model_3d.lr_factor(sb, step=200000, total_steps=200 * 1524) == pytest.approx(0.96 ** 2)
     vp = model_3d.get_recipe("videopose")
-    assert vp["amsgrad"] and vp["flip_augment"] and model_3d.lr_factor(vp, 3, 123) == pytest.approx(0.95 ** 3)
+    assert vp["amsgrad"] and vp["flip_augment"] and model_3d.lr_factor(vp, 3 * 1524, 60 * 1524) == pytest.approx(0.95 ** 3)
     assert model_3d.get_recipe("iganet", "panoptic")["batch_size"] == 128
     assert model_3d.get_recipe("iganet", "h36m")["batch_size"] == 1024
 

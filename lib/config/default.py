@@ -53,6 +53,14 @@ _C.MODEL_3D.WEIGHTS.SB = ""
 _C.MODEL_3D.WEIGHTS.VIDEOPOSE = ""
 _C.MODEL_3D.WEIGHTS.IGANET = ""
 _C.MODEL_3D.WEIGHTS.MIXSTE = ""
+# Network sizes (published sizes by default; recorded in trained checkpoints, which load without them)
+_C.MODEL_3D.IGANET = CN()
+_C.MODEL_3D.IGANET.LAYERS = 3      # IGANet blocks
+_C.MODEL_3D.IGANET.CHANNEL = 512   # IGANet feature width (multiple of 16; encoder C/8..C, U-MLP C/2)
+_C.MODEL_3D.MIXSTE = CN()
+_C.MODEL_3D.MIXSTE.DIM = 512       # MixSTE embedding width (multiple of HEADS)
+_C.MODEL_3D.MIXSTE.DEPTH = 8       # MixSTE spatial + temporal block pairs
+_C.MODEL_3D.MIXSTE.HEADS = 8       # MixSTE attention heads
 
 # ----------------------------------------------------------------- losses
 _C.LOSS = CN()
@@ -151,6 +159,24 @@ _C.LIFTER_TRAIN.BATCH_SIZE = 0      # 0 = the lifter's recipe (model_3d/recipes.
 _C.LIFTER_TRAIN.LR = 0.0           # 0 = the lifter's recipe
 _C.LIFTER_TRAIN.MAX_STEPS_PER_EPOCH = 0
 _C.LIFTER_TRAIN.FLIP = True        # flip augmentation for the screen-normalised lifters
+_C.LIFTER_TRAIN.INIT_MEAN_POSE = True   # output layer fitted to the training poses (recipes with init_mean_pose)
+_C.LIFTER_TRAIN.BN_RECALIBRATE = True   # BN statistics re-estimated on the training set (recipes with bn_recalibrate)
+_C.LIFTER_TRAIN.SB = CN()          # sb only: a value > 0 wins over LIFTER_TRAIN.<KEY>
+_C.LIFTER_TRAIN.SB.EPOCHS = 0      # 0 = LIFTER_TRAIN.EPOCHS
+_C.LIFTER_TRAIN.SB.BATCH_SIZE = 0  # 0 = LIFTER_TRAIN.BATCH_SIZE
+_C.LIFTER_TRAIN.SB.LR = 0.0        # 0 = LIFTER_TRAIN.LR
+_C.LIFTER_TRAIN.VIDEOPOSE = CN()   # videopose only: a value > 0 wins over LIFTER_TRAIN.<KEY>
+_C.LIFTER_TRAIN.VIDEOPOSE.EPOCHS = 0  # 0 = LIFTER_TRAIN.EPOCHS
+_C.LIFTER_TRAIN.VIDEOPOSE.BATCH_SIZE = 0  # 0 = LIFTER_TRAIN.BATCH_SIZE
+_C.LIFTER_TRAIN.VIDEOPOSE.LR = 0.0 # 0 = LIFTER_TRAIN.LR
+_C.LIFTER_TRAIN.IGANET = CN()      # iganet only: a value > 0 wins over LIFTER_TRAIN.<KEY>
+_C.LIFTER_TRAIN.IGANET.EPOCHS = 0  # 0 = LIFTER_TRAIN.EPOCHS
+_C.LIFTER_TRAIN.IGANET.BATCH_SIZE = 0  # 0 = LIFTER_TRAIN.BATCH_SIZE
+_C.LIFTER_TRAIN.IGANET.LR = 0.0    # 0 = LIFTER_TRAIN.LR
+_C.LIFTER_TRAIN.MIXSTE = CN()      # mixste only: a value > 0 wins over LIFTER_TRAIN.<KEY>
+_C.LIFTER_TRAIN.MIXSTE.EPOCHS = 0  # 0 = LIFTER_TRAIN.EPOCHS
+_C.LIFTER_TRAIN.MIXSTE.BATCH_SIZE = 0  # 0 = LIFTER_TRAIN.BATCH_SIZE
+_C.LIFTER_TRAIN.MIXSTE.LR = 0.0    # 0 = LIFTER_TRAIN.LR
 
 # ----------------------------------------------------------------- reproduction pipeline (run/reproduce.py)
 # A preset (experiments/pipeline/*.yaml) is an experiment file that sets these, DATASET.ROOT/DATASET.DATASET,

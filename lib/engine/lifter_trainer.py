@@ -6,6 +6,17 @@ Shapes: N samples, J dataset joints. 2D in original-image pixels, 3D root-relati
 The recipe of each lifter comes from ``model_3d.LIFTER_RECIPES`` (loss, epochs, lr, batch size,
 optimizer, decay, flip augmentation, BN-momentum schedule). Single frame (receptive field 1).
 
+* schedules: the LR decay and VideoPose3D's BN momentum are functions of (optimizer step, total
+  steps of the run) (:func:`model_3d.lr_factor`, :func:`model_3d.bn_momentum`): the official values
+  at the official scale, the same shape compressed into a short run;
+* mean-pose initialisation (recipes with ``init_mean_pose``, ``LIFTER_TRAIN.INIT_MEAN_POSE``): the
+  output layer of the metre-regressing lifters is fitted to the training poses before the first step
+  (:func:`model_3d.init_output_at_mean_pose`);
+* BN re-estimation (recipes with ``bn_recalibrate``, ``LIFTER_TRAIN.BN_RECALIBRATE``): before each
+  validation the running statistics are recomputed on a fixed training subset (with its flips) from
+  the current weights (:func:`recalibrate_bn`), so validation and checkpoint never use stale ones;
+* sizes: ``MODEL_3D.<NAME>.*`` (IGANet, MixSTE) are recorded as ``arch`` in the checkpoint.
+
 * ``mse_zscore`` (``sb``): MSE between the network's z-scored output and the z-scored 3D target,
   with the stats of the training split (``<DATASET.ROOT>/stats.npz``: 2D px, 3D cm), which are
   stored inside the checkpoint.
@@ -20,7 +31,8 @@ as a self-contained ``l2d-lifter`` checkpoint at ``cfg.MODEL_3D.WEIGHTS.<NAME>``
 ``model_3d.default_weight_path(name, dataset)`` (where ``train_hrnet.py`` looks). A log,
 ``history.json`` and ``curves.png`` go to ``<OUTPUT_DIR>/<dataset>/lifters/<name>/``.
 
-Config: ``LIFTER_TRAIN.EPOCHS`` / ``BATCH_SIZE`` / ``LR`` (<= 0: the recipe's value),
+Config: ``LIFTER_TRAIN.<NAME>.EPOCHS`` / ``BATCH_SIZE`` / ``LR`` (> 0: this lifter only), else
+``LIFTER_TRAIN.EPOCHS`` / ``BATCH_SIZE`` / ``LR`` (<= 0: the recipe's value),
 ``LIFTER_TRAIN.MAX_STEPS_PER_EPOCH`` (> 0: quick runs), ``LIFTER_TRAIN.FLIP`` (off disables flip).
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1; helpers in :mod:`lib.engine.distributed`):
@@ -94,6 +106,84 @@ def _set_bn_momentum(net, momentum: float):
     for mod in net.modules():
         if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
             mod.momentum = momentum
+
+
+def _bn_layers(net):
+    return [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def recalibrate_bn(lifter, pose_2d_px, image_size, batch_size: int) -> int:
+    """Re-estimate the BatchNorm running statistics of ``lifter.net`` on the given (training) inputs.
+
+    Shapes: pose_2d_px (N, J, 2) px, image_size (N, 2). Every BN layer restarts and takes the plain
+    average over the batches (momentum None) of its batch statistics, with dropout off, as at test
+    time; the weights are untouched. Returns the number of batches. Under torchrun every rank must
+    call it with the same arrays (synchronised BN layers meet in collectives; the results agree).
+    """
+    layers = _bn_layers(lifter.net)
+    if not layers:
+        return 0
+    was = lifter.net.training
+    momenta = [m.momentum for m in layers]
+    lifter.net.eval()                      # dropout off: the statistics the eval-mode network will see
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    batches = 0
+    n = pose_2d_px.shape[0]
+    for s in range(0, n, batch_size):
+        if n - s < 2 and batches:          # a trailing single sample has no batch variance
+            break
+        lifter.net(_net_layout_input(lifter, pose_2d_px[s:s + batch_size], image_size[s:s + batch_size]))
+        batches += 1
+    for m, mom in zip(layers, momenta):
+        m.momentum = mom
+    lifter.net.train(was)
+    return batches
+
+
+def _net_layout_input(lifter, pose_2d_px, image_size):
+    """The wrapper's input normalisation and layout, without its eval-mode forward."""
+    x = lifter.normalize_input(pose_2d_px, image_size)
+    n = x.shape[0]
+    if lifter.layout == "flat":
+        return x.reshape(n, -1)
+    return x.unsqueeze(1) if lifter.layout == "frames" else x
+
+
+# Batches of the BN re-estimation: a fixed random subset of at most this many training samples
+# (precise-BN practice: a few dozen large batches pin the statistics down; the whole 1.5 M-frame
+# Human3.6M set would cost a third of an epoch every epoch).
+BN_RECALIBRATE_MAX_SAMPLES = 65536
+# Samples for the mean-pose initialisation's ridge fit (model_3d.init).
+INIT_MAX_SAMPLES = 4096
+
+
+def lifter_settings(cfg, name: str, recipe: dict):
+    """(epochs, batch size, lr) of lifter ``name``: LIFTER_TRAIN.<NAME>.<KEY> > LIFTER_TRAIN.<KEY> > the recipe
+    (the first value > 0 wins)."""
+    lt = cfg.LIFTER_TRAIN
+    own = lt.get(name.upper(), None)
+    own = own if isinstance(own, dict) else {}
+
+    def setting(key, recipe_key, cast):
+        for value in (own.get(key, 0), lt[key]):
+            if cast(value) > 0:
+                return cast(value)
+        return cast(recipe[recipe_key])
+
+    return setting("EPOCHS", "epochs", int), setting("BATCH_SIZE", "batch_size", int), setting("LR", "lr", float)
+
+
+def steps_per_epoch(n: int, batch_size: int, max_steps: int = 0, world: int = 1) -> int:
+    """Optimizer steps of one epoch over ``n`` samples: ceil(n / batch), capped by ``max_steps`` (> 0);
+    under DDP a trailing global batch smaller than ``2 x world`` is skipped."""
+    steps = math.ceil(n / batch_size)
+    if world > 1 and n % batch_size and n % batch_size < 2 * world:
+        steps -= 1
+    return min(steps, max_steps) if max_steps > 0 else steps
 
 
 def _load_arrays(root, split, dataset, max_samples, device, mask_low_confidence=False):
@@ -225,8 +315,9 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None, ov
     An existing output file is refused before training unless ``overwrite`` (which keeps it as
     ``<file>.bak``; :func:`guard_existing_weights`).
 
-    Returns ``{'path', 'best', 'history', 'baseline_mean_pose_mm', 'untrained_mm', 'run_folder'}``: the two
-    references are the valid MPJPE (mm) of predicting the training mean pose and of the network before training.
+    Returns ``{'path', 'best', 'history', 'baseline_mean_pose_mm', 'untrained_mm', 'random_init_mm', 'run_folder'}``:
+    the references are the valid MPJPE (mm) of predicting the training mean pose, of the network before
+    training (after the mean-pose initialisation, if any) and of the random network (before it).
     Every rank returns the same metrics; only rank 0 writes files.
     """
     import model_3d
@@ -268,9 +359,7 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None, ov
             raise FileNotFoundError(f"{root}/stats.npz not found: lifter {name!r} needs normalisation stats; "
                                     f"re-run {idx.prepare_hint(dataset, root)}")
         lt = cfg.LIFTER_TRAIN
-        epochs = int(lt.EPOCHS) if int(lt.EPOCHS) > 0 else int(recipe["epochs"])
-        batch_size = int(lt.BATCH_SIZE) if int(lt.BATCH_SIZE) > 0 else int(recipe["batch_size"])
-        lr0 = float(lt.LR) if float(lt.LR) > 0 else float(recipe["lr"])
+        epochs, batch_size, lr0 = lifter_settings(cfg, name, recipe)
         max_steps = int(lt.MAX_STEPS_PER_EPOCH)
         flip = bool(recipe["flip_augment"]) and bool(lt.FLIP)
         sync_bn = world > 1 and bool(cfg.TRAIN.SYNC_BN)
@@ -288,9 +377,36 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None, ov
         if recipe["loss"] == "mse_zscore" and spec.layout != "flat":
             raise ValueError(f"lifter {name!r}: loss 'mse_zscore' expects a 'flat' layout, got {spec.layout!r}")
 
-        lifter = model_3d.build_lifter(name, J, stats=stats if spec.normalization == "zscore" else None).to(device)
+        arch = model_3d.lifter_arch(cfg, name)
+        lifter = model_3d.build_lifter(name, J, stats=stats if spec.normalization == "zscore" else None,
+                                       arch=arch).to(device)
+        if arch:
+            log.info("lifter %s sizes: %s (published sizes otherwise)", name, arch)
         for p in lifter.net.parameters():
             p.requires_grad_(True)
+        init_mean = bool(recipe.get("init_mean_pose")) and bool(lt.INIT_MEAN_POSE)
+        random_init = None
+        if init_mean:   # reference: the random network before its output layer is fitted
+            random_init = evaluate_lifter(lifter, x_va, size_va, y_va, valid=v_va)["mpjpe"]
+            log.info("reference: random network (seed %d) -> valid MPJPE %.2f mm", seed, random_init)
+        if init_mean:   # same seeded subset on every rank -> the same initial weights everywhere
+            pick = torch.randperm(x_tr.shape[0], generator=torch.Generator().manual_seed(seed))[:INIT_MAX_SAMPLES]
+            pick = pick.to(device)
+            # BN layers first take the training batches' statistics, so that the eval-mode network the fit
+            # sees behaves like the train-mode one of the first steps (fresh running stats are 0 / 1)
+            recalibrate_bn(lifter, x_tr[pick], size_tr[pick], batch_size)
+            model_3d.init_output_at_mean_pose(lifter.net, spec.layout,
+                                              lifter.normalize_input(x_tr[pick], size_tr[pick]),
+                                              y_tr[pick] / CM_PER_M)
+        recalibrate = bool(recipe.get("bn_recalibrate")) and bool(lt.BN_RECALIBRATE) and bool(_bn_layers(lifter.net))
+        if recalibrate:
+            pick = torch.randperm(x_tr.shape[0], generator=torch.Generator().manual_seed(seed + 1))
+            pick = pick[:BN_RECALIBRATE_MAX_SAMPLES].to(device)
+            recal_x, recal_size = x_tr[pick], size_tr[pick]
+            if flip:                           # the training inputs are mirrored half of the time
+                mirror = (torch.rand(pick.shape[0], generator=torch.Generator().manual_seed(seed + 2)) < 0.5)
+                recal_x, _ = flip_batch(recal_x, recal_size, y_tr[pick], _flip_perm(skeleton).to(device),
+                                        mirror.to(device))
         if sync_bn:
             lifter.net = ddp.convert_sync_batchnorm(lifter.net, device)
         step_loss = _TrainLoss(lifter, recipe["loss"], J)
@@ -312,10 +428,20 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None, ov
         baseline = float(mpjpe_torch(mean_pose_mm.expand_as(y_va), y_va * MM_PER_CM).double().mean())
         log.info("reference: mean training pose -> valid MPJPE %.2f mm", baseline)
         untrained = evaluate_lifter(lifter, x_va, size_va, y_va, valid=v_va)["mpjpe"]
-        log.info("reference: untrained network (seed %d) -> valid MPJPE %.2f mm", seed, untrained)
+        log.info("reference: untrained network (seed %d%s) -> valid MPJPE %.2f mm", seed,
+                 ", output layer fitted to the training poses" if init_mean else "", untrained)
+        spe = steps_per_epoch(x_tr.shape[0], batch_size, max_steps, world)
+        total_steps = max(epochs * spe, 1)
+        log.info("schedules over %d optimizer steps (%d per epoch): lr x%.4g at the end%s%s", total_steps, spe,
+                 model_3d.lr_factor(recipe, total_steps, total_steps),
+                 "" if not recipe.get("bn_momentum") else ", BN momentum %.4g -> %.4g" % (
+                     model_3d.bn_momentum(recipe, 0, total_steps, spe),
+                     model_3d.bn_momentum(recipe, total_steps - 1, total_steps, spe)),
+                 ", BN statistics re-estimated before each validation" if recalibrate else "")
 
         history = {"lifter": name, "dataset": dataset, "baseline_mean_pose_mm": baseline,
-                   "untrained_mm": untrained, "epochs": []}
+                   "untrained_mm": untrained, "random_init_mm": random_init if init_mean else untrained,
+                   "epochs": []}
         if world > 1:
             history["world_size"] = world
             history["sync_bn"] = sync_bn
@@ -326,14 +452,11 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None, ov
         skipped_tail = False
         for epoch in range(epochs):
             t0 = time.time()
-            if recipe["bn_momentum"]:
-                start, end = recipe["bn_momentum"]
-                _set_bn_momentum(lifter.net, start * math.exp(-epoch / epochs * math.log(start / end)))
             lifter.net.train()
             order = torch.randperm(n, generator=gen).to(device)
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
             seen = 0
-            lr_now = lr0 * model_3d.lr_factor(recipe, epoch, iteration)
+            lr_now = lr0 * model_3d.lr_factor(recipe, iteration, total_steps)
             for step, s in enumerate(range(0, n, batch_size)):
                 if max_steps and step >= max_steps:
                     break
@@ -342,9 +465,12 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None, ov
                 if world > 1 and n_glob < 2 * world:   # same decision on every rank (n is shared)
                     skipped_tail = True
                     break
-                lr_now = lr0 * model_3d.lr_factor(recipe, epoch, iteration)
+                lr_now = lr0 * model_3d.lr_factor(recipe, iteration, total_steps)
                 for g in optimizer.param_groups:
                     g["lr"] = lr_now
+                momentum = model_3d.bn_momentum(recipe, iteration, total_steps, spe)
+                if momentum is not None:
+                    _set_bn_momentum(lifter.net, momentum)
                 mask = (torch.rand(n_glob, generator=gen) < 0.5).to(device) if flip else None
                 if world > 1:                  # this rank's contiguous part of the global batch
                     part = torch.tensor_split(torch.arange(n_glob, device=device), world)[rank]
@@ -370,6 +496,8 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None, ov
                 loss_sum, seen = totals[0], int(totals[1])
                 if not sync_bn:                # validation and the checkpoint use rank 0's running statistics
                     ddp.broadcast_buffers(lifter.net)
+            if recalibrate:                    # validated and saved with statistics of the current weights
+                recalibrate_bn(lifter, recal_x, recal_size, batch_size)
             metrics = evaluate_lifter(lifter, x_va, size_va, y_va, valid=v_va)
             train_loss = float(loss_sum / max(seen, 1))
             if not math.isfinite(train_loss):  # the same value on every rank: all stop together
@@ -391,6 +519,8 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None, ov
             if is_best:
                 config = plain({"lifter_train": dict(lt), "recipe": {k: v for k, v in recipe.items()},
                                 "epochs": epochs, "batch_size": batch_size, "lr": lr0, "flip": flip,
+                                "steps_per_epoch": spe, "total_steps": total_steps, "init_mean_pose": init_mean,
+                                "bn_recalibrate": recalibrate,
                                 "world_size": world, "sync_bn": sync_bn,
                                 "dataset_root": str(root), "cfg_file": cfg.get("CFG_FILE", "")})
                 model_3d.save_lifter_checkpoint(out_path, lifter, name=name, num_joints=J, dataset=dataset,
@@ -413,7 +543,7 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None, ov
         log.info("lifter %s: best epoch %s, valid MPJPE %.2f mm, P-MPJPE %.2f mm -> %s", name, best.get("epoch"),
                  best["mpjpe"], best.get("p_mpjpe", float("nan")), out_path)
         return {"path": out_path, "best": best, "history": history, "baseline_mean_pose_mm": baseline,
-                "untrained_mm": untrained, "run_folder": run_folder}
+                "untrained_mm": untrained, "random_init_mm": history["random_init_mm"], "run_folder": run_folder}
     finally:
         if own_log:
             close_logger()

@@ -31,14 +31,14 @@ class DropPath(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Four stacked Linear layers 2 -> 64 -> 128 -> 256 -> 512, no activation (as published)."""
+    """Four stacked Linear layers 2 -> C/8 -> C/4 -> C/2 -> C, no activation (published: C = 512)."""
 
-    def __init__(self):
+    def __init__(self, channel: int = 512):
         super().__init__()
-        self.fc1 = nn.Linear(2, 64)
-        self.fc3 = nn.Linear(64, 128)
-        self.fc4 = nn.Linear(128, 256)
-        self.fc5 = nn.Linear(256, 512)
+        self.fc1 = nn.Linear(2, channel // 8)
+        self.fc3 = nn.Linear(channel // 8, channel // 4)
+        self.fc4 = nn.Linear(channel // 4, channel // 2)
+        self.fc5 = nn.Linear(channel // 2, channel)
 
     def forward(self, x):
         return self.fc5(self.fc4(self.fc3(self.fc1(x))))
@@ -54,13 +54,13 @@ class LinearBlock(nn.Module):
 
 
 class UMLP(nn.Module):
-    """512 -> 256 -> 256 (+skip) -> 512."""
+    """C -> C/2 -> C/2 (+skip) -> C (published: 512 -> 256; the key names keep those numbers)."""
 
-    def __init__(self, drop: float):
+    def __init__(self, drop: float, channel: int = 512):
         super().__init__()
-        self.linear512_256 = LinearBlock(512, 256, drop)
-        self.linear256_256 = LinearBlock(256, 256, drop)
-        self.linear256_512 = LinearBlock(256, 512, drop)
+        self.linear512_256 = LinearBlock(channel, channel // 2, drop)
+        self.linear256_256 = LinearBlock(channel // 2, channel // 2, drop)
+        self.linear256_512 = LinearBlock(channel // 2, channel, drop)
 
     def forward(self, x):
         x = self.linear512_256(x)
@@ -125,7 +125,7 @@ class Block(nn.Module):
         self.norm_att1 = norm_layer(dim)
         self.attn = Attention(dim, num_heads=8, qkv_bias=True, attn_drop=0.2, proj_drop=0.25)
         self.norm2 = norm_layer(dim)
-        self.uMLP = UMLP(drop=0.2)
+        self.uMLP = UMLP(drop=0.2, channel=dim)
         self.gcn2Attn_drop = nn.Dropout(0.15)
         self.Attn2gcn_drop = nn.Dropout(0.15)
         # Fixed mixing scalars; frozen Parameters so they appear in (and load from) the state dict.
@@ -156,12 +156,22 @@ class IGANetBody(nn.Module):
 
 
 class IGANet(nn.Module):
-    """The official ``Model``: ``(N, F, J, 2) -> (N*F, 1, J, 3)``."""
+    """The official ``Model``: ``(N, F, J, 2) -> (N*F, 1, J, 3)``.
+
+    ``layers`` blocks of ``channel`` features (published: 3 x 512). Other sizes scale the encoder
+    (C/8 .. C) and the U-MLP (C/2) with C, for small CPU variants; the key names stay the same.
+    """
+
+    output_layer = "fcn"      # the last Linear, shared by all joints (model_3d.init)
 
     def __init__(self, num_joints: int = 17, layers: int = 3, channel: int = 512, layout: str = None):
         super().__init__()
-        if channel != 512:
-            raise ValueError("IGANet's encoder and U-MLP are hard-wired to 512 channels")
+        if int(channel) < 16 or int(channel) % 16:
+            raise ValueError(f"IGANet: channel {channel} must be a positive multiple of 16 (8 attention heads, "
+                             f"an encoder from C/8 to C); the published size is 512")
+        if int(layers) < 1:
+            raise ValueError(f"IGANet: layers {layers} must be >= 1 (published: 3)")
+        channel, layers = int(channel), int(layers)
         layout = layout or LAYOUT_BY_JOINTS.get(num_joints)
         if layout is None:
             raise ValueError(f"IGANet has graphs for {sorted(LAYOUT_BY_JOINTS)} joints, got {num_joints}; "
@@ -172,7 +182,7 @@ class IGANet(nn.Module):
         self.num_joints = num_joints
         self.layout = layout
         self.register_buffer("A", adjacency, persistent=False)
-        self.encoder = Encoder()
+        self.encoder = Encoder(channel)
         self.IGANet = IGANetBody(layers, channel, adjacency, num_joints)
         self.fcn = nn.Linear(channel, 3)
 

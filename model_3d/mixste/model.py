@@ -67,6 +67,8 @@ class Block(nn.Module):
 class MixSTE2(nn.Module):
     """Alternating spatial (over joints) and temporal (over frames) transformer blocks."""
 
+    output_layer = "head.1"   # the last Linear, shared by all joints (model_3d.init)
+
     def __init__(self, num_frame=9, num_joints=17, in_chans=2, embed_dim_ratio=32, depth=4, num_heads=8,
                  mlp_ratio=2.0, qkv_bias=True, qk_scale=None, drop_rate=0.0, attn_drop_rate=0.0,
                  drop_path_rate=0.2, norm_layer=None):

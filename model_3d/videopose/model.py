@@ -11,6 +11,8 @@ import torch.nn.functional as F
 class TemporalModel(nn.Module):
     """Dilated 1D convolutions over time with residual blocks (Pavllo et al. 2019)."""
 
+    output_layer = "shrink"   # width-1 convolution, one output channel per joint coordinate (model_3d.init)
+
     def __init__(self, num_joints_in: int, in_features: int, num_joints_out: int, filter_widths,
                  causal: bool = False, dropout: float = 0.25, channels: int = 1024, dense: bool = False):
         super().__init__()
