@@ -191,6 +191,23 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path, capsys):
     assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "broken.yaml line 4" in lines[0]
 
 
+def test_base_chain_merges_in_order_and_refuses_loops_and_missing_bases(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "base.yaml").write_text("SEED: 7\nTRAIN:\n  LR: 0.01\n  EPOCHS: 3\n")
+    (tmp_path / "sub" / "mid.yaml").write_text("_BASE_: ../base.yaml\nTRAIN:\n  LR: 0.02\n")
+    (tmp_path / "sub" / "top.yaml").write_text("_BASE_: mid.yaml\nTRAIN:\n  EPOCHS: 5\n")
+    cfg = load_cfg(str(tmp_path / "sub" / "top.yaml"), ["TRAIN.EPOCHS", "6"])
+    # defaults < base < mid < top < command line
+    assert (cfg.SEED, cfg.TRAIN.LR, cfg.TRAIN.EPOCHS, cfg.CFG_NAME) == (7, 0.02, 6, "top")
+    (tmp_path / "a.yaml").write_text("_BASE_: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("_BASE_: a.yaml\n")
+    with pytest.raises(ConfigError, match="leads back to itself"):
+        load_cfg(str(tmp_path / "a.yaml"))
+    (tmp_path / "lost.yaml").write_text("_BASE_: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="nowhere.yaml"):
+        load_cfg(str(tmp_path / "lost.yaml"))
+
+
 def _minimal_index(root, n=1):
     info = {"format": idx.FORMAT, "version": idx.FORMAT_VERSION, "dataset": "h36m", "num_joints": 17,
             "splits": {"train": {"file": "train.npz", "count": n}}}

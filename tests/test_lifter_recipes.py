@@ -242,7 +242,8 @@ def test_flags_beat_per_lifter_presets_which_beat_the_common_keys(tmp_path):
 
 def test_cpu_preset_yaml_merges_onto_the_demo_config():
     from lib.config import load_cfg
-    cfg = load_cfg("experiments/demo/tiny_96x128.yaml")
-    cfg.merge_from_file("experiments/demo/lifters_cpu.yaml")
+    demo = load_cfg("experiments/demo/tiny_96x128.yaml")
+    cfg = load_cfg("experiments/demo/lifters_cpu.yaml")       # _BASE_: tiny_96x128.yaml
     assert model_3d.lifter_arch(cfg, "mixste") and model_3d.lifter_arch(cfg, "iganet")
     assert cfg.LIFTER_TRAIN.MIXSTE.LR > 0
+    assert cfg.DATASET.ROOT == demo.DATASET.ROOT and list(cfg.MODEL.IMAGE_SIZE) == list(demo.MODEL.IMAGE_SIZE)

@@ -68,6 +68,25 @@ def read_yaml(path: str) -> CfgNode:
     return CfgNode(data)
 
 
+BASE_KEY = "_BASE_"
+
+
+def read_yaml_chain(path: str, _seen=()) -> list:
+    """[(file, CfgNode), ...] in merge order: the files named by ``_BASE_`` (a path relative to the
+    file that names it) first, then the file itself, so that a preset states only what it changes."""
+    node = read_yaml(path)
+    base = node.pop(BASE_KEY, None)
+    if base is None:
+        return [(str(path), node)]
+    base_path = os.path.normpath(os.path.join(os.path.dirname(str(path)), str(base)))
+    if base_path in _seen or os.path.normpath(str(path)) == base_path:
+        raise ConfigError(f"config file {path}: {BASE_KEY} {base!r} leads back to itself")
+    if not os.path.isfile(base_path):
+        raise ConfigError(f"config file {path}: {BASE_KEY} {base!r} not found (looked for {base_path}; the path "
+                          f"is relative to the file that names it)")
+    return read_yaml_chain(base_path, _seen + (os.path.normpath(str(path)),)) + [(str(path), node)]
+
+
 def _check(ok: bool, key: str, value, need: str):
     if not ok:
         raise BadValueError(f"config {key} = {value!r}: {need}; set it in the YAML or as "
@@ -103,7 +122,8 @@ def load_cfg(path=None, opts=None, freeze=False) -> CfgNode:
     if path:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"config file not found: {path}")
-        _merge(cfg, path, cfg.merge_from_other_cfg, read_yaml(path))
+        for source, node in read_yaml_chain(path):
+            _merge(cfg, source, cfg.merge_from_other_cfg, node)
         cfg.CFG_NAME = os.path.basename(path).split(".")[0]
     if opts:
         if len(opts) % 2:
@@ -115,4 +135,4 @@ def load_cfg(path=None, opts=None, freeze=False) -> CfgNode:
     return cfg
 
 
-__all__ = ["get_cfg", "load_cfg", "read_yaml", "validate_cfg"]
+__all__ = ["get_cfg", "load_cfg", "read_yaml", "read_yaml_chain", "validate_cfg"]
