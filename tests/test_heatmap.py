@@ -374,3 +374,15 @@ def test_remap_h36m_to_panoptic():
         prepare_heatmaps(hm, "mpii")
     with pytest.raises(ValueError, match="17"):
         remap_h36m_to_panoptic(hm[:, :16])
+
+
+def test_maps_finite_flags_exactly_the_maps_with_nan_or_inf():
+    from lib.core.heatmap import maps_finite
+    maps = torch.rand(3, 4, 6, 5)
+    maps[0, 1, 2, 3] = float("nan")
+    maps[1, 2, 0, 0] = float("inf")
+    maps[2, 3, 5, 4] = -float("inf")
+    maps[2, 0, 1, 1] = 1e9                      # diverged but finite: not flagged
+    expected = torch.isfinite(maps).flatten(2).all(dim=-1)
+    assert torch.equal(maps_finite(maps), expected)
+    assert int((~expected).sum()) == 3

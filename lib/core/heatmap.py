@@ -38,6 +38,18 @@ def soft_argmax(heatmaps: torch.Tensor, beta: float = 100.0, *, tol_px: float = 
     return windowed_soft_argmax(heatmaps, float(beta), tol_px)
 
 
+def maps_finite(heatmaps: torch.Tensor) -> torch.Tensor:
+    """(..., H, W) -> (...) bool: the map holds no NaN or inf.
+
+    Tested through each map's sum: one read of the maps and an (N, J) result, where
+    ``isfinite(maps).all()`` first writes a bool tensor as large as the maps (on a CPU that costs
+    as much as the whole windowed decode). A NaN or an inf makes the sum non-finite; so does a sum
+    past float32's range (maps of ~1e34 per pixel), which only a diverged detector produces and
+    which is then flagged too.
+    """
+    return torch.isfinite(heatmaps.sum(dim=(-2, -1)))
+
+
 def _size_pair(size: SizeLike, like: torch.Tensor):
     """(width, height) as Python floats, or as 0-dim tensors when given a tensor.
 
@@ -128,7 +140,7 @@ def decode_argmax(heatmaps: torch.Tensor, center: torch.Tensor, scale: torch.Ten
         coords_hm = torch.cat((idx % w, torch.div(idx, w, rounding_mode="floor")), dim=-1).to(dtype)
         coords_hm = coords_hm * (maxvals > 0).to(dtype)
         # A map holding NaN/inf has no meaningful maximum: its joint is NaN, as with decode_soft.
-        finite = torch.isfinite(flat).all(dim=-1, keepdim=True)
+        finite = maps_finite(heatmaps).unsqueeze(-1)
         coords_hm = torch.where(finite, coords_hm, torch.full_like(coords_hm, float("nan")))
         if post_process:
             coords_hm = coords_hm + _quarter_pixel_shift(heatmaps, coords_hm)

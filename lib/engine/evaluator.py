@@ -36,7 +36,7 @@ from typing import Dict, Mapping, Optional
 
 import torch
 
-from lib.core.heatmap import decode_argmax, decode_soft, prepare_heatmaps
+from lib.core.heatmap import decode_argmax, decode_soft, maps_finite, prepare_heatmaps
 from lib.core.skeleton import H36M_ACTIONS, get_skeleton
 from lib.engine.distributed import all_gather_cat, is_dist
 from lib.eval.metrics import mpjpe_masked_torch, mpjpe_torch, p_mpjpe_masked_torch, p_mpjpe_torch
@@ -169,7 +169,7 @@ def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
         # validation with any of them can never become "best" (the trainer checks the count).
         bad = ~torch.isfinite(pred_2d).flatten(1).all(dim=1)
         if not gt_2d:
-            bad = bad | ~torch.isfinite(heatmaps).flatten(1).all(dim=1)
+            bad = bad | ~maps_finite(heatmaps).all(dim=1)
         non_finite.append(bad)
         hits.append(pdj_hits(pred_2d, joints_2d, skel.left_shoulder, skel.right_hip) & ~bad[:, None])
         if distributed and sample_index is not None:

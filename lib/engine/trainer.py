@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from lib.core.heatmap import prepare_heatmaps
+from lib.core.heatmap import maps_finite, prepare_heatmaps
 from lib.core.objective import L2DObjective
 from lib.engine import checkpoint as ckpt_io
 from lib.engine import optim
@@ -52,7 +52,6 @@ from lib.engine.resume import (LR_KEYS, apply_lr_schedule, check_resume_options,
 from lib.engine.run_dir import lifter_names, run_dir as make_run_dir
 from lib.utils.errors import UserError
 from lib.utils.logger import close_logger, setup_logger
-from lib.utils.errors import UserError
 
 # SPEC §2.1 step 10: lifter dict order (dropout index and DWA entries follow it).
 LIFTER_ORDER = ("sb", "videopose", "iganet", "mixste")
@@ -414,7 +413,7 @@ def train_one_epoch(epoch, model, objective, loader, optimizer, scaler, device, 
             acc_cnt += c.double()
             # Heatmaps are checked apart from the loss: a NaN map masked out by a zero target
             # weight would leave the 2D loss finite while its decoded joint is NaN.
-            maps_bad = ~torch.isfinite(heatmaps.detach()).all()
+            maps_bad = ~maps_finite(heatmaps.detach()).all()
             first_bad = (~torch.isfinite(loss.detach()) | maps_bad) & (bad_step < 0)
             bad_step = torch.where(first_bad, torch.full_like(bad_step, step), bad_step)
             bad_maps = first_bad & maps_bad | bad_maps
