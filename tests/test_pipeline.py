@@ -187,3 +187,16 @@ def test_pipeline_under_torchrun_matches_a_single_process_validation(tmp_path):
         for lifter in ("sb", "videopose"):
             value = row[lifter]["mpjpe"] if name == "gt_2d" else row[lifter]
             assert got[lifter]["mpjpe"] == pytest.approx(value, rel=1e-5)
+
+
+def test_pipeline_takes_the_detector_as_a_parameter_vitpose(tmp_path, one_thread):
+    """The detector x lifter table can include ViTPose: PIPELINE.DETECTOR_CFG names its experiment."""
+    from run import reproduce
+    preset = _preset(tmp_path / "vit.yaml", tmp_path, DETECTOR_CFG="experiments/demo/vitpose_tiny.yaml",
+                     LIFTERS=["sb"], LIFTER_EPOCHS=[1], LEAVE_ONE_OUT=False)
+    report = reproduce.main(["--preset", str(preset), "--gpu_id", "-1"])
+    assert [r["name"] for r in report["runs"]] == ["2d_only", "single_sb"]
+    for name in ("2d_only", "single_sb"):
+        (state,) = (tmp_path / "out" / "finetune" / name).rglob("final_state.pth")
+        keys = torch.load(state, weights_only=True)
+        assert "backbone.blocks.0.attn.qkv.weight" in keys and "keypoint_head.final_layer.weight" in keys
