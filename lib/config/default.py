@@ -161,22 +161,9 @@ _C.LIFTER_TRAIN.MAX_STEPS_PER_EPOCH = 0
 _C.LIFTER_TRAIN.FLIP = True        # flip augmentation for the screen-normalised lifters
 _C.LIFTER_TRAIN.INIT_MEAN_POSE = True   # output layer fitted to the training poses (recipes with init_mean_pose)
 _C.LIFTER_TRAIN.BN_RECALIBRATE = True   # BN statistics re-estimated on the training set (recipes with bn_recalibrate)
-_C.LIFTER_TRAIN.SB = CN()          # sb only: a value > 0 wins over LIFTER_TRAIN.<KEY>
-_C.LIFTER_TRAIN.SB.EPOCHS = 0      # 0 = LIFTER_TRAIN.EPOCHS
-_C.LIFTER_TRAIN.SB.BATCH_SIZE = 0  # 0 = LIFTER_TRAIN.BATCH_SIZE
-_C.LIFTER_TRAIN.SB.LR = 0.0        # 0 = LIFTER_TRAIN.LR
-_C.LIFTER_TRAIN.VIDEOPOSE = CN()   # videopose only: a value > 0 wins over LIFTER_TRAIN.<KEY>
-_C.LIFTER_TRAIN.VIDEOPOSE.EPOCHS = 0  # 0 = LIFTER_TRAIN.EPOCHS
-_C.LIFTER_TRAIN.VIDEOPOSE.BATCH_SIZE = 0  # 0 = LIFTER_TRAIN.BATCH_SIZE
-_C.LIFTER_TRAIN.VIDEOPOSE.LR = 0.0 # 0 = LIFTER_TRAIN.LR
-_C.LIFTER_TRAIN.IGANET = CN()      # iganet only: a value > 0 wins over LIFTER_TRAIN.<KEY>
-_C.LIFTER_TRAIN.IGANET.EPOCHS = 0  # 0 = LIFTER_TRAIN.EPOCHS
-_C.LIFTER_TRAIN.IGANET.BATCH_SIZE = 0  # 0 = LIFTER_TRAIN.BATCH_SIZE
-_C.LIFTER_TRAIN.IGANET.LR = 0.0    # 0 = LIFTER_TRAIN.LR
-_C.LIFTER_TRAIN.MIXSTE = CN()      # mixste only: a value > 0 wins over LIFTER_TRAIN.<KEY>
-_C.LIFTER_TRAIN.MIXSTE.EPOCHS = 0  # 0 = LIFTER_TRAIN.EPOCHS
-_C.LIFTER_TRAIN.MIXSTE.BATCH_SIZE = 0  # 0 = LIFTER_TRAIN.BATCH_SIZE
-_C.LIFTER_TRAIN.MIXSTE.LR = 0.0    # 0 = LIFTER_TRAIN.LR
+# Per-lifter settings: a value > 0 in LIFTER_TRAIN.<NAME> wins over LIFTER_TRAIN.<KEY> (0 = that one)
+for _name in ("SB", "VIDEOPOSE", "IGANET", "MIXSTE"):
+    _C.LIFTER_TRAIN[_name] = CN({"EPOCHS": 0, "BATCH_SIZE": 0, "LR": 0.0})
 
 # ----------------------------------------------------------------- reproduction pipeline (run/reproduce.py)
 # A preset (experiments/pipeline/*.yaml) is an experiment file that sets these, DATASET.ROOT/DATASET.DATASET,
