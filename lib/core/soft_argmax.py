@@ -44,6 +44,7 @@ Both paths raise every exponent to ``log(tiny) + log(count) + 1`` (count = pixel
 no float32 weight is denormal: each weight is then at least e * count * tiny, every probability at
 least e * tiny, and each probability moves by less than 3e-34 (a coordinate by < 1e-27 px).
 """
+import functools
 import math
 from typing import Optional
 
@@ -68,22 +69,41 @@ def _block_max(maps: torch.Tensor, block: int) -> torch.Tensor:
     """(M, H, W) -> (M, ceil(H / block), ceil(W / block)) maximum of each block (partial last blocks).
 
     Rows are reduced first: that reduction runs over a non-innermost axis with contiguous rows, which
-    vectorises along W and is the one full read of the maps; the second one sees 1/block of the data.
+    vectorises along W and is the one full read of the maps. The columns of the 1/block as large
+    result are then reduced by a max pooling, which is much faster on the CPU than a reduction over
+    a short innermost axis (``ceil_mode`` gives the partial last block; NaN propagates as in amax).
     """
     m, h, w = maps.shape
-    h0, w0 = h - h % block, w - w % block
+    h0 = h - h % block
     parts = []
     if h0:
         parts.append(maps[:, :h0].reshape(m, h0 // block, block, w).amax(dim=2))
     if h0 < h:
         parts.append(maps[:, h0:].amax(dim=1, keepdim=True))
     rows = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-    parts = []
-    if w0:
-        parts.append(rows[..., :w0].reshape(m, rows.shape[1], w0 // block, block).amax(dim=-1))
-    if w0 < w:
-        parts.append(rows[..., w0:].amax(dim=-1, keepdim=True))
-    return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+    nby = rows.shape[1]
+    cols = torch.nn.functional.max_pool1d(rows.reshape(m * nby, 1, w), block, block, ceil_mode=True)
+    return cols.reshape(m, nby, -1)
+
+
+@functools.lru_cache(maxsize=32)
+def _window_table(h: int, w: int, block: int, radius: int, device: str):
+    """For each block that may hold the peak (flattened index ``by * nbx + bx``): the window's corner
+    (y0, x0) and which blocks lie wholly inside that window. Depends on the sizes only, so it is
+    built once per shape: the plan then picks rows of it instead of rebuilding masks every call."""
+    nby, nbx = -(-h // block), -(-w // block)
+    sy, sx = min((2 * radius + 1) * block, h), min((2 * radius + 1) * block, w)
+    y0 = (torch.arange(nby) * block - radius * block).clamp(0, h - sy)            # (nby,) per peak row
+    x0 = (torch.arange(nbx) * block - radius * block).clamp(0, w - sx)
+    start_y, start_x = torch.arange(nby) * block, torch.arange(nbx) * block
+    end_y, end_x = (start_y + block).clamp(max=h), (start_x + block).clamp(max=w)
+    in_y = (start_y >= y0[:, None]) & (end_y <= (y0 + sy)[:, None])               # (peak row, block row)
+    in_x = (start_x >= x0[:, None]) & (end_x <= (x0 + sx)[:, None])
+    inside = (in_y[:, None, :, None] & in_x[None, :, None, :]).reshape(nby * nbx, nby * nbx)
+    corner_y = y0[:, None].expand(nby, nbx).reshape(-1)
+    corner_x = x0[None, :].expand(nby, nbx).reshape(-1)
+    dev = torch.device(device)
+    return corner_y.to(dev), corner_x.to(dev), inside.to(dev), (sy, sx)
 
 
 def window_plan(maps: torch.Tensor, beta: float, tol_px: float = WINDOW_TOL_PX, block: int = BLOCK_PX,
@@ -98,25 +118,15 @@ def window_plan(maps: torch.Tensor, beta: float, tol_px: float = WINDOW_TOL_PX, 
     if beta < 0:
         raise ValueError(f"window_plan: beta must be >= 0 (negate the maps for beta < 0), got {beta}")
     m, h, w = maps.shape
-    bmax = _block_max(maps, block)                                  # (M, nby, nbx)
-    nby, nbx = bmax.shape[1:]
-    peak, where = bmax.reshape(m, -1).max(dim=-1)
-    by, bx = torch.div(where, nbx, rounding_mode="floor"), where % nbx
-    sy, sx = min((2 * radius + 1) * block, h), min((2 * radius + 1) * block, w)
-    y0 = (by * block - radius * block).clamp(0, h - sy)
-    x0 = (bx * block - radius * block).clamp(0, w - sx)
-    # A block is inside the window when all its pixels are; every pixel outside the window lies
-    # in a block that is not, so the largest such block maximum bounds them all.
-    dev = maps.device
-    start_y = torch.arange(nby, device=dev) * block
-    start_x = torch.arange(nbx, device=dev) * block
-    end_y, end_x = (start_y + block).clamp(max=h), (start_x + block).clamp(max=w)
-    in_y = (start_y >= y0[:, None]) & (end_y <= (y0 + sy)[:, None])      # (M, nby)
-    in_x = (start_x >= x0[:, None]) & (end_x <= (x0 + sx)[:, None])      # (M, nbx)
-    inside = in_y[:, :, None] & in_x[:, None, :]
-    max_out = bmax.masked_fill(inside, -math.inf).amax(dim=(1, 2))
+    bmax = _block_max(maps, block).reshape(m, -1)                    # (M, nby * nbx)
+    peak, where = bmax.max(dim=-1)                                   # first maximum, row-major blocks
+    corner_y, corner_x, inside, (sy, sx) = _window_table(h, w, block, radius, str(maps.device))
+    y0, x0 = corner_y.index_select(0, where), corner_x.index_select(0, where)
+    # Every pixel outside the window lies in a block that is not wholly inside it, so the largest
+    # such block maximum bounds them all.
+    max_out = bmax.masked_fill(inside.index_select(0, where), -math.inf).amax(dim=-1)
     # float64 from the exact stored values: the test cannot be flipped by rounding (MPS has no float64).
-    f64 = torch.float64 if dev.type != "mps" else torch.float32
+    f64 = torch.float64 if maps.device.type != "mps" else torch.float32
     gap = max_out.to(f64) - peak.to(f64)                                  # <= 0, -inf when O is empty
     outside_px = h * w - sy * sx
     rel = torch.where(gap == -math.inf, torch.zeros_like(gap), torch.exp(beta * gap))
@@ -125,6 +135,16 @@ def window_plan(maps: torch.Tensor, beta: float, tol_px: float = WINDOW_TOL_PX, 
 
 
 # ----------------------------------------------------------------------------- the two paths
+def _windows(flat: torch.Tensor, width: int, size) -> torch.Tensor:
+    """Every ``size`` window of the maps' storage as one strided view: view[k] starts at flat[k].
+
+    Windows are then gathered and scattered by their start offsets alone (an (M,) index): no
+    per-pixel index is built. The view overlaps itself, but the windows of different maps never
+    share an element, so writing them through it is well defined."""
+    sy, sx = size
+    return flat.as_strided((flat.numel() - (sy - 1) * width - sx + 1, sy, sx), (1, width, 1))
+
+
 def _window_forward(flat: torch.Tensor, plan, maps_shape, beta: float, index_maps: Optional[torch.Tensor]):
     """Expectation over each map's window. ``flat`` is the maps' storage as one vector; ``index_maps``
     the maps to do (None: all). -> (coords (Mw, 2), saved tensors for the backward)."""
@@ -135,9 +155,8 @@ def _window_forward(flat: torch.Tensor, plan, maps_shape, beta: float, index_map
     ids = torch.arange(m, device=dev)
     if index_maps is not None:
         y0, x0, peak, ids = y0[index_maps], x0[index_maps], peak[index_maps], index_maps
-    offsets = (torch.arange(sy, device=dev)[:, None] * w + torch.arange(sx, device=dev)).reshape(-1)
-    index = (ids * (h * w) + y0 * w + x0)[:, None] + offsets                # (Mw, sy*sx) into flat
-    window = torch.take(flat, index).reshape(-1, sy, sx)
+    start = ids * (h * w) + y0 * w + x0                                        # (Mw,) into flat
+    window = _windows(flat, w, (sy, sx)).index_select(0, start)               # (Mw, sy, sx)
     weight = torch.add(peak.reshape(-1, 1, 1) * -beta, window, alpha=beta)  # beta * (h - peak) <= 0
     weight = weight.clamp_(min=_exp_floor(dtype, sy * sx), max=EXP_CAP).exp_()
     col, row = weight.sum(dim=1), weight.sum(dim=2)                          # (Mw, sx), (Mw, sy)
@@ -146,17 +165,17 @@ def _window_forward(flat: torch.Tensor, plan, maps_shape, beta: float, index_map
     local_x = (col * torch.arange(sx, dtype=dtype, device=dev)).sum(dim=-1) / total
     local_y = (row * torch.arange(sy, dtype=dtype, device=dev)).sum(dim=-1) / total
     coords = torch.stack((local_x + x0.to(dtype), local_y + y0.to(dtype)), dim=-1)
-    return coords, (weight, total, local_x, local_y, index)
+    return coords, (weight, total, local_x, local_y, start, w)
 
 
 def _window_backward(grad_flat: torch.Tensor, grad_coords: torch.Tensor, saved, beta: float):
     """Writes d loss / d h over each window into ``grad_flat`` (the rest of a map's gradient is 0)."""
-    weight, total, local_x, local_y, index = saved
+    weight, total, local_x, local_y, start, width = saved
     _, sy, sx = weight.shape
     g = grad_coords * (beta / total).unsqueeze(-1)
     term_x = (torch.arange(sx, dtype=weight.dtype, device=weight.device) - local_x[:, None]) * g[:, 0:1]
     term_y = (torch.arange(sy, dtype=weight.dtype, device=weight.device) - local_y[:, None]) * g[:, 1:2]
-    grad_flat.put_(index, weight * (term_y[:, :, None] + term_x[:, None, :]))
+    _windows(grad_flat, width, (sy, sx)).index_copy_(0, start, weight * (term_y[:, :, None] + term_x[:, None, :]))
 
 
 def _full_forward(maps: torch.Tensor, peak: torch.Tensor, beta: float):
