@@ -10,7 +10,9 @@ N x J for the quarter-pixel shift, one OpenCV affine solve per sample).
 joint over a background near 0): with beta = 100 most exponents then fall in float32's denormal
 range, which is what makes a plain softmax slow on CPUs, and the windowed soft-argmax reads them
 once. ``--maps noise`` gives N(0, 0.1) maps, where every map takes the full-map fallback. The
-first line names the machine (CPU model, GPU when used). Usage::
+first line names the machine (CPU model, GPU when used). The rows take turns, repeat by repeat.
+``memory floor`` times what any decode + backward must do (read the maps once, write a zeroed
+gradient as large as them): ``loop / floor`` is the largest speed-up this machine allows. Usage::
 
     python benchmarks/decode.py [--batch 64] [--repeats 20] [--maps peaked|noise] [--device cpu] [--threads 0]
 """
@@ -65,21 +67,37 @@ def softmax_only(heatmaps, center, scale, beta=100.0):
     return torch.softmax(beta * heatmaps.reshape(n, j, -1), dim=-1)
 
 
-def median_ms(fn, heatmaps, center, scale, repeats, warmup=3, backward=True):
-    times = []
+def one_run(fn, heatmaps, center, scale, backward=True):
+    """Seconds of one call (plus ``.sum().backward()``) on a fresh copy of the maps."""
+    hm = heatmaps.detach().clone().requires_grad_(backward)
+    if hm.is_cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = fn(hm, center, scale)
+    if backward:
+        out.sum().backward()
+    if hm.is_cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def interleaved_ms(rows, heatmaps, center, scale, repeats, warmup=3):
+    """Median ms per row; the rows take turns (row 1, row 2, ..., row 1, ...) so that a change of
+    the machine's speed during the run (frequency, a neighbour on a shared host) hits them alike."""
+    times = {label: [] for label, _, _ in rows}
     for i in range(warmup + repeats):
-        hm = heatmaps.detach().clone().requires_grad_(backward)
-        if hm.is_cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        out = fn(hm, center, scale)
-        if backward:
-            out.sum().backward()
-        if hm.is_cuda:
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+        for label, fn, backward in rows:
+            t = one_run(fn, heatmaps, center, scale, backward)
+            if i >= warmup:
+                times[label].append(t)
+    return {label: statistics.median(v) * 1e3 for label, v in times.items()}
+
+
+def memory_floor(h, c, s):
+    """What any decode + backward must do at least: read every map once (here a max) and write a
+    zeroed gradient as large as the maps (the windows' entries excluded)."""
+    torch.zeros_like(h)
+    return h.detach().amax(dim=(-2, -1))
 
 
 def main(argv=None):
@@ -116,15 +134,17 @@ def main(argv=None):
     windowed = int(plan["use_window"].sum())
     print(f"soft-argmax window ({plan['size'][1]}x{plan['size'][0]} px) proven exact on {windowed} of "
           f"{plan['use_window'].numel()} maps; the others take the full map")
-    rows = [("torch.softmax forward only", softmax_only, False),
+    rows = [("memory floor (read + zeroed grad)", memory_floor, False),
+            ("torch.softmax forward only", softmax_only, False),
             ("torch.softmax forward + backward", softmax_only, True),
             ("decode_soft, post-process", lambda h, c, s: decode_soft(h, c, s, 100.0, True), True),
             # tol_px = 0 sends every map down the full-map path: the decode before the window existed
             ("decode_soft, full map forced", lambda h, c, s: decode_soft(h, c, s, 100.0, True, tol_px=0.0), True),
             ("per-sample loop (original style)", loop_decode, True)]
-    for label, fn, backward in rows:
-        ms = median_ms(fn, heatmaps, center, scale, args.repeats, backward=backward)
-        print(f"{label:<34} {ms:8.2f} ms")
+    ms = interleaved_ms(rows, heatmaps, center, scale, args.repeats)
+    loop = ms["per-sample loop (original style)"]
+    for label, value in ms.items():
+        print(f"{label:<34} {value:8.2f} ms   loop / this {loop / value:5.1f}x")
 
 
 if __name__ == "__main__":

@@ -60,3 +60,16 @@ def test_validation_benchmark_agrees_with_the_original_loops(capsys):
     assert res["numbers_equal"] and set(res["mpjpe"]) == {"sb", "videopose"}
     assert _positive(res["speedup"]) and 0.0 <= res["pdj"] <= 100.0
     assert res["machine"]["cpu"] and res["machine"]["torch"] == torch.__version__
+
+
+def test_decode_benchmark_rows_and_window_use(capsys):
+    # benchmarks/decode.py: peaked maps all take the proven window, noise maps none; every row is
+    # printed with its ratio to the original's loop (no timing is asserted).
+    from benchmarks import decode
+    decode.main(["--batch", "2", "--repeats", "2"])
+    out = capsys.readouterr().out
+    assert "proven exact on 34 of 34 maps" in out
+    rows = {line[:34].strip(): float(line[34:].split()[0]) for line in out.splitlines() if "loop / this" in line}
+    assert len(rows) == 6 and "memory floor (read + zeroed grad)" in rows and all(v > 0 for v in rows.values())
+    decode.main(["--batch", "2", "--repeats", "1", "--maps", "noise"])
+    assert "proven exact on 0 of 34 maps" in capsys.readouterr().out
