@@ -24,9 +24,7 @@ The output (table or JSON ``machine``) names the CPU model and, on CUDA, the GPU
 """
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +37,7 @@ from lib.core.heatmap import prepare_heatmaps  # noqa: E402
 from lib.core.skeleton import get_skeleton  # noqa: E402
 from lib.engine.evaluator import MM_PER_M, gt_mm_for, validate  # noqa: E402
 from lib.utils.machine import machine_info, machine_line  # noqa: E402
-from run.benchmark import build_lifters, original_decode, random_batch  # noqa: E402
+from run.benchmark import Timer, build_lifters, original_decode, random_batch  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -137,26 +135,6 @@ def original_validate(cfg, batches, model, lifters, device):
 
 
 # ----------------------------------------------------------------------------- run
-def median_seconds(fn, repeats: int, sync) -> float:
-    return interleaved_seconds([fn], repeats, sync)[0]
-
-
-def interleaved_seconds(fns, repeats: int, sync):
-    """Median seconds of each function; they take turns (a, b, a, b, ...) so that a change of the
-    machine's speed during the run (frequency, a neighbour on a shared host) hits them alike."""
-    for fn in fns:
-        fn()                               # warm-up (allocator, kernels, cudnn autotuning)
-    times = [[] for _ in fns]
-    for _ in range(max(repeats, 1)):
-        for fn, ts in zip(fns, times):
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            ts.append(time.perf_counter() - start)
-    return [statistics.median(ts) for ts in times]
-
-
 def run(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -179,7 +157,7 @@ def run(args) -> dict:
         w, h = (int(v) for v in cfg.MODEL.IMAGE_SIZE)
         images = torch.randn(args.batch, 3, h, w, generator=torch.Generator().manual_seed(1)).to(device)
         model = Replay(model_2d.build_pose_net(cfg).to(device).eval(), images)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    timer = Timer(device)
 
     ours = {}
 
@@ -202,7 +180,9 @@ def run(args) -> dict:
             for lifter in lifters.values():
                 lifter(probe, probe_size)
 
-    t_ours, t_orig, t_lift = interleaved_seconds([run_ours, run_orig, run_lifters], args.repeats, sync)
+    reps = max(args.repeats, 1)          # one warm-up each (allocator, kernels, cudnn autotuning)
+    med = timer.interleaved({"ours": run_ours, "orig": run_orig, "lifters": run_lifters}, reps, 1)
+    t_ours, t_orig, t_lift = (med[k] / 1e3 for k in ("ours", "orig", "lifters"))
 
     # the same numbers: PDJ up to one borderline joint, errors to float32 round-off
     res, n = ours["res"], args.batch * args.batches
@@ -220,25 +200,25 @@ def run(args) -> dict:
     from lib.eval.metrics import mpjpe_torch, p_mpjpe_torch
     hm0, meta0 = prepare_heatmaps(batches[0][0].float(), cfg.DATASET.DATASET), batches[0][3]
     beta, post = float(cfg.TEST.BETA), bool(cfg.TEST.POST_PROCESS)
-    t_dec_ours = median_seconds(lambda: decode_soft(hm0, meta0["center"], meta0["scale"], beta, post), args.repeats, sync)
-    t_dec_orig = median_seconds(lambda: original_decode(hm0.cpu(), meta0["center"].cpu().numpy(),
-                                                        meta0["scale"].cpu().numpy(), beta, post), args.repeats, sync)
+    dec = timer.interleaved({"ours": lambda: decode_soft(hm0, meta0["center"], meta0["scale"], beta, post),
+                             "orig": lambda: original_decode(hm0.cpu(), meta0["center"].cpu().numpy(),
+                                                             meta0["scale"].cpu().numpy(), beta, post)}, reps, 1)
     pred = torch.randn(args.batch, 17, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64) * 300
     gt = torch.randn(args.batch, 17, 3, generator=torch.Generator().manual_seed(6), dtype=torch.float64) * 300
     pred_d, gt_d = pred.float().to(device), gt.float().to(device)
-    t_met_ours = median_seconds(lambda: (float(mpjpe_torch(pred_d, gt_d).mean()), float(p_mpjpe_torch(pred_d, gt_d).mean())),
-                                args.repeats, sync)
     pn, gn = pred.numpy(), gt.numpy()
-    t_met_orig = median_seconds(lambda: [(np.linalg.norm(pn[b] - gn[b], axis=-1).mean(), procrustes_error_mm(pn[b], gn[b]))
-                                         for b in range(args.batch)], args.repeats, sync)
+    met = timer.interleaved(
+        {"ours": lambda: (float(mpjpe_torch(pred_d, gt_d).mean()), float(p_mpjpe_torch(pred_d, gt_d).mean())),
+         "orig": lambda: [(np.linalg.norm(pn[b] - gn[b], axis=-1).mean(), procrustes_error_mm(pn[b], gn[b]))
+                          for b in range(args.batch)]}, reps, 1)
 
     return {"cfg": args.cfg, "device": str(device), "machine": machine_info(device), "batch": args.batch, "batches": args.batches,
             "lifters": names, "with_detector": bool(args.with_detector),
             "heatmap_size": [int(v) for v in cfg.MODEL.HEATMAP_SIZE], "threads": torch.get_num_threads(),
             "ours_samples_per_s": n / t_ours, "original_samples_per_s": n / t_orig, "speedup": t_orig / t_ours,
             "lifters_forward_ms_per_batch": 1e3 * t_lift / args.batches, "speedup_ceiling": t_orig / t_lift,
-            "decode_ms": {"ours": 1e3 * t_dec_ours, "original": 1e3 * t_dec_orig},
-            "metrics_ms_per_lifter": {"ours": 1e3 * t_met_ours, "original": 1e3 * t_met_orig},
+            "decode_ms": {"ours": dec["ours"], "original": dec["orig"]},
+            "metrics_ms_per_lifter": {"ours": met["ours"], "original": met["orig"]},
             "pdj": res["pdj"], "mpjpe": {k: v["mpjpe"] for k, v in res["per_lifter"].items()},
             "p_mpjpe": {k: v["p_mpjpe"] for k, v in res["per_lifter"].items()}, "numbers_equal": True}
 

@@ -192,6 +192,18 @@ class Timer:
             fn()
         return statistics.median(self(fn) for _ in range(steps))
 
+    def interleaved(self, fns: Dict[str, Callable], steps: int, warmup: int) -> Dict[str, float]:
+        """Median ms of each callable, timed in turns (a, b, ..., a, b, ...): a drift of the
+        machine's speed (frequency, background load on a shared host) hits every one alike."""
+        for _ in range(warmup):
+            for fn in fns.values():
+                fn()
+        times = {k: [] for k in fns}
+        for _ in range(steps):
+            for k, fn in fns.items():
+                times[k].append(self(fn))
+        return {k: statistics.median(v) for k, v in times.items()}
+
 
 # ----------------------------------------------------------------------------- our training step
 def make_train_step(model, objective, optimizer, scaler, batch, device, amp: str, clip: float = 0.0):
@@ -496,15 +508,7 @@ def run_benchmark(args) -> Dict:
                                                  step_config(cfg, ["sb"]), amp)
         step_fns["orig_multi"] = make_original_step(model, lifters, optimizer, batch, device, c, amp)
 
-    # Interleaved rounds: drift in background load affects every kind alike.
-    for _ in range(warmup):
-        for fn in step_fns.values():
-            fn()
-    times = {k: [] for k in step_fns}
-    for _ in range(steps):
-        for k, fn in step_fns.items():
-            times[k].append(timer(fn))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = timer.interleaved(step_fns, steps, warmup)
 
     res = {"step_ms_2d_only": med["2d_only"], "step_ms_guided_sb": med["guided_sb"],
            "step_ms_guided_multi": med["guided_multi"],
