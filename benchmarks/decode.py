@@ -18,9 +18,7 @@ gradient as large as them): ``loop / floor`` is the largest speed-up this machin
 """
 import argparse
 import math
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -32,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lib.core.heatmap import decode_soft  # noqa: E402
 from lib.core.soft_argmax import window_plan  # noqa: E402
 from lib.utils.machine import machine_info, machine_line  # noqa: E402
+from run.benchmark import Timer  # noqa: E402
 
 
 def loop_decode(heatmaps, center, scale, beta=100.0):
@@ -65,32 +64,6 @@ def loop_decode(heatmaps, center, scale, beta=100.0):
 def softmax_only(heatmaps, center, scale, beta=100.0):
     n, j = heatmaps.shape[:2]
     return torch.softmax(beta * heatmaps.reshape(n, j, -1), dim=-1)
-
-
-def one_run(fn, heatmaps, center, scale, backward=True):
-    """Seconds of one call (plus ``.sum().backward()``) on a fresh copy of the maps."""
-    hm = heatmaps.detach().clone().requires_grad_(backward)
-    if hm.is_cuda:
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    out = fn(hm, center, scale)
-    if backward:
-        out.sum().backward()
-    if hm.is_cuda:
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
-def interleaved_ms(rows, heatmaps, center, scale, repeats, warmup=3):
-    """Median ms per row; the rows take turns (row 1, row 2, ..., row 1, ...) so that a change of
-    the machine's speed during the run (frequency, a neighbour on a shared host) hits them alike."""
-    times = {label: [] for label, _, _ in rows}
-    for i in range(warmup + repeats):
-        for label, fn, backward in rows:
-            t = one_run(fn, heatmaps, center, scale, backward)
-            if i >= warmup:
-                times[label].append(t)
-    return {label: statistics.median(v) * 1e3 for label, v in times.items()}
 
 
 def memory_floor(h, c, s):
@@ -141,7 +114,18 @@ def main(argv=None):
             # tol_px = 0 sends every map down the full-map path: the decode before the window existed
             ("decode_soft, full map forced", lambda h, c, s: decode_soft(h, c, s, 100.0, True, tol_px=0.0), True),
             ("per-sample loop (original style)", loop_decode, True)]
-    ms = interleaved_ms(rows, heatmaps, center, scale, args.repeats)
+    # Each call gets a fresh copy of the maps, made outside the timing (the rows take turns).
+    backward = {label: bw for label, _, bw in rows}
+
+    def run_row(fn, label):
+        def call(hm):
+            out = fn(hm, center, scale)
+            if backward[label]:
+                out.sum().backward()
+        return call
+
+    ms = Timer(device).interleaved({label: run_row(fn, label) for label, fn, _ in rows}, args.repeats, 3,
+                                   prepare=lambda label: heatmaps.detach().clone().requires_grad_(backward[label]))
     loop = ms["per-sample loop (original style)"]
     for label, value in ms.items():
         print(f"{label:<34} {value:8.2f} ms   loop / this {loop / value:5.1f}x")

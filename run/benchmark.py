@@ -192,16 +192,24 @@ class Timer:
             fn()
         return statistics.median(self(fn) for _ in range(steps))
 
-    def interleaved(self, fns: Dict[str, Callable], steps: int, warmup: int) -> Dict[str, float]:
+    def interleaved(self, fns: Dict[str, Callable], steps: int, warmup: int,
+                    prepare: Optional[Callable] = None) -> Dict[str, float]:
         """Median ms of each callable, timed in turns (a, b, ..., a, b, ...): a drift of the
-        machine's speed (frequency, background load on a shared host) hits every one alike."""
+        machine's speed (frequency, background load on a shared host) hits every one alike.
+        With ``prepare``, each call is ``fn(prepare(name))`` and ``prepare`` runs outside the timing."""
+        def call(name, fn):
+            if prepare is None:
+                return fn
+            arg = prepare(name)
+            return lambda: fn(arg)
+
         for _ in range(warmup):
-            for fn in fns.values():
-                fn()
+            for k, fn in fns.items():
+                call(k, fn)()
         times = {k: [] for k in fns}
         for _ in range(steps):
             for k, fn in fns.items():
-                times[k].append(self(fn))
+                times[k].append(self(call(k, fn)))
         return {k: statistics.median(v) for k, v in times.items()}
 
 

@@ -89,6 +89,16 @@ def run(maps, beta, upstream, host_decides, dtype=torch.float64, tol_px=WINDOW_T
     return coords.detach().double().numpy(), hm.grad.double().numpy()
 
 
+def assert_equals_full_map(maps, beta, upstream, host_decides, atol, grad_scale_floor=0.0):
+    """Coordinates within ``atol`` px and gradients within ``atol`` times their largest entry (at
+    least ``grad_scale_floor``) of the float64 full-map softmax; -> the coordinates."""
+    ref_c, ref_g = ref_soft_argmax(maps, beta, upstream)
+    coords, grad = run(maps, beta, upstream, host_decides)
+    np.testing.assert_allclose(coords, ref_c, rtol=0, atol=atol)
+    np.testing.assert_allclose(grad, ref_g, rtol=0, atol=atol * max(np.abs(ref_g).max(), grad_scale_floor))
+    return coords
+
+
 def plan_of(maps, beta, tol=WINDOW_TOL_PX):
     """The library's plan for (N, J, H, W) maps with beta of either sign."""
     t = torch.as_tensor(np.asarray(maps, np.float64))
@@ -178,10 +188,7 @@ def test_second_peak_just_inside_and_outside_the_window(host_decides):
                                rtol=1e-9)
     assert plan["use_window"].tolist() == [True, False, True, False]
     upstream = np.random.default_rng(3).standard_normal((1, 4, 2))
-    ref_c, ref_g = ref_soft_argmax(maps, beta, upstream)
-    coords, grad = run(maps, beta, upstream, host_decides)
-    np.testing.assert_allclose(coords, ref_c, rtol=0, atol=1e-10)
-    np.testing.assert_allclose(grad, ref_g, rtol=0, atol=1e-10 * np.abs(ref_g).max())
+    assert_equals_full_map(maps, beta, upstream, host_decides, 1e-10)
 
 
 @MODES
@@ -227,10 +234,7 @@ def test_flat_and_multimodal_maps_take_the_full_map(beta, host_decides):
     plan = plan_of(maps, beta)
     assert not plan["use_window"].any()
     upstream = rng.standard_normal((1, 4, 2))
-    ref_c, ref_g = ref_soft_argmax(maps, beta, upstream)
-    coords, grad = run(maps, beta, upstream, host_decides)
-    np.testing.assert_allclose(coords, ref_c, rtol=0, atol=1e-9)
-    np.testing.assert_allclose(grad, ref_g, rtol=0, atol=1e-9 * max(np.abs(ref_g).max(), 1.0))
+    coords = assert_equals_full_map(maps, beta, upstream, host_decides, 1e-9, grad_scale_floor=1.0)
     np.testing.assert_allclose(coords[0, 0], [(w - 1) / 2, (h - 1) / 2], rtol=0, atol=1e-9)
     np.testing.assert_allclose(coords[0, 1], [(w - 1) / 2, (h - 1) / 2], rtol=0, atol=1e-9)
 
@@ -252,10 +256,7 @@ def test_peaks_at_borders_and_corners(beta, host_decides):
         if h * w > 24 * 24:
             assert bool(plan["use_window"].all())               # the clamped windows still pass
         upstream = rng.standard_normal((1, len(spots), 2))
-        ref_c, ref_g = ref_soft_argmax(maps, beta, upstream)
-        coords, grad = run(maps, beta, upstream, host_decides)
-        np.testing.assert_allclose(coords, ref_c, rtol=0, atol=1e-9)
-        np.testing.assert_allclose(grad, ref_g, rtol=0, atol=1e-9 * np.abs(ref_g).max())
+        assert_equals_full_map(maps, beta, upstream, host_decides, 1e-9)
 
 
 @MODES
