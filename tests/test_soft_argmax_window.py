@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lib.core.heatmap import soft_argmax
-from lib.core.soft_argmax import BLOCK_PX, WINDOW_BLOCKS, WINDOW_TOL_PX, window_plan, windowed_soft_argmax
+from lib.core.soft_argmax import BLOCK_PX, WINDOW_TOL_PX, window_plan, windowed_soft_argmax
 
 MODES = pytest.mark.parametrize("host_decides", [True, False], ids=["host", "masked"])
 
@@ -37,25 +37,30 @@ def ref_window_mean(hm, beta, y0, x0, size):
 
 
 def ref_plan_one(hm, beta, tol):
-    """One (H, W) map, beta >= 0, by loops: block maxima, window, largest value in the blocks not
-    wholly inside it, and ``n_O exp(beta (m_O - peak)) max(W - 1, H - 1)``."""
+    """One (H, W) map, beta >= 0, by loops: block maxima, the 2 x 2-block window (the peak's block
+    and the neighbours on the side of the larger neighbouring maximum), the largest value in the
+    blocks not wholly inside it, and ``n_O exp(beta (m_O - peak)) max(W - 1, H - 1)``."""
     hm = np.asarray(hm, np.float64)
     h, w = hm.shape
-    b, r = BLOCK_PX, WINDOW_BLOCKS
+    b = BLOCK_PX
     blocks = {}
     for by in range(math.ceil(h / b)):
         for bx in range(math.ceil(w / b)):
             blocks[by, bx] = hm[by * b:(by + 1) * b, bx * b:(bx + 1) * b].max()
     (pby, pbx), peak = max(blocks.items(), key=lambda kv: kv[1])   # first maximum in row-major order
-    sy, sx = min((2 * r + 1) * b, h), min((2 * r + 1) * b, w)
-    y0 = min(max(pby * b - r * b, 0), h - sy)
-    x0 = min(max(pbx * b - r * b, 0), w - sx)
+    nb = lambda by, bx: blocks.get((by, bx), -math.inf)             # noqa: E731 (past the border: -inf)
+    start_y = pby - 1 if nb(pby - 1, pbx) > nb(pby + 1, pbx) else pby
+    start_x = pbx - 1 if nb(pby, pbx - 1) > nb(pby, pbx + 1) else pbx
+    sy, sx = min(2 * b, h), min(2 * b, w)
+    y0 = min(start_y * b, h - sy)
+    x0 = min(start_x * b, w - sx)
     outside = [v for (by, bx), v in blocks.items()
                if not (by * b >= y0 and min((by + 1) * b, h) <= y0 + sy
                        and bx * b >= x0 and min((bx + 1) * b, w) <= x0 + sx)]
     n_out = h * w - sy * sx
     bound = 0.0 if not outside else n_out * math.exp(beta * (max(outside) - peak)) * max(w - 1, h - 1)
-    return {"peak": peak, "y0": y0, "x0": x0, "size": (sy, sx), "bound": bound, "use": bound <= tol}
+    return {"peak": peak, "y0": y0, "x0": x0, "size": (sy, sx), "bound": bound, "use": bound <= tol,
+            "back": (start_y < pby, start_x < pbx)}
 
 
 def peaked_maps(rng, n, j, h=96, w=72, sigma=2.0, noise=0.01, height=1.0):
@@ -109,6 +114,7 @@ def plan_of(maps, beta, tol=WINDOW_TOL_PX):
 # ----------------------------------------------------------------------------- the plan
 def test_plan_matches_loop_reference_on_many_sizes():
     rng = np.random.default_rng(0)
+    backwards = set()
     for h, w in ((96, 72), (64, 48), (21, 13), (45, 30), (17, 40), (8, 9)):
         maps = peaked_maps(rng, 2, 5, h, w, sigma=1.5)
         maps[0, 0] = 0.3 * rng.standard_normal((h, w))                     # noise: fails the bound
@@ -123,7 +129,9 @@ def test_plan_matches_loop_reference_on_many_sizes():
                 assert float(plan["peak"][i]) == ref["peak"]
                 np.testing.assert_allclose(float(plan["bound"][i]), ref["bound"], rtol=1e-12, atol=0)
                 assert bool(plan["use_window"][i]) == ref["use"]
-    # a 24 x 24 window sees at least 8 px around the peak away from borders: trained maps use it
+                backwards.add(ref["back"])
+    assert len(backwards) == 4                  # windows extended up and/or left, and neither
+    # a 16 x 16 window sees at least 4 px around the peak away from borders: trained maps use it
     plan = plan_of(peaked_maps(rng, 4, 17), 100.0)
     assert float(plan["use_window"].double().mean()) == 1.0
 
@@ -171,8 +179,10 @@ def test_bound_holds_for_coordinates_and_gradients_when_loosened(host_decides):
 
 @MODES
 def test_second_peak_just_inside_and_outside_the_window(host_decides):
-    # Peak 1 at (36, 48): block (4, 6), window x in [24, 48), y in [40, 64). A second peak of 0.9 one
-    # pixel inside the window is summed exactly; one pixel outside, it fails the bound.
+    # Peak 1 at (36, 48): block (4, 6) on a zero background, window x in [32, 48), y in [48, 64) (the
+    # neighbouring blocks tie: the window extends right and down), or one block further up or left
+    # where that neighbour is larger. A second peak of 0.9 one pixel inside the window is summed
+    # exactly; one pixel outside, it fails the bound.
     h, w, beta = 96, 72, 100.0
     maps = np.zeros((1, 4, h, w))
     maps[0, :, 48, 36] = 1.0
@@ -180,9 +190,9 @@ def test_second_peak_just_inside_and_outside_the_window(host_decides):
     maps[0, 1, 48, 48] = 0.9
     maps[0, 2, 63, 36] = 0.9
     maps[0, 3, 64, 36] = 0.9
-    n_out = h * w - 24 * 24
+    n_out = h * w - 16 * 16
     plan = plan_of(maps, beta)
-    assert plan["y0"].tolist() == [40] * 4 and plan["x0"].tolist() == [24] * 4
+    assert plan["y0"].tolist() == [48] * 4 and plan["x0"].tolist() == [32] * 4
     outside_bound = n_out * math.exp(beta * (0.9 - 1.0)) * (h - 1)
     np.testing.assert_allclose(plan["bound"].numpy(), [n_out * math.exp(-beta) * (h - 1), outside_bound] * 2,
                                rtol=1e-9)
@@ -198,11 +208,11 @@ def test_fallback_taken_exactly_where_the_bound_says(host_decides):
     # the first map takes the window (its result is the window's mean, visibly off the full map's),
     # the second the full map.
     h, w, beta, tol = 96, 72, 100.0, 1.0
-    n_out = h * w - 24 * 24
+    n_out = h * w - 16 * 16
     v_star = 1.0 + math.log(tol / (n_out * (h - 1))) / beta
     maps = np.zeros((1, 2, h, w))
     maps[0, :, 48, 36] = 1.0
-    maps[0, :, 47, 35] = 0.5                                   # asymmetric peak: a sub-pixel mean
+    maps[0, :, 47, 35] = 0.5                                   # asymmetric peak; window y in [40, 56)
     maps[0, 0, 48, 60] = v_star - 1e-4
     maps[0, 1, 48, 60] = v_star + 1e-4
     plan = plan_of(maps, beta, tol)
@@ -212,7 +222,8 @@ def test_fallback_taken_exactly_where_the_bound_says(host_decides):
     upstream = np.ones((1, 2, 2))
     coords, grad = run(maps, beta, upstream, host_decides, tol_px=tol)
     ref_c, ref_g = ref_soft_argmax(maps, beta, upstream)
-    window = ref_window_mean(maps[0, 0], beta, 40, 24, (24, 24))
+    assert plan["y0"].tolist() == [40] * 2 and plan["x0"].tolist() == [32] * 2
+    window = ref_window_mean(maps[0, 0], beta, 40, 32, (16, 16))
     assert abs(window[0] - ref_c[0, 0, 0]) > 1e-5              # the window is measurably not the full map
     np.testing.assert_allclose(coords[0, 0], window, rtol=0, atol=1e-12)
     assert abs(grad[0, 0, 48, 60]) == 0.0                      # nothing outside the window
@@ -253,7 +264,7 @@ def test_peaks_at_borders_and_corners(beta, host_decides):
         if beta < 0:
             maps = -maps
         plan = plan_of(maps, beta)
-        if h * w > 24 * 24:
+        if h * w > 16 * 16:
             assert bool(plan["use_window"].all())               # the clamped windows still pass
         upstream = rng.standard_normal((1, len(spots), 2))
         assert_equals_full_map(maps, beta, upstream, host_decides, 1e-9)
@@ -287,3 +298,16 @@ def test_public_soft_argmax_uses_it_and_keeps_dtypes():
     out_bf.sum().backward()
     assert out_bf.dtype == torch.float32 and bf.grad.dtype == torch.bfloat16
     assert soft_argmax(maps[:0], 100.0).shape == (0, 3, 2)
+
+
+def test_plan_on_nan_and_minus_inf_maps():
+    # NaN: never the window (the full map then gives NaN); a -inf background weighs exactly 0, so
+    # the window is exact even at beta = 0, where exp(0 * -inf) would be NaN.
+    maps = torch.zeros(2, 20, 20, dtype=torch.float64)
+    maps[0, 3, 3] = float("nan")
+    maps[1] = float("-inf")
+    maps[1, 5, 5] = 1.0
+    for beta in (100.0, 0.0):
+        plan = window_plan(maps, beta)
+        assert plan["use_window"].tolist() == [False, True] and plan["bound"][1] == 0.0
+        assert math.isnan(float(plan["bound"][0]))

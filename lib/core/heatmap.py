@@ -12,6 +12,7 @@ with the host (on the CPU the soft-argmax picks its window or full-map path per 
 Encoding (``encode_heatmaps``) is numpy, for the data loader, and reproduces HRNet's per-joint
 Gaussian target loop (SPEC §5.1 step 7) for any sigma.
 """
+import functools
 from typing import Sequence, Tuple, Union
 
 import numpy as np
@@ -50,17 +51,18 @@ def maps_finite(heatmaps: torch.Tensor) -> torch.Tensor:
     return torch.isfinite(heatmaps.sum(dim=(-2, -1)))
 
 
-def _size_pair(size: SizeLike, like: torch.Tensor):
-    """(width, height) as Python floats, or as 0-dim tensors when given a tensor.
+@functools.lru_cache(maxsize=64)
+def _constant(values: tuple, dtype: torch.dtype, device: str) -> torch.Tensor:
+    """A small constant tensor, made once per device: copying host numbers to a GPU every step
+    would synchronise the stream. Callers never write to it."""
+    return torch.tensor(values, dtype=dtype).to(device)
 
-    Python scalars avoid building a small host tensor and copying it to the GPU every step (a
-    blocking copy would synchronise the stream).
-    """
+
+def _half_size(size: SizeLike, like: torch.Tensor) -> torch.Tensor:
+    """(W / 2, H / 2) as a (2,) tensor of ``like``'s dtype and device."""
     if isinstance(size, torch.Tensor):
-        size = size.to(device=like.device, dtype=like.dtype).reshape(2)
-        return size[0], size[1]
-    width, height = (float(v) for v in np.asarray(size).reshape(2))
-    return width, height
+        return size.to(device=like.device, dtype=like.dtype).reshape(2) / 2
+    return _constant(tuple(float(v) / 2 for v in np.asarray(size).reshape(2)), like.dtype, str(like.device))
 
 
 def to_image_coords(coords: torch.Tensor, center: torch.Tensor, scale: torch.Tensor,
@@ -73,13 +75,11 @@ def to_image_coords(coords: torch.Tensor, center: torch.Tensor, scale: torch.Ten
     """
     if coords.dim() != 3 or coords.shape[-1] != 2:
         raise ValueError(f"to_image_coords: coords must be (N, J, 2), got shape {tuple(coords.shape)}")
+    half = _half_size(heatmap_size, coords)
     center = center.to(coords.dtype).reshape(-1, 1, 2)
-    scale_x = scale.to(coords.dtype).reshape(-1, 2)[:, 0, None]             # (N, 1)
-    width, height = _size_pair(heatmap_size, coords)
-    px_per_hm = scale_x * PIXEL_STD / width
-    x_px = center[..., 0] + px_per_hm * (coords[..., 0] - width / 2)
-    y_px = center[..., 1] + px_per_hm * (coords[..., 1] - height / 2)
-    return torch.stack((x_px, y_px), dim=-1)
+    # k = sx * 200 / W with W = 2 * half[0]: (N, 1, 1)
+    px_per_hm = scale.to(coords.dtype).reshape(-1, 2)[:, :1, None] * (PIXEL_STD / 2) / half[0]
+    return center + px_per_hm * (coords - half)
 
 
 def _quarter_pixel_shift(heatmaps: torch.Tensor, coords_hm: torch.Tensor) -> torch.Tensor:
@@ -91,22 +91,20 @@ def _quarter_pixel_shift(heatmaps: torch.Tensor, coords_hm: torch.Tensor) -> tor
     """
     with torch.no_grad():
         n, j, h, w = heatmaps.shape
-        rounded = torch.floor(coords_hm.detach() + 0.5)
-        px, py = rounded[..., 0], rounded[..., 1]
-        inside = (px > 1) & (px < w - 1) & (py > 1) & (py < h - 1)     # False for NaN / inf
+        rounded = torch.floor(coords_hm.detach() + 0.5)                  # (N, J, 2) = (px, py)
+        edge = _constant((w - 1.0, h - 1.0), rounded.dtype, str(rounded.device))
+        inside = ((rounded > 1) & (rounded < edge)).all(dim=-1, keepdim=True)   # False for NaN / inf
         # Clamp so that the gather is valid everywhere; the mask discards clamped entries. A
         # diverged detector gives NaN coordinates, and NaN.long() is INT64_MIN (an out-of-range
         # index), so non-finite values are replaced before the cast; they stay NaN in the output.
-        px = torch.nan_to_num(px, nan=1.0, posinf=1.0, neginf=1.0).clamp(1, w - 2).long()
-        py = torch.nan_to_num(py, nan=1.0, posinf=1.0, neginf=1.0).clamp(1, h - 2).long()
-        centre = py * w + px
-        index = torch.stack((centre + 1, centre - 1, centre + w, centre - w), dim=-1)  # (N, J, 4)
-        flat = heatmaps.detach().reshape(n, j, h * w)
-        nb = torch.gather(flat, 2, index)
-        diff = torch.stack((nb[..., 0] - nb[..., 1], nb[..., 2] - nb[..., 3]), dim=-1)
-        shift = 0.25 * torch.sign(diff).to(coords_hm.dtype)
+        p = torch.minimum(torch.nan_to_num(rounded, nan=1.0, posinf=1.0, neginf=1.0).clamp_(min=1.0), edge - 1)
+        p = p.long()
+        centre = p[..., :1] + p[..., 1:] * w                              # (N, J, 1)
+        index = centre + _constant((1, -1, w, -w), torch.long, str(p.device))   # right, left, below, above
+        nb = torch.gather(heatmaps.detach().reshape(n, j, h * w), 2, index).unflatten(-1, (2, 2))
+        shift = torch.sign(nb[..., 0] - nb[..., 1]).to(coords_hm.dtype) * 0.25
         # where(), not a product: NaN neighbours times a 0 mask would still be NaN.
-        return torch.where(inside.unsqueeze(-1), shift, torch.zeros_like(shift))
+        return torch.where(inside, shift, torch.zeros((), dtype=shift.dtype, device=shift.device))
 
 
 def decode_soft(heatmaps: torch.Tensor, center: torch.Tensor, scale: torch.Tensor, beta: float = 100.0,

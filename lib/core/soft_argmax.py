@@ -8,8 +8,8 @@ almost every pixel about 100 logits below the peak, so its softmax weight is bel
 peak's: the expectation is decided by a few pixels around the peak. A full softmax still reads,
 exponentiates and (in the backward) revisits every pixel, and on CPUs the denormal numbers it meets
 cost extra. Here one pass over each map gives its maximum per ``BLOCK_PX`` x ``BLOCK_PX`` block;
-from those, the peak, a window of ``(2 WINDOW_BLOCKS + 1)`` blocks on a side around it, and the
-largest value outside the window. The expectation is then taken over the window only, for the maps
+from those, the peak, a window of 2 x 2 blocks holding it (its block and the neighbours on the side
+of the larger neighbouring maximum, across and down), and the largest value outside the window. The expectation is then taken over the window only, for the maps
 whose bound (below) is at most ``tol_px``; the other maps (flat, broad, multi-modal, untrained)
 take the full-map path unchanged.
 
@@ -52,7 +52,6 @@ import torch
 from torch.autograd.function import once_differentiable
 
 BLOCK_PX = 8          # block side of the one-pass maxima; divides the usual heatmap sizes (48, 64, 72, 96)
-WINDOW_BLOCKS = 1     # blocks on each side of the peak's block: window 24 x 24 px, >= 8 px around the peak
 WINDOW_TOL_PX = 1e-6  # largest coordinate error (heatmap px) the window may cause
 # Largest exponent. beta * h - beta * peak is <= 0 in exact arithmetic; for a diverged detector (maps
 # ~1e9) the two float32 products round differently, the peak's exponent can land at +1e4, exp()
@@ -87,27 +86,36 @@ def _block_max(maps: torch.Tensor, block: int) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=32)
-def _window_table(h: int, w: int, block: int, radius: int, device: str):
-    """For each block that may hold the peak (flattened index ``by * nbx + bx``): the window's corner
-    (y0, x0) and which blocks lie wholly inside that window. Depends on the sizes only, so it is
-    built once per shape: the plan then picks rows of it instead of rebuilding masks every call."""
+def _window_table(h: int, w: int, block: int, device: str):
+    """Per block (flattened index ``by * nbx + bx``): its four neighbours (left, right, up, down) as
+    indices into the block maxima, ``nby * nbx`` standing for "none" (past the border); and for
+    the 2 x 2-block window whose upper-left block it is, the window's corner (y0, x0), clamped into
+    the map, and which blocks lie wholly inside that window. Depends on the sizes only, so it is
+    built once per shape: the plan picks rows of it instead of rebuilding masks every call."""
     nby, nbx = -(-h // block), -(-w // block)
-    sy, sx = min((2 * radius + 1) * block, h), min((2 * radius + 1) * block, w)
-    y0 = (torch.arange(nby) * block - radius * block).clamp(0, h - sy)            # (nby,) per peak row
-    x0 = (torch.arange(nbx) * block - radius * block).clamp(0, w - sx)
+    nb = nby * nbx
+    sy, sx = min(2 * block, h), min(2 * block, w)
+    by, bx = torch.arange(nby)[:, None].expand(nby, nbx), torch.arange(nbx)[None, :].expand(nby, nbx)
+    flat = by * nbx + bx
+    none = torch.full_like(flat, nb)
+    neighbours = torch.stack((torch.where(bx > 0, flat - 1, none), torch.where(bx < nbx - 1, flat + 1, none),
+                              torch.where(by > 0, flat - nbx, none), torch.where(by < nby - 1, flat + nbx, none)),
+                             dim=-1).reshape(nb, 4)
+    y0 = (torch.arange(nby) * block).clamp(max=h - sy)                           # (nby,) per start row
+    x0 = (torch.arange(nbx) * block).clamp(max=w - sx)
     start_y, start_x = torch.arange(nby) * block, torch.arange(nbx) * block
     end_y, end_x = (start_y + block).clamp(max=h), (start_x + block).clamp(max=w)
-    in_y = (start_y >= y0[:, None]) & (end_y <= (y0 + sy)[:, None])               # (peak row, block row)
+    in_y = (start_y >= y0[:, None]) & (end_y <= (y0 + sy)[:, None])               # (start row, block row)
     in_x = (start_x >= x0[:, None]) & (end_x <= (x0 + sx)[:, None])
-    inside = (in_y[:, None, :, None] & in_x[None, :, None, :]).reshape(nby * nbx, nby * nbx)
+    inside = (in_y[:, None, :, None] & in_x[None, :, None, :]).reshape(nb, nb)
     corner_y = y0[:, None].expand(nby, nbx).reshape(-1)
     corner_x = x0[None, :].expand(nby, nbx).reshape(-1)
     dev = torch.device(device)
-    return corner_y.to(dev), corner_x.to(dev), inside.to(dev), (sy, sx)
+    steps = torch.tensor([1, nbx])                                              # block index per step left, up
+    return neighbours.to(dev), steps.to(dev), corner_y.to(dev), corner_x.to(dev), inside.to(dev), (sy, sx)
 
 
-def window_plan(maps: torch.Tensor, beta: float, tol_px: float = WINDOW_TOL_PX, block: int = BLOCK_PX,
-                radius: int = WINDOW_BLOCKS):
+def window_plan(maps: torch.Tensor, beta: float, tol_px: float = WINDOW_TOL_PX, block: int = BLOCK_PX):
     """Per map: the peak, the window and whether the window is provably exact (module docstring).
 
     ``maps`` (M, H, W) with ``beta >= 0``. Returns a dict: ``peak`` (M,) maximum of each map (maps'
@@ -120,17 +128,25 @@ def window_plan(maps: torch.Tensor, beta: float, tol_px: float = WINDOW_TOL_PX, 
     m, h, w = maps.shape
     bmax = _block_max(maps, block).reshape(m, -1)                    # (M, nby * nbx)
     peak, where = bmax.max(dim=-1)                                   # first maximum, row-major blocks
-    corner_y, corner_x, inside, (sy, sx) = _window_table(h, w, block, radius, str(maps.device))
-    y0, x0 = corner_y.index_select(0, where), corner_x.index_select(0, where)
+    neighbours, steps, corner_y, corner_x, inside, (sy, sx) = _window_table(h, w, block, str(maps.device))
+    # The window is the peak's block and its neighbours on the side of the larger neighbouring
+    # maximum, across and down: the peak then lies at least block / 2 px from the window's edge
+    # wherever a map falls off around it evenly (a missing neighbour counts as -inf).
+    padded = torch.nn.functional.pad(bmax, (0, 1), value=-math.inf)
+    pairs = padded.gather(1, neighbours.index_select(0, where)).view(m, 2, 2)   # (left, right), (up, down)
+    back = (pairs[..., 0] > pairs[..., 1]).long()                            # (M, 2): one block left, up
+    start = where - (back * steps).sum(dim=-1)
+    y0, x0 = corner_y.index_select(0, start), corner_x.index_select(0, start)
     # Every pixel outside the window lies in a block that is not wholly inside it, so the largest
     # such block maximum bounds them all.
-    max_out = bmax.masked_fill(inside.index_select(0, where), -math.inf).amax(dim=-1)
+    max_out = bmax.masked_fill(inside.index_select(0, start), -math.inf).amax(dim=-1)
     # float64 from the exact stored values: the test cannot be flipped by rounding (MPS has no float64).
     f64 = torch.float64 if maps.device.type != "mps" else torch.float32
     gap = max_out.to(f64) - peak.to(f64)                                  # <= 0, -inf when O is empty
-    outside_px = h * w - sy * sx
-    rel = torch.where(gap == -math.inf, torch.zeros_like(gap), torch.exp(beta * gap))
-    bound = outside_px * rel * max(w - 1, h - 1)
+    rel = torch.exp(gap * beta)                                           # NaN for NaN maps
+    if beta == 0:                          # no outside pixels (gap = -inf) weigh 0, not exp(0 * -inf)
+        rel = torch.where(gap == -math.inf, 0.0, rel)
+    bound = rel * float((h * w - sy * sx) * max(w - 1, h - 1))
     return {"peak": peak, "y0": y0, "x0": x0, "size": (sy, sx), "bound": bound, "use_window": bound <= tol_px}
 
 

@@ -36,7 +36,7 @@ from typing import Dict, Mapping, Optional
 
 import torch
 
-from lib.core.heatmap import decode_argmax, decode_soft, maps_finite, prepare_heatmaps
+from lib.core.heatmap import decode_argmax, decode_soft, prepare_heatmaps
 from lib.core.skeleton import H36M_ACTIONS, get_skeleton
 from lib.engine.distributed import all_gather_cat, is_dist
 from lib.eval.metrics import mpjpe_masked_torch, mpjpe_torch, p_mpjpe_masked_torch, p_mpjpe_torch
@@ -164,12 +164,12 @@ def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
                 pred_2d = decode_soft(heatmaps, center, scale, beta, post_process)
             else:
                 pred_2d, _ = decode_argmax(heatmaps, center, scale, post_process)
-        # Non-finite guard (one flag per sample, no host sync): a diverged detector's NaN/inf
-        # heatmaps or joints. Such samples never count as PDJ hits and make the MPJPE NaN, so a
-        # validation with any of them can never become "best" (the trainer checks the count).
+        # Non-finite guard (one flag per sample, no host sync): a diverged detector's joints. Such
+        # samples never count as PDJ hits and make the MPJPE NaN, so a validation with any of them
+        # can never become "best" (the trainer checks the count). A NaN or +inf anywhere in a map
+        # makes its joint NaN in both decodings, so the joints alone tell (no second read of the
+        # maps); -inf pixels get weight 0 in the soft-argmax, as in the original's softmax.
         bad = ~torch.isfinite(pred_2d).flatten(1).all(dim=1)
-        if not gt_2d:
-            bad = bad | ~maps_finite(heatmaps).all(dim=1)
         non_finite.append(bad)
         hits.append(pdj_hits(pred_2d, joints_2d, skel.left_shoulder, skel.right_hip) & ~bad[:, None])
         if distributed and sample_index is not None:
