@@ -31,7 +31,7 @@ def soft_argmax(heatmaps: torch.Tensor, beta: float = 100.0, *, tol_px: float = 
 
     Softmax of ``beta * heatmap`` over all H*W pixels of each map, then the probability-weighted
     mean of the column and row indices (SPEC §2.4 steps 1-3). Output dtype is at least float32.
-    Where a bound proves that the pixels outside a 24 x 24 window around the peak move the result
+    Where a bound proves that the pixels outside a 16 x 16 window holding the peak move the result
     by at most ``tol_px`` heatmap px, only the window is summed (``lib.core.soft_argmax``).
     """
     if heatmaps.dim() != 4:

@@ -9,9 +9,9 @@ peak's: the expectation is decided by a few pixels around the peak. A full softm
 exponentiates and (in the backward) revisits every pixel, and on CPUs the denormal numbers it meets
 cost extra. Here one pass over each map gives its maximum per ``BLOCK_PX`` x ``BLOCK_PX`` block;
 from those, the peak, a window of 2 x 2 blocks holding it (its block and the neighbours on the side
-of the larger neighbouring maximum, across and down), and the largest value outside the window. The expectation is then taken over the window only, for the maps
-whose bound (below) is at most ``tol_px``; the other maps (flat, broad, multi-modal, untrained)
-take the full-map path unchanged.
+of the larger neighbouring maximum, across and down), and the largest value outside the window.
+The expectation is then taken over the window only, for the maps whose bound (below) is at most
+``tol_px``; the other maps (flat, broad, multi-modal, untrained) take the full-map path unchanged.
 
 The bound. Write z_i = beta * h_i - max_k beta * h_k <= 0 (beta >= 0; a negative beta is the same
 problem on -h), w_i = exp(z_i), W the window (it holds the peak, whose w = 1), O the n_O pixels
