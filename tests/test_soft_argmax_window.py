@@ -48,9 +48,12 @@ def ref_plan_one(hm, beta, tol):
         for bx in range(math.ceil(w / b)):
             blocks[by, bx] = hm[by * b:(by + 1) * b, bx * b:(bx + 1) * b].max()
     (pby, pbx), peak = max(blocks.items(), key=lambda kv: kv[1])   # first maximum in row-major order
-    nb = lambda by, bx: blocks.get((by, bx), -math.inf)             # noqa: E731 (past the border: -inf)
-    start_y = pby - 1 if nb(pby - 1, pbx) > nb(pby + 1, pbx) else pby
-    start_x = pbx - 1 if nb(pby, pbx - 1) > nb(pby, pbx + 1) else pbx
+
+    def at(by, bx):
+        return blocks.get((by, bx), -math.inf)                        # past the border: -inf
+
+    start_y = pby - 1 if at(pby - 1, pbx) > at(pby + 1, pbx) else pby
+    start_x = pbx - 1 if at(pby, pbx - 1) > at(pby, pbx + 1) else pbx
     sy, sx = min(2 * b, h), min(2 * b, w)
     y0 = min(start_y * b, h - sy)
     x0 = min(start_x * b, w - sx)

@@ -97,8 +97,8 @@ def _quarter_pixel_shift(heatmaps: torch.Tensor, coords_hm: torch.Tensor) -> tor
         # Clamp so that the gather is valid everywhere; the mask discards clamped entries. A
         # diverged detector gives NaN coordinates, and NaN.long() is INT64_MIN (an out-of-range
         # index), so non-finite values are replaced before the cast; they stay NaN in the output.
-        p = torch.minimum(torch.nan_to_num(rounded, nan=1.0, posinf=1.0, neginf=1.0).clamp_(min=1.0), edge - 1)
-        p = p.long()
+        finite = torch.nan_to_num(rounded, nan=1.0, posinf=1.0, neginf=1.0)
+        p = torch.minimum(finite.clamp_(min=1.0), edge - 1).long()           # in [1, (W - 2, H - 2)]
         centre = p[..., :1] + p[..., 1:] * w                              # (N, J, 1)
         index = centre + _constant((1, -1, w, -w), torch.long, str(p.device))   # right, left, below, above
         nb = torch.gather(heatmaps.detach().reshape(n, j, h * w), 2, index).unflatten(-1, (2, 2))
