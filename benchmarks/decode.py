@@ -10,7 +10,8 @@ N x J for the quarter-pixel shift, one OpenCV affine solve per sample).
 joint over a background near 0): with beta = 100 most exponents then fall in float32's denormal
 range, which is what makes a plain softmax slow on CPUs, and the windowed soft-argmax reads them
 once. ``--maps noise`` gives N(0, 0.1) maps, where every map takes the full-map fallback. The
-first line names the machine (CPU model, GPU when used). The rows take turns, repeat by repeat.
+first line names the machine (CPU model, GPU when used). The rows take turns, each repeat starting
+one row further (no row always follows the same one).
 ``memory floor`` times what any decode + backward must do (read the maps once, write a zeroed
 gradient as large as them): ``loop / floor`` is the largest speed-up this machine allows. Usage::
 

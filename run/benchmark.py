@@ -194,22 +194,27 @@ class Timer:
 
     def interleaved(self, fns: Dict[str, Callable], steps: int, warmup: int,
                     prepare: Optional[Callable] = None) -> Dict[str, float]:
-        """Median ms of each callable, timed in turns (a, b, ..., a, b, ...): a drift of the
-        machine's speed (frequency, background load on a shared host) hits every one alike.
-        With ``prepare``, each call is ``fn(prepare(name))`` and ``prepare`` runs outside the timing."""
+        """Median ms of each callable, timed in turns (a, b, c, then b, c, a, then c, a, b, ...): a
+        drift of the machine's speed (frequency, background load on a shared host) hits every one
+        alike, and each repeat starts one further along, so that no callable always runs right
+        after the same one (one that fills the cache or makes the allocator give memory back would
+        otherwise always slow the next). With ``prepare``, each call is ``fn(prepare(name))`` and
+        ``prepare`` runs outside the timing."""
         def call(name, fn):
             if prepare is None:
                 return fn
             arg = prepare(name)
             return lambda: fn(arg)
 
+        names = list(fns)
         for _ in range(warmup):
-            for k, fn in fns.items():
-                call(k, fn)()
-        times = {k: [] for k in fns}
-        for _ in range(steps):
-            for k, fn in fns.items():
-                times[k].append(self(call(k, fn)))
+            for k in names:
+                call(k, fns[k])()
+        times = {k: [] for k in names}
+        for step in range(steps):
+            first = step % len(names)
+            for k in names[first:] + names[:first]:
+                times[k].append(self(call(k, fns[k])))
         return {k: statistics.median(v) for k, v in times.items()}
 
 

@@ -73,3 +73,13 @@ def test_decode_benchmark_rows_and_window_use(capsys):
     assert len(rows) == 6 and "memory floor (read + zeroed grad)" in rows and all(v > 0 for v in rows.values())
     decode.main(["--batch", "2", "--repeats", "1", "--maps", "noise"])
     assert "proven exact on 0 of 34 maps" in capsys.readouterr().out
+
+
+def test_interleaved_turns_start_one_further_each_repeat():
+    calls = []
+    fns = {name: (lambda arg, name=name: calls.append((name, arg))) for name in "abc"}
+    out = benchmark.Timer(torch.device("cpu")).interleaved(fns, steps=4, warmup=1, prepare=str.upper)
+    order = [name for name, _ in calls]
+    assert order == list("abc" "abc" "bca" "cab" "abc")             # warm-up, then one step further each repeat
+    assert all(arg == name.upper() for name, arg in calls)          # each call gets its own prepared argument
+    assert set(out) == set("abc") and all(v >= 0 for v in out.values())
