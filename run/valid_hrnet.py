@@ -25,6 +25,7 @@ if __package__ in (None, ""):  # `python run/valid_hrnet.py`: make the repositor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib.config import load_cfg
+from lib.utils.atomic_io import write_text_atomic
 from lib.utils.errors import BadValueError
 
 ACTION_ABBREV = ("Dir.", "Disc.", "Eat.", "Greet.", "Phone.", "Photo.", "Pose.", "Purch.", "Sit.", "SitD.",
@@ -240,9 +241,7 @@ def main(argv=None):
     if not cfg.TEST.ACTION_VALID:
         payload.pop("per_action", None)
     out = model_dir / ("metrics_cross.json" if args.cross_valid else "metrics.json")
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(_json_safe(payload), indent=1))
-    os.replace(tmp, out)
+    write_text_atomic(out, json.dumps(_json_safe(payload), indent=1))
 
     if cfg.TEST.ACTION_VALID and results.get("per_action"):
         from lib.utils.report import plot_per_action

@@ -71,6 +71,7 @@ import torch
 
 from lib.engine import distributed as ddp
 from lib.eval.metrics import mpjpe_masked_torch, mpjpe_torch, p_mpjpe_masked_torch, p_mpjpe_torch
+from lib.utils.atomic_io import write_text_atomic
 from lib.utils.errors import UserError
 
 CM_PER_M = 100.0
@@ -526,9 +527,7 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None, ov
                 model_3d.save_lifter_checkpoint(out_path, lifter, name=name, num_joints=J, dataset=dataset,
                                                 stats=lifter.stats, epoch=epoch, metrics=metrics, config=config)
             run_folder.mkdir(parents=True, exist_ok=True)
-            tmp = run_folder / "history.json.tmp"
-            tmp.write_text(json.dumps(history, indent=1))
-            os.replace(tmp, run_folder / "history.json")
+            write_text_atomic(run_folder / "history.json", json.dumps(history, indent=1))
             # drawing costs ~0.3 s: at the end, and at most once a minute meanwhile (quick runs stay quick)
             if epoch == epochs - 1 or time.time() - last_plot > PLOT_EVERY_S:
                 last_plot = time.time()

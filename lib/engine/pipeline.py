@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from lib.engine import distributed as ddp
+from lib.utils.atomic_io import write_text_atomic
 from lib.utils.errors import UserError
 from lib.utils.stages import find_run, mark_stage, reuse_stage, stage_done, stage_inputs
 
@@ -441,9 +442,7 @@ def claims(report: Dict) -> Dict:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=2))
 
 
 def _fmt(v) -> str:
@@ -517,10 +516,7 @@ def write_report(out: Path, report: Dict, run_folders: Dict[str, Path]) -> None:
         if hits:
             curves[name] = Path(os.path.relpath(hits[-1], out)).as_posix()
     _write_json(out / "report.json", report)
-    text = "\n".join(report_markdown(report, curves)).rstrip() + "\n"
-    tmp = out / "report.md.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, out / "report.md")
+    write_text_atomic(out / "report.md", "\n".join(report_markdown(report, curves)).rstrip() + "\n")
 
 
 def reproduce(preset: str, out=None, data_root=None, fresh: bool = False, only=None, gpu_id: int = 0,

@@ -50,6 +50,7 @@ from lib.engine.evaluator import results_for_json, validate
 from lib.engine.resume import (LR_KEYS, apply_lr_schedule, check_resume_options, describe, missing_checkpoint,
                                resume_command)
 from lib.engine.run_dir import lifter_names, run_dir as make_run_dir
+from lib.utils.atomic_io import write_text_atomic
 from lib.utils.errors import UserError
 from lib.utils.logger import close_logger, setup_logger
 
@@ -262,9 +263,7 @@ def is_new_best(perf: float, best: float, higher_is_better: bool, non_finite: in
 
 
 def _write_json(path: Path, obj):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, allow_nan=False, default=float))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=1, allow_nan=False, default=float))
 
 
 def _json_safe(obj):

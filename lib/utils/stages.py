@@ -5,10 +5,11 @@ A stage folder holds one training run (found by its ``final_state.pth``) and ``s
 inputs it was made from, written after the run finished.
 """
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Dict, Sequence
+
+from lib.utils.atomic_io import write_text_atomic
 
 STAGE_FILE = "stage.json"
 
@@ -57,7 +58,4 @@ def reuse_stage(out_dir: Path, inputs: Dict, marker: str = "final_state.pth") ->
 
 def mark_stage(out_dir: Path, inputs: Dict) -> None:
     """Record the inputs of the run that just finished in ``out_dir`` (written atomically)."""
-    path = Path(out_dir) / STAGE_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(inputs, indent=1))
-    os.replace(tmp, path)
+    write_text_atomic(Path(out_dir) / STAGE_FILE, json.dumps(inputs, indent=1))
