@@ -242,8 +242,12 @@ def _fake_batches(n_batches=3, batch=4, J=17, H=16, W=12, seed=0):
     return out, list(H36M_ACTIONS)
 
 
-def test_validate_matches_slow_reference():
+@pytest.mark.parametrize("chunk", [1, 5, 100_000])
+def test_validate_matches_slow_reference(chunk, monkeypatch):
+    """Lifted and scored per batch (chunk 1), across batch boundaries (5 with batches of 4), or all at once."""
     from lib.core.heatmap import decode_soft
+    from lib.engine import evaluator
+    monkeypatch.setattr(evaluator, "LIFT_CHUNK", chunk)
     cfg = get_cfg()
     cfg.TEST.POST_PROCESS = True
     batches, actions = _fake_batches()
@@ -294,6 +298,38 @@ def test_validate_matches_slow_reference():
         want = np.mean(np.array(per["videopose"])[acts == a]) if (acts == a).any() else None
         got = res["per_action"]["videopose"][actions[a]]
         assert (got is None and want is None) or got == pytest.approx(want, rel=1e-5)
+
+
+def test_validate_chunks_keep_masked_and_unmasked_batches_apart(monkeypatch):
+    """A batch without ``joints_3d_valid`` (masking on) is never scored together with masked ones:
+    the chunked values equal those of lifting each batch alone, sample by sample."""
+    from lib.engine import evaluator
+    cfg = get_cfg()
+    cfg.DATASET.MASK_LOW_CONFIDENCE = True
+    batches, _ = _fake_batches(n_batches=4)
+    g = torch.Generator().manual_seed(3)
+    for i in (0, 1, 3):                              # batch 2 carries no mask
+        batches[i][3]["joints_3d_valid"] = (torch.rand(4, 17, generator=g) > 0.3).float()
+    lifters = {"sb": _FakeLifter(1.0, 2.0)}
+    results = {}
+    for chunk in (1, 100_000):
+        monkeypatch.setattr(evaluator, "LIFT_CHUNK", chunk)
+        results[chunk] = validate(cfg, batches, _HeatmapsAreImages(), torch.device("cpu"), lifters, beta=100.0)
+    one, many = results[1], results[100_000]
+    np.testing.assert_allclose(many["per_sample_mpjpe"]["sb"], one["per_sample_mpjpe"]["sb"], rtol=1e-6)
+    assert many["per_lifter"]["sb"]["p_mpjpe"] == pytest.approx(one["per_lifter"]["sb"]["p_mpjpe"], rel=1e-6)
+    assert many["unmasked"]["mpjpe"] == pytest.approx(one["unmasked"]["mpjpe"], rel=1e-6)
+    # batch 2's samples are scored on all their joints: their masked and unmasked errors agree
+    np.testing.assert_allclose(one["per_sample_mpjpe"]["sb"][8:12],
+                               _unmasked_per_sample(cfg, batches[2], lifters["sb"]), rtol=1e-5)
+
+
+def _unmasked_per_sample(cfg, batch, lifter):
+    from lib.core.heatmap import decode_soft
+    hm, _, _, meta = batch
+    pred2d = decode_soft(hm, meta["center"], meta["scale"], 100.0, bool(cfg.TEST.POST_PROCESS))
+    pm = lifter(pred2d, meta["image_size"]).double().numpy() * 1000
+    return np.linalg.norm(pm - meta["joints_3d"].double().numpy() * 10, axis=-1).mean(-1)
 
 
 def test_validate_without_lifters_and_with_gt_2d():

