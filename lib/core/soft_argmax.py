@@ -51,6 +51,8 @@ from typing import Optional
 import torch
 from torch.autograd.function import once_differentiable
 
+from lib.core import soft_argmax_native
+
 BLOCK_PX = 8          # block side of the one-pass maxima; divides the usual heatmap sizes (48, 64, 72, 96)
 WINDOW_TOL_PX = 1e-6  # largest coordinate error (heatmap px) the window may cause
 # Largest exponent. beta * h - beta * peak is <= 0 in exact arithmetic; for a diverged detector (maps
@@ -234,11 +236,28 @@ class _WindowedSoftArgmax(torch.autograd.Function):
         sign = 1.0
         if beta < 0:                       # softmax(beta h) = softmax(|beta| (-h)): weights the minimum
             maps, beta, sign = -maps, -beta, -1.0
+        ctx.beta, ctx.sign, ctx.shape = beta, sign, (m, h, w)
+        ctx.in_dtype, ctx.in_shape = heatmaps.dtype, heatmaps.shape
+        kernels = soft_argmax_native.kernels_for(maps) if host_decides else None
+        if kernels is not None:
+            # CPU, float32: the plan and the window path in one pass per map (soft_argmax_kernels.c)
+            window_px = min(2 * BLOCK_PX, h) * min(2 * BLOCK_PX, w)
+            coords, use, peak, saved_w = soft_argmax_native.forward(
+                kernels, maps, beta, tol_px, BLOCK_PX, _exp_floor(dtype, window_px), EXP_CAP)
+            full_ids = torch.nonzero(~use).reshape(-1)
+            saved_f = None
+            if full_ids.numel() == m:
+                coords, saved_f = _full_forward(maps, peak, beta)
+                saved_w, full_ids = None, None
+            elif full_ids.numel():
+                coords_f, saved_f = _full_forward(maps.index_select(0, full_ids), peak[full_ids], beta)
+                coords.index_copy_(0, full_ids, coords_f)
+            ctx.mode, ctx.kernels = "native", kernels
+            ctx.parts = (saved_w, saved_f, full_ids)
+            return coords.reshape(n, j, 2)
         plan = window_plan(maps, beta, tol_px)
         use = plan["use_window"]
         flat = maps.reshape(-1)
-        ctx.beta, ctx.sign, ctx.shape = beta, sign, (m, h, w)
-        ctx.in_dtype, ctx.in_shape = heatmaps.dtype, heatmaps.shape
         if host_decides:
             # CPU: reading the decision costs nothing; each map goes down one path only. (Mixed
             # calls copy the fallback maps out once; a call with no window map copies nothing.)
@@ -273,7 +292,17 @@ class _WindowedSoftArgmax(torch.autograd.Function):
         m, h, w = ctx.shape
         beta = ctx.beta
         grad_coords = grad_coords.reshape(m, 2)
-        if ctx.mode == "masked":
+        if ctx.mode == "native":
+            saved_w, saved_f, full_ids = ctx.parts
+            g = grad_coords.to(torch.float32)
+            if saved_w is None:                                     # every map took the full path
+                grad = _full_backward(g, saved_f, beta)
+            else:
+                grad = torch.empty(m, h, w)                         # every map is written below
+                soft_argmax_native.backward(ctx.kernels, grad, g, saved_w, beta)
+                if saved_f is not None:
+                    grad.index_copy_(0, full_ids, _full_backward(g[full_ids], saved_f, beta))
+        elif ctx.mode == "masked":
             saved_w, saved_f, use = ctx.parts
             g = grad_coords.to(saved_f[0].dtype)
             grad_win = torch.zeros(m * h * w, dtype=g.dtype, device=g.device)

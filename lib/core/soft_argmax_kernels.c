@@ -1,0 +1,216 @@
+/* CPU kernels of the windowed soft-argmax (lib/core/soft_argmax.py), float32 maps only.
+ *
+ * The torch version reads the maps once for the block maxima and then visits every window, the
+ * zeroed gradient and the small per-map tensors in separate whole-batch passes, which on a CPU
+ * costs several times one read of the maps. Here each map is handled start to finish while it sits
+ * in the cache: block maxima, window, bound, and the window's expectation (forward); zeros and the
+ * window's gradient (backward). The rules are those of window_plan / _window_forward /
+ * _window_backward, which the tests compare these with; maps that fail the bound are left to the
+ * torch full-map path.
+ *
+ * Built on first use by lib/utils/native_build.py for the machine it runs on. Maps are split
+ * across OpenMP threads: loaded after torch, this library shares torch's OpenMP runtime (its
+ * threads are the ones torch's own operations just used). */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define L2D_SA_ABI 1
+#define LANES 16        /* columns reduced together: one AVX-512 register, two AVX2 ones */
+
+/* GCC / Clang vector types: one register's worth where the CPU has it, split where it has less */
+typedef float vfloat __attribute__((vector_size(4 * LANES)));
+typedef int32_t vint __attribute__((vector_size(4 * LANES)));
+
+int l2d_sa_abi(void) { return L2D_SA_ABI; }
+
+static int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* Block maxima of one H x W map into bmax (nby x nbx, row-major), colmax a scratch row of W.
+ * Returns 1 if the map holds a NaN or an infinity (v - v is then NaN), else 0. */
+static int block_maxima(const float *map, int64_t h, int64_t w, int64_t block, float *colmax, float *bmax) {
+    const int64_t nby = (h + block - 1) / block, nbx = (w + block - 1) / block;
+    vfloat check = {0};
+    for (int64_t by = 0; by < nby; ++by) {
+        const int64_t r0 = by * block, r1 = imin(r0 + block, h);
+        int64_t x0 = 0;
+        /* whole chunks, the last one moved left to end at W (maxima of overlapping columns are
+         * the same either way); accumulators stay in registers */
+        for (int64_t next = 0; w >= LANES && x0 < w; next += LANES) {
+            x0 = imin(next, w - LANES);
+            vfloat mx, ck = {0}, v;
+            memcpy(&mx, map + r0 * w + x0, sizeof mx);
+            for (int64_t r = r0; r < r1; ++r) {
+                memcpy(&v, map + r * w + x0, sizeof v);
+                const vint more = v > mx;                   /* false for NaN: check catches those */
+                mx = (vfloat)((more & (vint)v) | (~more & (vint)mx));
+                ck += v - v;
+            }
+            memcpy(colmax + x0, &mx, sizeof mx);
+            check += ck;
+            x0 += LANES;
+        }
+        for (; x0 < w; ++x0) {                          /* maps narrower than LANES */
+            float mx = map[r0 * w + x0], ck = 0.0f;
+            for (int64_t r = r0; r < r1; ++r) {
+                const float v = map[r * w + x0];
+                mx = v > mx ? v : mx;
+                ck += v - v;
+            }
+            colmax[x0] = mx;
+            check[0] += ck;
+        }
+        for (int64_t bx = 0; bx < nbx; ++bx) {
+            const int64_t c0 = bx * block, c1 = imin(c0 + block, w);
+            float best = colmax[c0];
+            for (int64_t c = c0 + 1; c < c1; ++c)
+                best = colmax[c] > best ? colmax[c] : best;
+            bmax[by * nbx + bx] = best;
+        }
+    }
+    float total = 0.0f;
+    for (int k = 0; k < LANES; ++k)
+        total += check[k];
+    return total != 0.0f;
+}
+
+/* The maximum as torch.amax gives it: NaN if the map holds one. */
+static float nan_max(const float *map, int64_t n) {
+    float best = -INFINITY;
+    for (int64_t i = 0; i < n; ++i) {
+        if (map[i] != map[i])
+            return NAN;
+        best = map[i] > best ? map[i] : best;
+    }
+    return best;
+}
+
+/* maps: M x H x W float32, contiguous, beta >= 0. Per map: peak, the window corner (y0, x0), and
+ * use = 1 when the bound (window_plan's, in float64) is <= tol. For those maps also the window's
+ * clamped weights (M x sy x sx), their total, the local mean (lx, ly) and coords = (x0 + lx,
+ * y0 + ly); the other maps' coords are left as they are. lo / hi: the exponent's floor and cap.
+ * Returns 0, or -1 when scratch memory cannot be had (nothing usable is written then). */
+int l2d_sa_forward(const float *maps, int64_t m, int64_t h, int64_t w, int64_t block, float beta, double tol,
+                   float lo, float hi, int nthreads, float *coords, float *peak_out, int64_t *y0_out,
+                   int64_t *x0_out, uint8_t *use_out, float *weights, float *total_out, float *lx_out,
+                   float *ly_out) {
+    const int64_t nby = (h + block - 1) / block, nbx = (w + block - 1) / block, nb = nby * nbx;
+    const int64_t sy = imin(2 * block, h), sx = imin(2 * block, w);
+    /* the same float64 factor as window_plan: (H W - sy sx) max(W - 1, H - 1) */
+    const double factor = (double)((h * w - sy * sx) * ((w > h ? w : h) - 1));
+    const float floor_weight = expf(lo);
+    int failed = 0;
+    if (nthreads < 1)
+        nthreads = 1;
+#pragma omp parallel num_threads(nthreads) reduction(| : failed)
+    {
+        float *scratch = malloc(sizeof(float) * (size_t)(w + nb + sx));
+        if (!scratch)
+            failed = 1;
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < m; ++i) {
+            if (!scratch)
+                continue;
+            float *colmax = scratch, *bmax = scratch + w, *col = scratch + w + nb;
+            const float *map = maps + i * h * w;
+            if (block_maxima(map, h, w, block, colmax, bmax)) {
+                peak_out[i] = nan_max(map, h * w);          /* NaN or +-inf: the full map decides */
+                y0_out[i] = x0_out[i] = 0;
+                use_out[i] = 0;
+                continue;
+            }
+            int64_t where = 0;                              /* first maximum, row-major blocks */
+            for (int64_t k = 1; k < nb; ++k)
+                if (bmax[k] > bmax[where])
+                    where = k;
+            const int64_t by = where / nbx, bx = where % nbx;
+            const float left = bx > 0 ? bmax[where - 1] : -INFINITY;
+            const float right = bx < nbx - 1 ? bmax[where + 1] : -INFINITY;
+            const float up = by > 0 ? bmax[where - nbx] : -INFINITY;
+            const float down = by < nby - 1 ? bmax[where + nbx] : -INFINITY;
+            const int64_t y0 = imin((by - (up > down)) * block, h - sy);
+            const int64_t x0 = imin((bx - (left > right)) * block, w - sx);
+            float max_out = -INFINITY;                      /* blocks not wholly inside the window */
+            for (int64_t ky = 0; ky < nby; ++ky) {
+                const int in_y = ky * block >= y0 && imin((ky + 1) * block, h) <= y0 + sy;
+                for (int64_t kx = 0; kx < nbx; ++kx) {
+                    const int inside = in_y && kx * block >= x0 && imin((kx + 1) * block, w) <= x0 + sx;
+                    const float v = bmax[ky * nbx + kx];
+                    if (!inside && v > max_out)
+                        max_out = v;
+                }
+            }
+            const float peak = bmax[where];
+            const double gap = (double)max_out - (double)peak;
+            const double rel = gap == -INFINITY ? 0.0 : exp(gap * (double)beta);
+            const int use = rel * factor <= tol;
+            peak_out[i] = peak;
+            y0_out[i] = y0;
+            x0_out[i] = x0;
+            use_out[i] = (uint8_t)use;
+            if (!use)
+                continue;
+            /* the window: weights exp(clamp(beta h - beta peak, lo, hi)) and their moments */
+            float *wt = weights + i * sy * sx;
+            const float shift = peak * -beta;
+            float total = 0.0f, sum_x = 0.0f, sum_y = 0.0f;
+            for (int64_t c = 0; c < sx; ++c)
+                col[c] = 0.0f;
+            for (int64_t r = 0; r < sy; ++r) {
+                const float *src = map + (y0 + r) * w + x0;
+                float *dst = wt + r * sx;
+                float row = 0.0f;
+                for (int64_t c = 0; c < sx; ++c) {
+                    const float z = shift + beta * src[c];
+                    /* most of a trained map sits at the floor: one exp for all of them */
+                    const float e = z <= lo ? floor_weight : expf(z < hi ? z : hi);
+                    dst[c] = e;
+                    col[c] += e;
+                    row += e;
+                }
+                sum_y += row * (float)r;
+            }
+            for (int64_t c = 0; c < sx; ++c) {
+                total += col[c];
+                sum_x += col[c] * (float)c;
+            }
+            const float lx = sum_x / total, ly = sum_y / total;
+            total_out[i] = total;
+            lx_out[i] = lx;
+            ly_out[i] = ly;
+            coords[2 * i] = lx + (float)x0;
+            coords[2 * i + 1] = ly + (float)y0;
+        }
+        free(scratch);
+    }
+    return failed ? -1 : 0;
+}
+
+/* grad: M x H x W. For every map with use = 1, writes zeros and, over its window, d loss / d h =
+ * beta / total * w (g_x (c - lx) + g_y (r - ly)); the other maps are left as they are.
+ * grad_coords (M x 2) holds (g_x, g_y). */
+void l2d_sa_backward(float *grad, int64_t m, int64_t h, int64_t w, int64_t block, float beta, int nthreads,
+                     const float *grad_coords, const int64_t *y0, const int64_t *x0, const uint8_t *use,
+                     const float *weights, const float *total, const float *lx, const float *ly) {
+    const int64_t sy = imin(2 * block, h), sx = imin(2 * block, w);
+    if (nthreads < 1)
+        nthreads = 1;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t i = 0; i < m; ++i) {
+        if (!use[i])
+            continue;
+        float *map = grad + i * h * w;
+        const float *wt = weights + i * sy * sx;
+        const float scale = beta / total[i];
+        const float gx = grad_coords[2 * i] * scale, gy = grad_coords[2 * i + 1] * scale;
+        memset(map, 0, sizeof(float) * (size_t)(h * w));
+        for (int64_t r = 0; r < sy; ++r) {
+            const float term_y = ((float)r - ly[i]) * gy;
+            float *dst = map + (y0[i] + r) * w + x0[i];
+            const float *src = wt + r * sx;
+            for (int64_t c = 0; c < sx; ++c)
+                dst[c] = src[c] * (term_y + ((float)c - lx[i]) * gx);
+        }
+    }
+}
