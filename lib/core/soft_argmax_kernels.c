@@ -23,12 +23,40 @@
 typedef float vfloat __attribute__((vector_size(4 * LANES)));
 typedef int32_t vint __attribute__((vector_size(4 * LANES)));
 
+static vfloat vselect(vint mask, vfloat a, vfloat b) { return (vfloat)((mask & (vint)a) | (~mask & (vint)b)); }
+
+static float vsum(vfloat v) {
+    float s = 0.0f;
+    for (int k = 0; k < LANES; ++k)
+        s += v[k];
+    return s;
+}
+
+/* exp(z) for z in [-87, 88] (the callers clamp): 2^n exp(r), n = round(z / ln 2), |r| <= ln 2 / 2,
+ * ln 2 split in two so that n ln 2 is exact; exp(r) by its Taylor series to r^7 (truncation
+ * below 6e-9 relative), so within 2 ulp of the true value, as torch's own vectorised exp. */
+static vfloat vexp(vfloat z) {
+    const float round_magic = 12582912.0f;                 /* 1.5 * 2^23: adding it rounds to an integer */
+    const vfloat n = (z * 1.44269504088896341f + round_magic) - round_magic;
+    vfloat r = z - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    vfloat p = r * (1.0f / 5040.0f) + (1.0f / 720.0f);
+    p = p * r + (1.0f / 120.0f);
+    p = p * r + (1.0f / 24.0f);
+    p = p * r + (1.0f / 6.0f);
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const vint bits = (__builtin_convertvector(n, vint) + 127) << 23;
+    return p * (vfloat)bits;
+}
+
 int l2d_sa_abi(void) { return L2D_SA_ABI; }
 
 static int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
 /* Block maxima of one H x W map into bmax (nby x nbx, row-major), colmax a scratch row of W.
- * Returns 1 if the map holds a NaN or an infinity (v - v is then NaN), else 0. */
+ * Returns 1 if the map holds a NaN or an infinity (v * 0 is then NaN), else 0. */
 static int block_maxima(const float *map, int64_t h, int64_t w, int64_t block, float *colmax, float *bmax) {
     const int64_t nby = (h + block - 1) / block, nbx = (w + block - 1) / block;
     vfloat check = {0};
@@ -45,7 +73,7 @@ static int block_maxima(const float *map, int64_t h, int64_t w, int64_t block, f
                 memcpy(&v, map + r * w + x0, sizeof v);
                 const vint more = v > mx;                   /* false for NaN: check catches those */
                 mx = (vfloat)((more & (vint)v) | (~more & (vint)mx));
-                ck += v - v;
+                ck += v * 0.0f;                             /* one fused multiply-add; NaN for NaN, inf */
             }
             memcpy(colmax + x0, &mx, sizeof mx);
             check += ck;
@@ -56,7 +84,7 @@ static int block_maxima(const float *map, int64_t h, int64_t w, int64_t block, f
             for (int64_t r = r0; r < r1; ++r) {
                 const float v = map[r * w + x0];
                 mx = v > mx ? v : mx;
-                ck += v - v;
+                ck += v * 0.0f;
             }
             colmax[x0] = mx;
             check[0] += ck;
@@ -86,6 +114,57 @@ static float nan_max(const float *map, int64_t n) {
     return best;
 }
 
+/* The window's weights e = exp(clamp(shift + beta h, lo, hi)) into wt (sy x sx) and their
+ * moments (sum e, sum e c, sum e r) into out, for a window of the map starting at src (row stride w). */
+static void window_moments_scalar(const float *src, int64_t w, int64_t sy, int64_t sx, float shift, float beta,
+                                  float lo, float hi, float *col, float *wt, float out[3]) {
+    const float floor_weight = expf(lo);
+    float total = 0.0f, sum_x = 0.0f, sum_y = 0.0f;
+    for (int64_t c = 0; c < sx; ++c)
+        col[c] = 0.0f;
+    for (int64_t r = 0; r < sy; ++r) {
+        float row = 0.0f;
+        for (int64_t c = 0; c < sx; ++c) {
+            const float z = shift + beta * src[r * w + c];
+            const float e = z <= lo ? floor_weight : expf(z < hi ? z : hi);
+            wt[r * sx + c] = e;
+            col[c] += e;
+            row += e;
+        }
+        sum_y += row * (float)r;
+    }
+    for (int64_t c = 0; c < sx; ++c) {
+        total += col[c];
+        sum_x += col[c] * (float)c;
+    }
+    out[0] = total;
+    out[1] = sum_x;
+    out[2] = sum_y;
+}
+
+/* The same for sx == LANES: one register per window row. */
+static void window_moments_vector(const float *src, int64_t w, int64_t sy, int64_t sx, float shift, float beta,
+                                  float lo, float hi, float *col, float *wt, float out[3]) {
+    (void)col;
+    vfloat cols, col_sum = {0}, row_moment = {0}, v;
+    for (int k = 0; k < LANES; ++k)
+        cols[k] = (float)k;
+    const vfloat low = cols * 0.0f + lo, high = cols * 0.0f + hi;
+    for (int64_t r = 0; r < sy; ++r) {
+        memcpy(&v, src + r * w, sizeof v);
+        vfloat z = shift + beta * v;
+        z = vselect(z < low, low, z);
+        z = vselect(z > high, high, z);
+        const vfloat e = vexp(z);
+        memcpy(wt + r * sx, &e, sizeof e);
+        col_sum += e;
+        row_moment += e * (float)r;
+    }
+    out[0] = vsum(col_sum);
+    out[1] = vsum(col_sum * cols);
+    out[2] = vsum(row_moment);
+}
+
 /* maps: M x H x W float32, contiguous, beta >= 0. Per map: peak, the window corner (y0, x0), and
  * use = 1 when the bound (window_plan's, in float64) is <= tol. For those maps also the window's
  * clamped weights (M x sy x sx), their total, the local mean (lx, ly) and coords = (x0 + lx,
@@ -99,7 +178,6 @@ int l2d_sa_forward(const float *maps, int64_t m, int64_t h, int64_t w, int64_t b
     const int64_t sy = imin(2 * block, h), sx = imin(2 * block, w);
     /* the same float64 factor as window_plan: (H W - sy sx) max(W - 1, H - 1) */
     const double factor = (double)((h * w - sy * sx) * ((w > h ? w : h) - 1));
-    const float floor_weight = expf(lo);
     int failed = 0;
     if (nthreads < 1)
         nthreads = 1;
@@ -152,29 +230,10 @@ int l2d_sa_forward(const float *maps, int64_t m, int64_t h, int64_t w, int64_t b
             if (!use)
                 continue;
             /* the window: weights exp(clamp(beta h - beta peak, lo, hi)) and their moments */
-            float *wt = weights + i * sy * sx;
-            const float shift = peak * -beta;
-            float total = 0.0f, sum_x = 0.0f, sum_y = 0.0f;
-            for (int64_t c = 0; c < sx; ++c)
-                col[c] = 0.0f;
-            for (int64_t r = 0; r < sy; ++r) {
-                const float *src = map + (y0 + r) * w + x0;
-                float *dst = wt + r * sx;
-                float row = 0.0f;
-                for (int64_t c = 0; c < sx; ++c) {
-                    const float z = shift + beta * src[c];
-                    /* most of a trained map sits at the floor: one exp for all of them */
-                    const float e = z <= lo ? floor_weight : expf(z < hi ? z : hi);
-                    dst[c] = e;
-                    col[c] += e;
-                    row += e;
-                }
-                sum_y += row * (float)r;
-            }
-            for (int64_t c = 0; c < sx; ++c) {
-                total += col[c];
-                sum_x += col[c] * (float)c;
-            }
+            float moments[3];
+            (sx == LANES ? window_moments_vector : window_moments_scalar)(
+                map + y0 * w + x0, w, sy, sx, peak * -beta, beta, lo, hi, col, weights + i * sy * sx, moments);
+            const float total = moments[0], sum_x = moments[1], sum_y = moments[2];
             const float lx = sum_x / total, ly = sum_y / total;
             total_out[i] = total;
             lx_out[i] = lx;
