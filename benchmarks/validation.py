@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lib.config import load_cfg  # noqa: E402
 from lib.core.heatmap import prepare_heatmaps  # noqa: E402
 from lib.core.skeleton import get_skeleton  # noqa: E402
+from lib.core.soft_argmax_native import cpu_kernels_name  # noqa: E402
 from lib.engine.evaluator import LIFT_CHUNK, MM_PER_M, gt_mm_for, validate  # noqa: E402
 from lib.utils.machine import machine_info, machine_line  # noqa: E402
 from run.benchmark import Timer, build_lifters, original_decode, random_batch  # noqa: E402
@@ -222,7 +223,9 @@ def run(args) -> dict:
          "orig": lambda: [(np.linalg.norm(pn[b] - gn[b], axis=-1).mean(), procrustes_error_mm(pn[b], gn[b]))
                           for b in range(args.batch)]}, reps, 1)
 
-    return {"cfg": args.cfg, "device": str(device), "machine": machine_info(device), "batch": args.batch, "batches": args.batches,
+    kernels = cpu_kernels_name() if device.type == "cpu" else device.type
+    return {"cfg": args.cfg, "device": str(device), "machine": machine_info(device), "soft_argmax_kernels": kernels,
+            "batch": args.batch, "batches": args.batches,
             "lifters": names, "with_detector": bool(args.with_detector),
             "heatmap_size": [int(v) for v in cfg.MODEL.HEATMAP_SIZE], "threads": torch.get_num_threads(),
             "ours_samples_per_s": n / t_ours, "original_samples_per_s": n / t_orig, "speedup": t_orig / t_ours,
@@ -245,7 +248,7 @@ def main(argv=None):
     print(f"validation ({scope}), {out['batches']} x {out['batch']} samples, heatmaps "
           f"{out['heatmap_size'][0]}x{out['heatmap_size'][1]}, lifters {','.join(out['lifters'])}, "
           f"{out['device']} ({out['threads']} threads)")
-    print(machine_line(out["machine"]))
+    print(machine_line(out["machine"]) + f"; soft-argmax kernels: {out['soft_argmax_kernels']}")
     print(f"  ours      {out['ours_samples_per_s']:10.1f} samples/s")
     print(f"  original  {out['original_samples_per_s']:10.1f} samples/s")
     d, m = out["decode_ms"], out["metrics_ms_per_lifter"]

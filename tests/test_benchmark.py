@@ -60,6 +60,8 @@ def test_validation_benchmark_agrees_with_the_original_loops(capsys):
     assert res["numbers_equal"] and set(res["mpjpe"]) == {"sb", "videopose"}
     assert _positive(res["speedup"]) and 0.0 <= res["pdj"] <= 100.0
     assert res["machine"]["cpu"] and res["machine"]["torch"] == torch.__version__
+    from lib.core.soft_argmax_native import cpu_kernels_name
+    assert res["soft_argmax_kernels"] == cpu_kernels_name() in ("C", "torch")  # and what the decode ran as
 
 
 def test_decode_benchmark_rows_and_window_use(capsys):

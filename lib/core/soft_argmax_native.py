@@ -39,6 +39,11 @@ def kernels_for(maps: torch.Tensor) -> Optional[ctypes.CDLL]:
     return _library()
 
 
+def cpu_kernels_name() -> str:
+    """What the CPU's soft-argmax runs as, for benchmark output: "C" or "torch"."""
+    return "C" if _library() is not None else "torch"
+
+
 def forward(lib, maps: torch.Tensor, beta: float, tol_px: float, block: int, lo: float, hi: float):
     """(M, H, W) float32, beta >= 0 -> (coords (M, 2), use (M,) bool, peak (M,), saved for :func:`backward`).
 
