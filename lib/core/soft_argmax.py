@@ -40,6 +40,11 @@ device-to-host copy (a synchronisation of the stream every training step), so th
 on every map and the result is picked per map with ``torch.where``; a GPU reads the full maps at a
 small fraction of a step's time and has no denormal penalty.
 
+On the CPU, float32 maps take both steps (the plan and the window path, forward and backward) as C
+kernels that handle each map in one pass while it is in the cache (``soft_argmax_kernels.c``, built
+on first use; ``lib.core.soft_argmax_native``); the maps that fail the bound, float64 maps, other
+devices and machines without a C compiler use the torch operations below.
+
 Both paths raise every exponent to ``log(tiny) + log(count) + 1`` (count = pixels summed) so that
 no float32 weight is denormal: each weight is then at least e * count * tiny, every probability at
 least e * tiny, and each probability moves by less than 3e-34 (a coordinate by < 1e-27 px).

@@ -26,6 +26,13 @@ typedef int32_t vint __attribute__((vector_size(4 * LANES)));
 
 static vfloat vselect(vint mask, vfloat a, vfloat b) { return (vfloat)((mask & (vint)a) | (~mask & (vint)b)); }
 
+static vfloat vsplat(float x) {
+    vfloat v;
+    for (int k = 0; k < LANES; ++k)
+        v[k] = x;
+    return v;
+}
+
 static float vsum(vfloat v) {
     float s = 0.0f;
     for (int k = 0; k < LANES; ++k)
@@ -159,7 +166,7 @@ static void window_moments_vector(const float *src, int64_t w, int64_t sy, int64
     vfloat cols, col_sum = {0}, row_moment = {0}, v;
     for (int k = 0; k < LANES; ++k)
         cols[k] = (float)k;
-    const vfloat low = cols * 0.0f + lo, high = cols * 0.0f + hi;
+    const vfloat low = vsplat(lo), high = vsplat(hi);
     for (int64_t r = 0; r < sy; ++r) {
         memcpy(&v, src + r * w, sizeof v);
         vfloat z = shift + beta * v;

@@ -83,13 +83,14 @@ def _build(source: Path, cc: str, target_dir: Path) -> Optional[Path]:
             if run.returncode == 0:
                 os.replace(tmp, target)
                 return target
-            errors.append(run.stderr.strip().splitlines()[-1:] or [f"exit {run.returncode}"])
+            lines = run.stderr.strip().splitlines()
+            errors.append(next((ln for ln in lines if "error" in ln), lines[-1] if lines else f"exit {run.returncode}"))
         except (OSError, subprocess.SubprocessError) as exc:
-            errors.append([str(exc)])
+            errors.append(str(exc))
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
-    raise RuntimeError(f"{cc} could not build {source.name}: {errors[0][0]}")
+    raise RuntimeError(f"{cc} could not build {source.name}: {errors[0].strip()}")
 
 
 def load_native(source: Path) -> Optional[ctypes.CDLL]:
