@@ -1,7 +1,8 @@
 """Building one of the project's C sources into a shared library for this machine, on first use.
 
-The library is compiled with the system C compiler (``$CC``, else ``cc``) for the CPU it runs on
-(``-O3 -march=native``, OpenMP when the compiler has it) and cached under ``$L2D_NATIVE_CACHE``
+The library is compiled with the system C compiler (``$CC``, e.g. ``gcc`` or ``ccache clang``, else
+``cc``) for the CPU it runs on (``-O3 -march=native``, OpenMP when the compiler has it) and cached
+under ``$L2D_NATIVE_CACHE``
 (default ``~/.cache/l2d_pose/native``), named by a hash of the source, the compiler, its flags and
 the CPU, so an edited source, another compiler or another CPU (a home directory shared across
 machines) gets its own build. Builds go to a temporary file that is then renamed into place:
@@ -14,6 +15,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -52,7 +54,7 @@ def _cpu_signature() -> str:
 
 def _compiler_version(cc: str) -> str:
     try:
-        return subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+        return subprocess.run([*shlex.split(cc), "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         return ""
 
@@ -63,8 +65,9 @@ def _warn_once(key: str, message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-def _build(source: Path, cc: str, target_dir: Path) -> Optional[Path]:
-    """Compile ``source`` with the first flag set that works; -> the cached library, or None."""
+def _build(source: Path, cc: str, target_dir: Path) -> Path:
+    """Compile ``source`` with the first flag set that works; -> the cached library's path
+    (RuntimeError, naming the compiler's first error line, when no flag set builds)."""
     text = source.read_bytes()
     version, cpu = _compiler_version(cc), _cpu_signature()
     errors = []
@@ -78,8 +81,8 @@ def _build(source: Path, cc: str, target_dir: Path) -> Optional[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{source.stem}-", suffix=".so", dir=target_dir)
         os.close(fd)
         try:
-            run = subprocess.run([cc, *flags, str(source), "-o", tmp, "-lm"], capture_output=True, text=True,
-                                 timeout=300)
+            run = subprocess.run([*shlex.split(cc), *flags, str(source), "-o", tmp, "-lm"], capture_output=True,
+                                 text=True, timeout=300)
             if run.returncode == 0:
                 os.replace(tmp, target)
                 return target
@@ -108,7 +111,7 @@ def load_native(source: Path) -> Optional[ctypes.CDLL]:
             _loaded[name] = None
             return None
         cc = os.environ.get("CC") or "cc"
-        if shutil.which(cc) is None:
+        if not cc.strip() or shutil.which(shlex.split(cc)[0]) is None:
             _warn_once("no-cc", f"no C compiler ({cc!r}) found: {source.name} runs as torch operations instead "
                                 f"(slower on CPUs; set {DISABLE_ENV}=0 to silence this)")
         else:
