@@ -2,10 +2,9 @@
 
 The library is compiled with the system C compiler (``$CC``, e.g. ``gcc`` or ``ccache clang``, else
 ``cc``) for the CPU it runs on (``-O3 -march=native``, OpenMP when the compiler has it) and cached
-under ``$L2D_NATIVE_CACHE``
-(default ``~/.cache/l2d_pose/native``), named by a hash of the source, the compiler, its flags and
-the CPU, so an edited source, another compiler or another CPU (a home directory shared across
-machines) gets its own build. Builds go to a temporary file that is then renamed into place:
+under ``$L2D_NATIVE_CACHE`` (default ``~/.cache/l2d_pose/native``), named by a hash of the source,
+the compiler, its flags and the CPU, so an edited source, another compiler or another CPU (a home
+directory shared across machines) gets its own build. Builds go to a temporary file that is then renamed into place:
 processes building at once (torchrun ranks) never load half a file.
 
 No compiler, a failed build or ``L2D_NATIVE=0`` gives ``None``, and callers keep their torch code;
