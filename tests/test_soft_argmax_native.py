@@ -195,3 +195,35 @@ def test_soft_argmax_kernels_only_take_float32_cpu_contiguous_maps(kernels):
     assert soft_argmax_native.kernels_for(maps.double()) is None
     assert soft_argmax_native.kernels_for(maps.transpose(1, 2)) is None
     assert math.isfinite(_exp_floor(torch.float32, 256))
+
+
+# ----------------------------------------------------------------------------- the quarter-pixel shift
+@pytest.mark.parametrize("beta", [100.0, -100.0])
+def test_kernel_shift_equals_the_post_processing(kernels, beta):
+    """The shift the kernels take while a map is in the cache equals lib.core.heatmap's, computed
+    from the same coordinates: window maps, full-map ones, peaks at the borders (where the strict
+    1 < p < W - 1 test decides), ties (sign 0), NaN maps and bfloat16 input."""
+    from lib.core.heatmap import _quarter_pixel_shift
+    from lib.core.soft_argmax import windowed_soft_argmax_and_shift
+    rng = np.random.default_rng(6)
+    for h, w in ((96, 72), (21, 13), (17, 40)):
+        maps = peaked_maps(rng, 3, 8, h, w, sigma=1.5)
+        maps[0, 0] = 0.1 * rng.standard_normal((h, w))                        # the full-map path
+        maps[0, 1] = 0.0
+        maps[0, 1, 1, 1] = 1.0                                                # at the strict border
+        maps[0, 2] = 0.0
+        maps[0, 2, 2, 2] = 1.0                                                # just inside it
+        maps[0, 3] = 0.0
+        maps[0, 3, h // 2, w // 2] = 1.0                                      # neighbours tie: sign 0
+        maps[0, 4, 3, 3] = np.nan
+        if beta < 0:
+            maps = -maps
+        for dtype in (torch.float32, torch.bfloat16):
+            hm = torch.from_numpy(maps).to(dtype)
+            coords, shift = windowed_soft_argmax_and_shift(hm, beta, WINDOW_TOL_PX, True)
+            assert shift is not None and shift.dtype == torch.float32
+            want = _quarter_pixel_shift(hm, coords)
+            assert torch.equal(shift, want), (h, w, dtype)
+            assert set(shift.unique().tolist()) <= {-0.25, 0.0, 0.25} and (shift != 0).any()
+    # elsewhere (the masked path) decode_soft computes it itself: no shift comes back
+    assert windowed_soft_argmax_and_shift(hm, beta, WINDOW_TOL_PX, False)[1] is None

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from lib.core.skeleton import H36M, H36M_TO_PANOPTIC
-from lib.core.soft_argmax import WINDOW_TOL_PX, windowed_soft_argmax
+from lib.core.soft_argmax import WINDOW_TOL_PX, windowed_soft_argmax, windowed_soft_argmax_and_shift
 
 PIXEL_STD = 200.0
 SizeLike = Union[Sequence[float], torch.Tensor, np.ndarray]
@@ -34,9 +34,13 @@ def soft_argmax(heatmaps: torch.Tensor, beta: float = 100.0, *, tol_px: float = 
     Where a bound proves that the pixels outside a 16 x 16 window holding the peak move the result
     by at most ``tol_px`` heatmap px, only the window is summed (``lib.core.soft_argmax``).
     """
+    _check_maps(heatmaps)
+    return windowed_soft_argmax(heatmaps, float(beta), tol_px)
+
+
+def _check_maps(heatmaps: torch.Tensor) -> None:
     if heatmaps.dim() != 4:
         raise ValueError(f"soft_argmax: heatmaps must be (N, J, H, W), got shape {tuple(heatmaps.shape)}")
-    return windowed_soft_argmax(heatmaps, float(beta), tol_px)
 
 
 def maps_finite(heatmaps: torch.Tensor) -> torch.Tensor:
@@ -114,9 +118,13 @@ def decode_soft(heatmaps: torch.Tensor, center: torch.Tensor, scale: torch.Tenso
     The decoding of training and validation (SPEC §2.4-2.5): soft-argmax, optional quarter-pixel
     shift (a constant w.r.t. gradients), inverse crop affine. ``tol_px`` as in :func:`soft_argmax`.
     """
-    coords_hm = soft_argmax(heatmaps, beta, tol_px=tol_px)
     if post_process:
-        coords_hm = coords_hm + _quarter_pixel_shift(heatmaps, coords_hm)
+        # the CPU's C kernels take the shift while each map is in the cache; elsewhere it is computed here
+        _check_maps(heatmaps)
+        coords_hm, shift = windowed_soft_argmax_and_shift(heatmaps, float(beta), tol_px)
+        coords_hm = coords_hm + (_quarter_pixel_shift(heatmaps, coords_hm) if shift is None else shift)
+    else:
+        coords_hm = soft_argmax(heatmaps, beta, tol_px=tol_px)
     h, w = heatmaps.shape[-2:]
     return to_image_coords(coords_hm, center, scale, (w, h))
 

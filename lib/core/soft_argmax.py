@@ -229,10 +229,11 @@ def _full_backward(grad_coords: torch.Tensor, saved, beta: float) -> torch.Tenso
 
 class _WindowedSoftArgmax(torch.autograd.Function):
     """Expected (x, y) under softmax(beta * heatmap) per map; hand-written backward (no (M, H, W)
-    autograd intermediates are kept)."""
+    autograd intermediates are kept). Second output: with ``want_shift`` and the C kernels, the
+    maps' quarter-pixel shifts (N, J, 2), taken while each map is in the cache; else empty."""
 
     @staticmethod
-    def forward(ctx, heatmaps, beta, tol_px, host_decides):
+    def forward(ctx, heatmaps, beta, tol_px, host_decides, want_shift):
         n, j, h, w = heatmaps.shape
         m = n * j
         # Half-precision softmax with beta=100 loses the sub-pixel information; decode in fp32+.
@@ -247,8 +248,9 @@ class _WindowedSoftArgmax(torch.autograd.Function):
         if kernels is not None:
             # CPU, float32: the plan and the window path in one pass per map (soft_argmax_kernels.c)
             window_px = min(2 * BLOCK_PX, h) * min(2 * BLOCK_PX, w)
+            shift = torch.empty(m, 2) if want_shift else None
             coords, use, peak, saved_w = soft_argmax_native.forward(
-                kernels, maps, beta, tol_px, BLOCK_PX, _exp_floor(dtype, window_px), EXP_CAP)
+                kernels, maps, beta, tol_px, BLOCK_PX, _exp_floor(dtype, window_px), EXP_CAP, shift)
             full_ids = torch.nonzero(~use).reshape(-1)
             saved_f = None
             if full_ids.numel() == m:
@@ -259,7 +261,14 @@ class _WindowedSoftArgmax(torch.autograd.Function):
                 coords.index_copy_(0, full_ids, coords_f)
             ctx.mode, ctx.kernels = "native", kernels
             ctx.parts = (saved_w, saved_f, full_ids)
-            return coords.reshape(n, j, 2)
+            if shift is None:
+                return coords.reshape(n, j, 2), _no_shift(ctx, coords)
+            if full_ids is None or full_ids.numel():       # the full-map path's maps
+                ids = torch.arange(m) if full_ids is None else full_ids
+                soft_argmax_native.quarter_shift(kernels, maps, ids, coords, shift)
+            shift = shift.neg_() if sign < 0 else shift         # computed on -h: differences flip
+            ctx.mark_non_differentiable(shift)
+            return coords.reshape(n, j, 2), shift.reshape(n, j, 2)
         plan = window_plan(maps, beta, tol_px)
         use = plan["use_window"]
         flat = maps.reshape(-1)
@@ -289,11 +298,11 @@ class _WindowedSoftArgmax(torch.autograd.Function):
             coords = torch.where(use[:, None], coords_w, coords_f)
             ctx.mode = "masked"
             ctx.parts = (saved_w, saved_f, use)
-        return coords.reshape(n, j, 2)
+        return coords.reshape(n, j, 2), _no_shift(ctx, coords)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_coords):
+    def backward(ctx, grad_coords, _grad_shift):
         m, h, w = ctx.shape
         beta = ctx.beta
         grad_coords = grad_coords.reshape(m, 2)
@@ -326,17 +335,33 @@ class _WindowedSoftArgmax(torch.autograd.Function):
                     grad.index_copy_(0, full_ids, _full_backward(g[full_ids], saved_f, beta))
         if ctx.sign < 0:
             grad = grad.neg_()
-        return grad.reshape(ctx.in_shape).to(ctx.in_dtype), None, None, None
+        return grad.reshape(ctx.in_shape).to(ctx.in_dtype), None, None, None, None
+
+
+def _no_shift(ctx, coords: torch.Tensor) -> torch.Tensor:
+    empty = coords.new_empty(0)
+    ctx.mark_non_differentiable(empty)
+    return empty
 
 
 def windowed_soft_argmax(heatmaps: torch.Tensor, beta: float, tol_px: float = WINDOW_TOL_PX,
                          host_decides: Optional[bool] = None) -> torch.Tensor:
     """(N, J, H, W) -> (N, J, 2); ``host_decides`` None = True on the CPU only (module docstring)."""
+    return windowed_soft_argmax_and_shift(heatmaps, beta, tol_px, host_decides, want_shift=False)[0]
+
+
+def windowed_soft_argmax_and_shift(heatmaps: torch.Tensor, beta: float, tol_px: float = WINDOW_TOL_PX,
+                                   host_decides: Optional[bool] = None, want_shift: bool = True):
+    """(N, J, H, W) -> (coords (N, J, 2), shift): ``shift`` (N, J, 2) is HRNet's quarter-pixel shift
+    of each map at ``coords`` (``lib.core.heatmap``'s post-processing) where the C kernels ran
+    (taken while each map is in the cache), else None and the caller computes it."""
     if host_decides is None:
         host_decides = heatmaps.device.type == "cpu"
     n, j, h, w = heatmaps.shape
     if h == 0 or w == 0:
         raise ValueError(f"soft_argmax: empty heatmaps of shape {tuple(heatmaps.shape)}")
     if n * j == 0:
-        return heatmaps.new_zeros((n, j, 2), dtype=torch.promote_types(heatmaps.dtype, torch.float32))
-    return _WindowedSoftArgmax.apply(heatmaps, float(beta), float(tol_px), bool(host_decides))
+        return heatmaps.new_zeros((n, j, 2), dtype=torch.promote_types(heatmaps.dtype, torch.float32)), None
+    coords, shift = _WindowedSoftArgmax.apply(heatmaps, float(beta), float(tol_px), bool(host_decides),
+                                              bool(want_shift))
+    return coords, (shift if shift.numel() else None)

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define L2D_SA_ABI 1
+#define L2D_SA_ABI 2
 #define LANES 16        /* columns reduced together: one AVX-512 register, two AVX2 ones */
 #define MAX_CHUNKS 64   /* maps up to LANES * MAX_CHUNKS = 1024 px wide take the vector block maxima */
 
@@ -182,15 +182,30 @@ static void window_moments_vector(const float *src, int64_t w, int64_t sy, int64
     out[2] = vsum(row_moment);
 }
 
+/* HRNet's post-processing for one map and its soft-argmax (cx, cy): with p = floor(c + 0.5), only
+ * when 1 < px < W - 1 and 1 < py < H - 1, 0.25 sign(right - left) and 0.25 sign(below - above)
+ * of the map's values around p; else 0 (also for NaN coordinates, which fail the comparisons). */
+static void quarter_shift(const float *map, int64_t h, int64_t w, float cx, float cy, float *out) {
+    const float px = floorf(cx + 0.5f), py = floorf(cy + 0.5f);
+    out[0] = out[1] = 0.0f;
+    if (px > 1.0f && px < (float)(w - 1) && py > 1.0f && py < (float)(h - 1)) {
+        const float *at = map + (int64_t)py * w + (int64_t)px;
+        const float dx = at[1] - at[-1], dy = at[w] - at[-w];
+        out[0] = 0.25f * (float)((dx > 0.0f) - (dx < 0.0f));
+        out[1] = 0.25f * (float)((dy > 0.0f) - (dy < 0.0f));
+    }
+}
+
 /* maps: M x H x W float32, contiguous, beta >= 0. Per map: peak, the window corner (y0, x0), and
  * use = 1 when the bound (window_plan's, in float64) is <= tol. For those maps also the window's
  * clamped weights (M x sy x sx), their total, the local mean (lx, ly) and coords = (x0 + lx,
- * y0 + ly); the other maps' coords are left as they are. lo / hi: the exponent's floor and cap.
+ * y0 + ly) and, when shift_out is not NULL, their quarter-pixel shift; the other maps' coords and
+ * shifts are left as they are. lo / hi: the exponent's floor and cap.
  * Returns 0, or -1 when scratch memory cannot be had (nothing usable is written then). */
 int l2d_sa_forward(const float *maps, int64_t m, int64_t h, int64_t w, int64_t block, float beta, double tol,
                    float lo, float hi, int nthreads, float *coords, float *peak_out, int64_t *y0_out,
                    int64_t *x0_out, uint8_t *use_out, float *weights, float *total_out, float *lx_out,
-                   float *ly_out) {
+                   float *ly_out, float *shift_out) {
     const int64_t nby = (h + block - 1) / block, nbx = (w + block - 1) / block, nb = nby * nbx;
     const int64_t sy = imin(2 * block, h), sx = imin(2 * block, w);
     /* the same float64 factor as window_plan: (H W - sy sx) max(W - 1, H - 1) */
@@ -257,6 +272,8 @@ int l2d_sa_forward(const float *maps, int64_t m, int64_t h, int64_t w, int64_t b
             ly_out[i] = ly;
             coords[2 * i] = lx + (float)x0;
             coords[2 * i + 1] = ly + (float)y0;
+            if (shift_out)                                  /* the neighbours are still in the cache */
+                quarter_shift(map, h, w, coords[2 * i], coords[2 * i + 1], shift_out + 2 * i);
         }
         free(scratch);
     }
@@ -288,5 +305,15 @@ void l2d_sa_backward(float *grad, int64_t m, int64_t h, int64_t w, int64_t block
             for (int64_t c = 0; c < sx; ++c)
                 dst[c] = src[c] * (term_y + ((float)c - lx[i]) * gx);
         }
+    }
+}
+
+/* The quarter-pixel shift of the maps ids[0:n] (the ones the full-map path decoded), from their
+ * coords (M x 2) into shift_out (M x 2). */
+void l2d_sa_shift(const float *maps, int64_t h, int64_t w, int64_t n, const int64_t *ids, const float *coords,
+                  float *shift_out) {
+    for (int64_t k = 0; k < n; ++k) {
+        const int64_t i = ids[k];
+        quarter_shift(maps + i * h * w, h, w, coords[2 * i], coords[2 * i + 1], shift_out + 2 * i);
     }
 }
