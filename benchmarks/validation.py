@@ -10,8 +10,8 @@ default:
   ``LIFT_CHUNK`` samples; one host sync per pass);
 * original (SPEC §2.4-2.5, §4.3-4.4): softmax over the batch, then a Python double loop over samples
   and joints for the quarter-pixel shift and one OpenCV 3-point affine per sample
-  (``run/benchmark.py::original_decode``), the lifters per batch, PDJ and MPJPE per sample, and a per-sample numpy
-  Procrustes (SVD, reflection fix) per lifter.
+  (``run/benchmark.py::original_decode``), the lifters per batch, PDJ and MPJPE per sample, and a
+  per-sample numpy Procrustes (SVD, reflection fix) per lifter.
 
 ``--with-detector`` adds the detector forward to both sides (end-to-end samples/s; the forward is
 identical in both, so the ratio shrinks towards 1 as the detector dominates on a CPU). The forward
