@@ -118,13 +118,11 @@ def decode_soft(heatmaps: torch.Tensor, center: torch.Tensor, scale: torch.Tenso
     The decoding of training and validation (SPEC §2.4-2.5): soft-argmax, optional quarter-pixel
     shift (a constant w.r.t. gradients), inverse crop affine. ``tol_px`` as in :func:`soft_argmax`.
     """
+    _check_maps(heatmaps)
+    coords_hm, shift = windowed_soft_argmax_and_shift(heatmaps, float(beta), tol_px, want_shift=post_process)
     if post_process:
         # the CPU's C kernels take the shift while each map is in the cache; elsewhere it is computed here
-        _check_maps(heatmaps)
-        coords_hm, shift = windowed_soft_argmax_and_shift(heatmaps, float(beta), tol_px)
         coords_hm = coords_hm + (_quarter_pixel_shift(heatmaps, coords_hm) if shift is None else shift)
-    else:
-        coords_hm = soft_argmax(heatmaps, beta, tol_px=tol_px)
     h, w = heatmaps.shape[-2:]
     return to_image_coords(coords_hm, center, scale, (w, h))
 

@@ -242,95 +242,80 @@ class _WindowedSoftArgmax(torch.autograd.Function):
         sign = 1.0
         if beta < 0:                       # softmax(beta h) = softmax(|beta| (-h)): weights the minimum
             maps, beta, sign = -maps, -beta, -1.0
-        ctx.beta, ctx.sign, ctx.shape = beta, sign, (m, h, w)
+        ctx.beta, ctx.sign, ctx.shape, ctx.dtype = beta, sign, (m, h, w), dtype
         ctx.in_dtype, ctx.in_shape = heatmaps.dtype, heatmaps.shape
-        kernels = soft_argmax_native.kernels_for(maps) if host_decides else None
+        if not host_decides:
+            # Elsewhere: no host synchronisation; both paths on every map, picked per map.
+            plan = window_plan(maps, beta, tol_px)
+            use = plan["use_window"]
+            coords_w, saved_w = _window_forward(maps.reshape(-1), plan, (m, h, w), beta, None)
+            coords_f, saved_f = _full_forward(maps, plan["peak"], beta)
+            coords = torch.where(use[:, None], coords_w, coords_f)
+            ctx.mode, ctx.parts = "masked", (saved_w, saved_f, use)
+            return coords.reshape(n, j, 2), _no_shift(ctx, coords)
+        # CPU: reading the decision costs nothing; each map goes down one path only. The window
+        # maps first, as C kernels (float32: one pass per map while it is in the cache, which also
+        # takes the quarter-pixel shift; soft_argmax_kernels.c) or as torch operations; then the
+        # full map for the others. (Mixed calls copy the fallback maps out once.)
+        kernels = soft_argmax_native.kernels_for(maps)
+        shift, win_ids = None, None
         if kernels is not None:
-            # CPU, float32: the plan and the window path in one pass per map (soft_argmax_kernels.c)
             window_px = min(2 * BLOCK_PX, h) * min(2 * BLOCK_PX, w)
             shift = torch.empty(m, 2) if want_shift else None
             coords, use, peak, saved_w = soft_argmax_native.forward(
                 kernels, maps, beta, tol_px, BLOCK_PX, _exp_floor(dtype, window_px), EXP_CAP, shift)
-            full_ids = torch.nonzero(~use).reshape(-1)
-            saved_f = None
-            if full_ids.numel() == m:
-                coords, saved_f = _full_forward(maps, peak, beta)
-                saved_w, full_ids = None, None
-            elif full_ids.numel():
-                coords_f, saved_f = _full_forward(maps.index_select(0, full_ids), peak[full_ids], beta)
-                coords.index_copy_(0, full_ids, coords_f)
-            ctx.mode, ctx.kernels = "native", kernels
-            ctx.parts = (saved_w, saved_f, full_ids)
-            if shift is None:
-                return coords.reshape(n, j, 2), _no_shift(ctx, coords)
-            if full_ids is None or full_ids.numel():       # the full-map path's maps
-                ids = torch.arange(m) if full_ids is None else full_ids
-                soft_argmax_native.quarter_shift(kernels, maps, ids, coords, shift)
-            shift = shift.neg_() if sign < 0 else shift         # computed on -h: differences flip
-            ctx.mark_non_differentiable(shift)
-            return coords.reshape(n, j, 2), shift.reshape(n, j, 2)
-        plan = window_plan(maps, beta, tol_px)
-        use = plan["use_window"]
-        flat = maps.reshape(-1)
-        if host_decides:
-            # CPU: reading the decision costs nothing; each map goes down one path only. (Mixed
-            # calls copy the fallback maps out once; a call with no window map copies nothing.)
-            win_ids = torch.nonzero(use).reshape(-1)
-            n_win = int(win_ids.numel())
-            if n_win == m:
-                coords, saved_w = _window_forward(flat, plan, (m, h, w), beta, None)
-                saved_f, full_ids, win_ids = None, None, None
-            elif n_win == 0:
-                coords, saved_f = _full_forward(maps, plan["peak"], beta)
-                saved_w, full_ids, win_ids = None, None, None
-            else:
-                full_ids = torch.nonzero(~use).reshape(-1)
-                coords_w, saved_w = _window_forward(flat, plan, (m, h, w), beta, win_ids)
-                coords_f, saved_f = _full_forward(maps.index_select(0, full_ids), plan["peak"][full_ids], beta)
-                coords = torch.empty(m, 2, dtype=dtype, device=maps.device)
-                coords.index_copy_(0, win_ids, coords_w).index_copy_(0, full_ids, coords_f)
-            ctx.mode = "split"
-            ctx.parts = (saved_w, saved_f, win_ids, full_ids)
         else:
-            # Elsewhere: no host synchronisation; both paths on every map, picked per map.
-            coords_w, saved_w = _window_forward(flat, plan, (m, h, w), beta, None)
-            coords_f, saved_f = _full_forward(maps, plan["peak"], beta)
-            coords = torch.where(use[:, None], coords_w, coords_f)
-            ctx.mode = "masked"
-            ctx.parts = (saved_w, saved_f, use)
-        return coords.reshape(n, j, 2), _no_shift(ctx, coords)
+            plan = window_plan(maps, beta, tol_px)
+            use, peak = plan["use_window"], plan["peak"]
+            win_ids = torch.nonzero(use).reshape(-1)
+            coords, saved_w = torch.empty(m, 2, dtype=dtype, device=maps.device), None
+            if win_ids.numel() == m:
+                coords, saved_w = _window_forward(maps.reshape(-1), plan, (m, h, w), beta, None)
+                win_ids = None
+            elif win_ids.numel():
+                coords_w, saved_w = _window_forward(maps.reshape(-1), plan, (m, h, w), beta, win_ids)
+                coords.index_copy_(0, win_ids, coords_w)
+        full_ids = torch.nonzero(~use).reshape(-1)
+        saved_f = None
+        if full_ids.numel() == m:                  # no window map: the full path alone, nothing copied
+            coords, saved_f = _full_forward(maps, peak, beta)
+            saved_w, full_ids = None, None
+        elif full_ids.numel():
+            coords_f, saved_f = _full_forward(maps.index_select(0, full_ids), peak[full_ids], beta)
+            coords.index_copy_(0, full_ids, coords_f)
+        ctx.mode, ctx.kernels = "split", kernels
+        ctx.parts = (saved_w, saved_f, win_ids, full_ids)
+        if shift is None:
+            return coords.reshape(n, j, 2), _no_shift(ctx, coords)
+        if full_ids is None or full_ids.numel():       # the full-map path's maps
+            ids = torch.arange(m) if full_ids is None else full_ids
+            soft_argmax_native.quarter_shift(kernels, maps, ids, coords, shift)
+        shift = shift.neg_() if sign < 0 else shift         # computed on -h: differences flip
+        ctx.mark_non_differentiable(shift)
+        return coords.reshape(n, j, 2), shift.reshape(n, j, 2)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_coords, _grad_shift):
         m, h, w = ctx.shape
         beta = ctx.beta
-        grad_coords = grad_coords.reshape(m, 2)
-        if ctx.mode == "native":
-            saved_w, saved_f, full_ids = ctx.parts
-            g = grad_coords.to(torch.float32)
-            if saved_w is None:                                     # every map took the full path
-                grad = _full_backward(g, saved_f, beta)
-            else:
-                grad = torch.empty(m, h, w)                         # every map is written below
-                soft_argmax_native.backward(ctx.kernels, grad, g, saved_w, beta)
-                if saved_f is not None:
-                    grad.index_copy_(0, full_ids, _full_backward(g[full_ids], saved_f, beta))
-        elif ctx.mode == "masked":
+        g = grad_coords.reshape(m, 2).to(ctx.dtype)
+        if ctx.mode == "masked":
             saved_w, saved_f, use = ctx.parts
-            g = grad_coords.to(saved_f[0].dtype)
             grad_win = torch.zeros(m * h * w, dtype=g.dtype, device=g.device)
             _window_backward(grad_win, g, saved_w, beta)
             grad = torch.where(use[:, None, None], grad_win.reshape(m, h, w), _full_backward(g, saved_f, beta))
         else:
             saved_w, saved_f, win_ids, full_ids = ctx.parts
-            dtype = (saved_w or saved_f)[0].dtype
-            g = grad_coords.to(dtype)
             if saved_w is None:                                     # every map took the full path
                 grad = _full_backward(g, saved_f, beta)
             else:
-                grad = torch.zeros(m, h, w, dtype=dtype, device=g.device)
-                _window_backward(grad.reshape(-1), g if win_ids is None else g[win_ids], saved_w, beta)
+                if ctx.kernels is not None:                         # they write each window map whole
+                    grad = torch.empty(m, h, w)
+                    soft_argmax_native.backward(ctx.kernels, grad, g, saved_w, beta)
+                else:
+                    grad = torch.zeros(m, h, w, dtype=g.dtype, device=g.device)
+                    _window_backward(grad.reshape(-1), g if win_ids is None else g[win_ids], saved_w, beta)
                 if saved_f is not None:
                     grad.index_copy_(0, full_ids, _full_backward(g[full_ids], saved_f, beta))
         if ctx.sign < 0:
