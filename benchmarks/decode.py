@@ -10,8 +10,8 @@ N x J for the quarter-pixel shift, one OpenCV affine solve per sample).
 joint over a background near 0): with beta = 100 most exponents then fall in float32's denormal
 range, which is what makes a plain softmax slow on CPUs, and the windowed soft-argmax reads them
 once. ``--maps noise`` gives N(0, 0.1) maps, where every map takes the full-map fallback. The
-first line names the machine (CPU model, GPU when used), the next what the CPU's soft-argmax runs
-as (the C kernels of ``lib/core/soft_argmax_kernels.c`` or torch operations). The rows take
+first line names the machine (CPU model, GPU when used). On a GPU every map takes the full map (one
+numeric path per device; ``lib/core/soft_argmax.py``). The rows take
 turns, each repeat starting one row further (no row always follows the same one).
 ``memory floor`` times what any decode + backward must do (read the maps once, write a zeroed
 gradient as large as them): ``loop / floor`` is the largest speed-up this machine allows. Usage::
@@ -31,9 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib.core.heatmap import decode_soft  # noqa: E402
 from lib.core.soft_argmax import window_plan  # noqa: E402
-from lib.core.soft_argmax_native import cpu_kernels_name  # noqa: E402
 from lib.utils.machine import machine_info, machine_line  # noqa: E402
-from run.benchmark import Timer  # noqa: E402
+from benchmarks.benchmark import Timer  # noqa: E402
 
 
 def loop_decode(heatmaps, center, scale, beta=100.0):
@@ -105,8 +104,6 @@ def main(argv=None):
     scale = (1.5 + torch.rand(args.batch, 2, generator=gen)).to(device)
 
     print(machine_line(machine_info(device)))
-    if device.type == "cpu":
-        print(f"soft-argmax kernels on the CPU: {cpu_kernels_name()} (lib/core/soft_argmax_native.py)")
     print(f"device {device}, {args.maps} heatmaps {tuple(shape)}; median of {args.repeats} repeats")
     plan = window_plan(heatmaps.float().reshape(-1, args.height, args.width), 100.0)
     windowed = int(plan["use_window"].sum())

@@ -10,7 +10,7 @@ default:
   ``LIFT_CHUNK`` samples; one host sync per pass);
 * original (SPEC §2.4-2.5, §4.3-4.4): softmax over the batch, then a Python double loop over samples
   and joints for the quarter-pixel shift and one OpenCV 3-point affine per sample
-  (``run/benchmark.py::original_decode``), the lifters per batch, PDJ and MPJPE per sample, and a
+  (``benchmarks/benchmark.py::original_decode``), the lifters per batch, PDJ and MPJPE per sample, and a
   per-sample numpy Procrustes (SVD, reflection fix) per lifter.
 
 ``--with-detector`` adds the detector forward to both sides (end-to-end samples/s; the forward is
@@ -36,10 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lib.config import load_cfg  # noqa: E402
 from lib.core.heatmap import prepare_heatmaps  # noqa: E402
 from lib.core.skeleton import get_skeleton  # noqa: E402
-from lib.core.soft_argmax_native import cpu_kernels_name  # noqa: E402
 from lib.engine.evaluator import LIFT_CHUNK, MM_PER_M, gt_mm_for, validate  # noqa: E402
 from lib.utils.machine import machine_info, machine_line  # noqa: E402
-from run.benchmark import Timer, build_lifters, original_decode, random_batch  # noqa: E402
+from benchmarks.benchmark import Timer, build_lifters, original_decode, random_batch  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -223,8 +222,7 @@ def run(args) -> dict:
          "orig": lambda: [(np.linalg.norm(pn[b] - gn[b], axis=-1).mean(), procrustes_error_mm(pn[b], gn[b]))
                           for b in range(args.batch)]}, reps, 1)
 
-    kernels = cpu_kernels_name() if device.type == "cpu" else device.type
-    return {"cfg": args.cfg, "device": str(device), "machine": machine_info(device), "soft_argmax_kernels": kernels,
+    return {"cfg": args.cfg, "device": str(device), "machine": machine_info(device),
             "batch": args.batch, "batches": args.batches,
             "lifters": names, "with_detector": bool(args.with_detector),
             "heatmap_size": [int(v) for v in cfg.MODEL.HEATMAP_SIZE], "threads": torch.get_num_threads(),
@@ -248,7 +246,7 @@ def main(argv=None):
     print(f"validation ({scope}), {out['batches']} x {out['batch']} samples, heatmaps "
           f"{out['heatmap_size'][0]}x{out['heatmap_size'][1]}, lifters {','.join(out['lifters'])}, "
           f"{out['device']} ({out['threads']} threads)")
-    print(machine_line(out["machine"]) + f"; soft-argmax kernels: {out['soft_argmax_kernels']}")
+    print(machine_line(out["machine"]))
     print(f"  ours      {out['ours_samples_per_s']:10.1f} samples/s")
     print(f"  original  {out['original_samples_per_s']:10.1f} samples/s")
     d, m = out["decode_ms"], out["metrics_ms_per_lifter"]

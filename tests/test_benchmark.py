@@ -1,10 +1,10 @@
-"""Smoke test of run/benchmark.py: tiny config, two steps, every JSON key present (no timing asserts)."""
+"""Smoke test of benchmarks/benchmark.py: tiny config, two steps, every JSON key present (no timing asserts)."""
 import json
 import math
 
 import torch
 
-from run import benchmark
+from benchmarks import benchmark
 
 TINY = "experiments/demo/tiny_96x128.yaml"
 KEYS = ("step_ms_2d_only", "step_ms_guided_sb", "step_ms_guided_multi", "overhead_guided_sb", "decode_ms",
@@ -60,8 +60,6 @@ def test_validation_benchmark_agrees_with_the_original_loops(capsys):
     assert res["numbers_equal"] and set(res["mpjpe"]) == {"sb", "videopose"}
     assert _positive(res["speedup"]) and 0.0 <= res["pdj"] <= 100.0
     assert res["machine"]["cpu"] and res["machine"]["torch"] == torch.__version__
-    from lib.core.soft_argmax_native import cpu_kernels_name
-    assert res["soft_argmax_kernels"] == cpu_kernels_name() in ("C", "torch")  # and what the decode ran as
 
 
 def test_decode_benchmark_rows_and_window_use(capsys):

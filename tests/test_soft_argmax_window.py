@@ -1,8 +1,8 @@
 """The windowed soft-argmax (lib/core/soft_argmax.py) against a float64 softmax over the full map,
 and its window / full-map choice against the bound recomputed here by a plain loop.
 
-Every test runs both ways of choosing the path: per map on the host (the CPU's way) and both paths
-with a per-map select (the way of other devices, where reading the choice would synchronise)."""
+On the CPU each map takes the window or the full map as its plan says; other devices (and
+``tol_px <= 0``) take the full map for every map, which the last tests check on the CPU."""
 import math
 
 import numpy as np
@@ -11,9 +11,6 @@ import torch
 
 from lib.core.heatmap import soft_argmax
 from lib.core.soft_argmax import BLOCK_PX, WINDOW_TOL_PX, window_plan, windowed_soft_argmax
-
-MODES = pytest.mark.parametrize("host_decides", [True, False], ids=["host", "masked"])
-
 
 # ----------------------------------------------------------------------------- references
 def ref_soft_argmax(maps, beta, upstream):
@@ -90,18 +87,18 @@ def assert_within_bound(coords, grad, ref_c, ref_g, plan, beta, upstream, slack_
     assert np.all(g_err <= g_bound + slack_g * h * w)
 
 
-def run(maps, beta, upstream, host_decides, dtype=torch.float64, tol_px=WINDOW_TOL_PX):
+def run(maps, beta, upstream, dtype=torch.float64, tol_px=WINDOW_TOL_PX):
     hm = torch.as_tensor(np.asarray(maps)).to(dtype).requires_grad_(True)
-    coords = windowed_soft_argmax(hm, beta, tol_px, host_decides)
+    coords = windowed_soft_argmax(hm, beta, tol_px)
     (coords * torch.as_tensor(upstream).to(coords.dtype)).sum().backward()
     return coords.detach().double().numpy(), hm.grad.double().numpy()
 
 
-def assert_equals_full_map(maps, beta, upstream, host_decides, atol, grad_scale_floor=0.0):
+def assert_equals_full_map(maps, beta, upstream, atol, grad_scale_floor=0.0):
     """Coordinates within ``atol`` px and gradients within ``atol`` times their largest entry (at
     least ``grad_scale_floor``) of the float64 full-map softmax; -> the coordinates."""
     ref_c, ref_g = ref_soft_argmax(maps, beta, upstream)
-    coords, grad = run(maps, beta, upstream, host_decides)
+    coords, grad = run(maps, beta, upstream)
     np.testing.assert_allclose(coords, ref_c, rtol=0, atol=atol)
     np.testing.assert_allclose(grad, ref_g, rtol=0, atol=atol * max(np.abs(ref_g).max(), grad_scale_floor))
     return coords
@@ -140,9 +137,8 @@ def test_plan_matches_loop_reference_on_many_sizes():
 
 
 # ----------------------------------------------------------------------------- equality with the full map
-@MODES
 @pytest.mark.parametrize("beta", [100.0, 40.0, -100.0, -40.0])
-def test_window_equals_full_map_on_peaked_maps(beta, host_decides):
+def test_window_equals_full_map_on_peaked_maps(beta):
     rng = np.random.default_rng(1)
     maps = peaked_maps(rng, 3, 17)
     maps[1, 2] = 0.1 * rng.standard_normal(maps.shape[2:])                 # one map needs the fallback
@@ -154,15 +150,14 @@ def test_window_equals_full_map_on_peaked_maps(beta, host_decides):
     assert use.sum() >= 50 and not use[1, 2]
     ref_c, ref_g = ref_soft_argmax(maps, beta, upstream)
     # float64: within the bound, per map, plus float64 round-off
-    coords, grad = run(maps, beta, upstream, host_decides)
+    coords, grad = run(maps, beta, upstream)
     assert_within_bound(coords, grad, ref_c, ref_g, plan, beta, upstream, 1e-9, 1e-9 * np.abs(ref_g).max())
     # float32, as in training: float32 round-off on top
-    coords32, grad32 = run(maps, beta, upstream, host_decides, torch.float32)
+    coords32, grad32 = run(maps, beta, upstream, torch.float32)
     assert_within_bound(coords32, grad32, ref_c, ref_g, plan, beta, upstream, 5e-5, 2e-5 * np.abs(ref_g).max())
 
 
-@MODES
-def test_bound_holds_for_coordinates_and_gradients_when_loosened(host_decides):
+def test_bound_holds_for_coordinates_and_gradients_when_loosened():
     # With a loose tolerance the window is taken on maps whose outside mass is visible; the error
     # must still respect the bound: |dx| <= eps (W-1), L1 gradient error <= 3 |beta| eps ((W-1)|gx| + (H-1)|gy|).
     rng = np.random.default_rng(2)
@@ -175,13 +170,12 @@ def test_bound_holds_for_coordinates_and_gradients_when_loosened(host_decides):
     bound = plan["bound"].reshape(2, 6).numpy()
     assert use.sum() >= 6 and (bound[use] > 1e-4).any()                    # really lossy windows
     ref_c, ref_g = ref_soft_argmax(maps, beta, upstream)
-    coords, grad = run(maps, beta, upstream, host_decides, tol_px=tol)
+    coords, grad = run(maps, beta, upstream, tol_px=tol)
     assert_within_bound(coords, grad, ref_c, ref_g, plan, beta, upstream, 1e-12, 1e-12)
     assert np.abs(coords - ref_c)[use].max() > 1e-6                      # and the windows did differ
 
 
-@MODES
-def test_second_peak_just_inside_and_outside_the_window(host_decides):
+def test_second_peak_just_inside_and_outside_the_window():
     # Peak 1 at (36, 48): block (4, 6) on a zero background, window x in [32, 48), y in [48, 64) (the
     # neighbouring blocks tie: the window extends right and down), or one block further up or left
     # where that neighbour is larger. A second peak of 0.9 one pixel inside the window is summed
@@ -201,11 +195,10 @@ def test_second_peak_just_inside_and_outside_the_window(host_decides):
                                rtol=1e-9)
     assert plan["use_window"].tolist() == [True, False, True, False]
     upstream = np.random.default_rng(3).standard_normal((1, 4, 2))
-    assert_equals_full_map(maps, beta, upstream, host_decides, 1e-10)
+    assert_equals_full_map(maps, beta, upstream, 1e-10)
 
 
-@MODES
-def test_fallback_taken_exactly_where_the_bound_says(host_decides):
+def test_fallback_taken_exactly_where_the_bound_says():
     # A second peak of height v just outside the window: bound = n_O exp(beta (v - 1)) (H - 1).
     # With tol = 1 px, v at the bound's crossing -/+ 1e-4 puts the bound at tol * exp(-/+ 0.01):
     # the first map takes the window (its result is the window's mean, visibly off the full map's),
@@ -223,7 +216,7 @@ def test_fallback_taken_exactly_where_the_bound_says(host_decides):
     np.testing.assert_allclose(plan["bound"].numpy(), bounds, rtol=1e-9)
     assert bounds[0] < tol < bounds[1] and plan["use_window"].tolist() == [True, False]
     upstream = np.ones((1, 2, 2))
-    coords, grad = run(maps, beta, upstream, host_decides, tol_px=tol)
+    coords, grad = run(maps, beta, upstream, tol_px=tol)
     ref_c, ref_g = ref_soft_argmax(maps, beta, upstream)
     assert plan["y0"].tolist() == [40] * 2 and plan["x0"].tolist() == [32] * 2
     window = ref_window_mean(maps[0, 0], beta, 40, 32, (16, 16))
@@ -234,9 +227,8 @@ def test_fallback_taken_exactly_where_the_bound_says(host_decides):
     np.testing.assert_allclose(grad[0, 1], ref_g[0, 1], rtol=0, atol=1e-12)
 
 
-@MODES
 @pytest.mark.parametrize("beta", [100.0, 1.0, 0.0, -1.0, -100.0])
-def test_flat_and_multimodal_maps_take_the_full_map(beta, host_decides):
+def test_flat_and_multimodal_maps_take_the_full_map(beta):
     rng = np.random.default_rng(4)
     h, w = 96, 72
     maps = np.zeros((1, 4, h, w))
@@ -248,14 +240,13 @@ def test_flat_and_multimodal_maps_take_the_full_map(beta, host_decides):
     plan = plan_of(maps, beta)
     assert not plan["use_window"].any()
     upstream = rng.standard_normal((1, 4, 2))
-    coords = assert_equals_full_map(maps, beta, upstream, host_decides, 1e-9, grad_scale_floor=1.0)
+    coords = assert_equals_full_map(maps, beta, upstream, 1e-9, grad_scale_floor=1.0)
     np.testing.assert_allclose(coords[0, 0], [(w - 1) / 2, (h - 1) / 2], rtol=0, atol=1e-9)
     np.testing.assert_allclose(coords[0, 1], [(w - 1) / 2, (h - 1) / 2], rtol=0, atol=1e-9)
 
 
-@MODES
 @pytest.mark.parametrize("beta", [100.0, -100.0])
-def test_peaks_at_borders_and_corners(beta, host_decides):
+def test_peaks_at_borders_and_corners(beta):
     rng = np.random.default_rng(5)
     for h, w in ((96, 72), (45, 30), (21, 13)):
         spots = [(0, 0), (w - 1, h - 1), (0, h - 1), (w - 1, 0), (0, h // 2), (w // 2, 0), (w - 1, h // 2),
@@ -270,11 +261,10 @@ def test_peaks_at_borders_and_corners(beta, host_decides):
         if h * w > 16 * 16:
             assert bool(plan["use_window"].all())               # the clamped windows still pass
         upstream = rng.standard_normal((1, len(spots), 2))
-        assert_equals_full_map(maps, beta, upstream, host_decides, 1e-9)
+        assert_equals_full_map(maps, beta, upstream, 1e-9)
 
 
-@MODES
-def test_gradcheck_through_the_window(host_decides):
+def test_gradcheck_through_the_window():
     gen = torch.Generator().manual_seed(6)
     hm = 0.01 * torch.randn(1, 2, 40, 32, dtype=torch.float64, generator=gen)
     hm[0, 0, 20, 15] += 1.0
@@ -286,7 +276,7 @@ def test_gradcheck_through_the_window(host_decides):
     # fast mode: random projections of the Jacobian (a full one needs 2 forwards per pixel)
     for seed in range(3):
         torch.manual_seed(seed)
-        assert torch.autograd.gradcheck(lambda x: windowed_soft_argmax(x, 100.0, WINDOW_TOL_PX, host_decides),
+        assert torch.autograd.gradcheck(lambda x: windowed_soft_argmax(x, 100.0, WINDOW_TOL_PX),
                                         (hm,), fast_mode=True)
 
 
@@ -295,9 +285,9 @@ def test_public_soft_argmax_uses_it_and_keeps_dtypes():
     maps = torch.from_numpy(peaked_maps(rng, 2, 3)).float()
     out = soft_argmax(maps, 100.0)
     assert out.dtype == torch.float32 and out.shape == (2, 3, 2)
-    torch.testing.assert_close(out, windowed_soft_argmax(maps, 100.0, WINDOW_TOL_PX, True), rtol=0, atol=0)
-    # the other way of choosing the path (and, on a CPU with a C compiler, other kernels): float32 round-off
-    torch.testing.assert_close(out, windowed_soft_argmax(maps, 100.0, WINDOW_TOL_PX, False), rtol=0, atol=2e-5)
+    torch.testing.assert_close(out, windowed_soft_argmax(maps, 100.0, WINDOW_TOL_PX), rtol=0, atol=0)
+    # the full map for every map (the path of GPUs): the same up to float32 round-off
+    torch.testing.assert_close(out, windowed_soft_argmax(maps, 100.0, 0.0), rtol=0, atol=2e-5)
     bf = maps.bfloat16().requires_grad_(True)
     out_bf = soft_argmax(bf, 100.0)
     out_bf.sum().backward()
@@ -316,3 +306,20 @@ def test_plan_on_nan_and_minus_inf_maps():
         plan = window_plan(maps, beta)
         assert plan["use_window"].tolist() == [False, True] and plan["bound"][1] == 0.0
         assert math.isnan(float(plan["bound"][0]))
+
+
+@pytest.mark.parametrize("beta", [100.0, -40.0])
+def test_zero_tolerance_takes_the_full_map_everywhere(beta):
+    """tol_px = 0: every map through the plain full-map expectation (what GPUs run), equal to the
+    float64 softmax to round-off, coordinates and gradients, although the window would be exact."""
+    rng = np.random.default_rng(11)
+    maps = peaked_maps(rng, 2, 4) * np.sign(beta)
+    assert bool(plan_of(maps, beta)["use_window"].all())
+    upstream = rng.standard_normal((2, 4, 2))
+    ref_c, ref_g = ref_soft_argmax(maps, beta, upstream)
+    coords, grad = run(maps, beta, upstream, tol_px=0.0)
+    np.testing.assert_allclose(coords, ref_c, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(grad, ref_g, rtol=0, atol=1e-10 * np.abs(ref_g).max())
+    # the window path leaves the gradient exactly 0 outside its window; the full path does not
+    _, grad_win = run(maps, beta, upstream)
+    assert (grad_win == 0).sum() > (grad == 0).sum()

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from lib.core.skeleton import H36M, H36M_TO_PANOPTIC
-from lib.core.soft_argmax import WINDOW_TOL_PX, windowed_soft_argmax, windowed_soft_argmax_and_shift
+from lib.core.soft_argmax import WINDOW_TOL_PX, windowed_soft_argmax
 
 PIXEL_STD = 200.0
 SizeLike = Union[Sequence[float], torch.Tensor, np.ndarray]
@@ -119,10 +119,9 @@ def decode_soft(heatmaps: torch.Tensor, center: torch.Tensor, scale: torch.Tenso
     shift (a constant w.r.t. gradients), inverse crop affine. ``tol_px`` as in :func:`soft_argmax`.
     """
     _check_maps(heatmaps)
-    coords_hm, shift = windowed_soft_argmax_and_shift(heatmaps, float(beta), tol_px, want_shift=post_process)
+    coords_hm = windowed_soft_argmax(heatmaps, float(beta), tol_px)
     if post_process:
-        # the CPU's C kernels take the shift while each map is in the cache; elsewhere it is computed here
-        coords_hm = coords_hm + (_quarter_pixel_shift(heatmaps, coords_hm) if shift is None else shift)
+        coords_hm = coords_hm + _quarter_pixel_shift(heatmaps, coords_hm)
     h, w = heatmaps.shape[-2:]
     return to_image_coords(coords_hm, center, scale, (w, h))
 

@@ -34,16 +34,12 @@ the full-map soft-argmax, and its gradient within ``3 |beta| tol_px (|g_x| + |g_
 bound is evaluated in float64 from the exact float32 values, so rounding cannot flip it. When the
 window covers the whole map n_O = 0 and the window path is the full path.
 
-Choosing the path per map needs to know which maps fail the bound. On the CPU that costs nothing,
-so the failing maps alone go through the full softmax. On other devices the choice would need a
-device-to-host copy (a synchronisation of the stream every training step), so there both paths run
-on every map and the result is picked per map with ``torch.where``; a GPU reads the full maps at a
-small fraction of a step's time and has no denormal penalty.
-
-On the CPU, float32 maps take both steps (the plan and the window path, forward and backward) as C
-kernels that handle each map in one pass while it is in the cache (``soft_argmax_kernels.c``, built
-on first use; ``lib.core.soft_argmax_native``); the maps that fail the bound, float64 maps, other
-devices and machines without a C compiler use the torch operations below.
+One numeric path per device. Choosing the path per map needs to know which maps fail the bound.
+On the CPU that costs nothing, so the window maps take the window and the failing maps alone go
+through the full softmax (torch operations). On other devices the choice would need a
+device-to-host copy (a synchronisation of the stream every training step), and a GPU reads the
+full maps at a small fraction of a step's time with no denormal penalty: there every map takes
+the plain full-map expectation. ``tol_px <= 0`` forces the full map on the CPU too.
 
 Both paths raise every exponent to ``log(tiny) + log(count) + 1`` (count = pixels summed) so that
 no float32 weight is denormal: each weight is then at least e * count * tiny, every probability at
@@ -52,11 +48,8 @@ least e * tiny, and each probability moves by less than 3e-34 (a coordinate by <
 import functools
 import math
 from typing import Optional
-
 import torch
 from torch.autograd.function import once_differentiable
-
-from lib.core import soft_argmax_native
 
 BLOCK_PX = 8          # block side of the one-pass maxima; divides the usual heatmap sizes (48, 64, 72, 96)
 WINDOW_TOL_PX = 1e-6  # largest coordinate error (heatmap px) the window may cause
@@ -227,13 +220,13 @@ def _full_backward(grad_coords: torch.Tensor, saved, beta: float) -> torch.Tenso
     return weight * (term_y[:, :, None] + term_x[:, None, :])
 
 
-class _WindowedSoftArgmax(torch.autograd.Function):
-    """Expected (x, y) under softmax(beta * heatmap) per map; hand-written backward (no (M, H, W)
-    autograd intermediates are kept). Second output: with ``want_shift`` and the C kernels, the
-    maps' quarter-pixel shifts (N, J, 2), taken while each map is in the cache; else empty."""
+class _SoftArgmax(torch.autograd.Function):
+    """Expected (x, y) under softmax(beta * heatmap) per map, with a hand-written backward (no
+    (M, H, W) autograd intermediates are kept). On the CPU each map takes the window or the full
+    map as its plan decides; elsewhere (and with ``tol_px <= 0``) every map takes the full map."""
 
     @staticmethod
-    def forward(ctx, heatmaps, beta, tol_px, host_decides, want_shift):
+    def forward(ctx, heatmaps, beta, tol_px):
         n, j, h, w = heatmaps.shape
         m = n * j
         # Half-precision softmax with beta=100 loses the sub-pixel information; decode in fp32+.
@@ -242,111 +235,60 @@ class _WindowedSoftArgmax(torch.autograd.Function):
         sign = 1.0
         if beta < 0:                       # softmax(beta h) = softmax(|beta| (-h)): weights the minimum
             maps, beta, sign = -maps, -beta, -1.0
-        ctx.beta, ctx.sign, ctx.shape, ctx.dtype = beta, sign, (m, h, w), dtype
+        ctx.beta, ctx.sign, ctx.shape = beta, sign, (m, h, w)
         ctx.in_dtype, ctx.in_shape = heatmaps.dtype, heatmaps.shape
-        if not host_decides:
-            # Elsewhere: no host synchronisation; both paths on every map, picked per map.
-            plan = window_plan(maps, beta, tol_px)
-            use = plan["use_window"]
-            coords_w, saved_w = _window_forward(maps.reshape(-1), plan, (m, h, w), beta, None)
-            coords_f, saved_f = _full_forward(maps, plan["peak"], beta)
-            coords = torch.where(use[:, None], coords_w, coords_f)
-            ctx.mode, ctx.parts = "masked", (saved_w, saved_f, use)
-            return coords.reshape(n, j, 2), _no_shift(ctx, coords)
-        # CPU: reading the decision costs nothing; each map goes down one path only. The window
-        # maps first, as C kernels (float32: one pass per map while it is in the cache, which also
-        # takes the quarter-pixel shift; soft_argmax_kernels.c) or as torch operations; then the
-        # full map for the others. (Mixed calls copy the fallback maps out once.)
-        kernels = soft_argmax_native.kernels_for(maps)
-        shift, win_ids = None, None
-        if kernels is not None:
-            window_px = min(2 * BLOCK_PX, h) * min(2 * BLOCK_PX, w)
-            shift = torch.empty(m, 2) if want_shift else None
-            coords, use, peak, saved_w = soft_argmax_native.forward(
-                kernels, maps, beta, tol_px, BLOCK_PX, _exp_floor(dtype, window_px), EXP_CAP, shift)
-        else:
-            plan = window_plan(maps, beta, tol_px)
-            use, peak = plan["use_window"], plan["peak"]
-            win_ids = torch.nonzero(use).reshape(-1)
-            coords, saved_w = torch.empty(m, 2, dtype=dtype, device=maps.device), None
-            if win_ids.numel() == m:
-                coords, saved_w = _window_forward(maps.reshape(-1), plan, (m, h, w), beta, None)
-                win_ids = None
-            elif win_ids.numel():
-                coords_w, saved_w = _window_forward(maps.reshape(-1), plan, (m, h, w), beta, win_ids)
-                coords.index_copy_(0, win_ids, coords_w)
+        if maps.device.type != "cpu" or tol_px <= 0:
+            coords, saved_f = _full_forward(maps, maps.amax(dim=(1, 2)), beta)
+            ctx.parts = (None, saved_f, None, None)
+            return coords.reshape(n, j, 2)
+        # CPU: reading the plan's decision costs nothing, so each map goes down one path only:
+        # the window maps first, then the full map for the others.
+        plan = window_plan(maps, beta, tol_px)
+        use, peak = plan["use_window"], plan["peak"]
+        win_ids = torch.nonzero(use).reshape(-1)
+        coords, saved_w = torch.empty(m, 2, dtype=dtype), None
+        if win_ids.numel() == m:
+            coords, saved_w = _window_forward(maps.reshape(-1), plan, (m, h, w), beta, None)
+            win_ids = None
+        elif win_ids.numel():
+            coords_w, saved_w = _window_forward(maps.reshape(-1), plan, (m, h, w), beta, win_ids)
+            coords.index_copy_(0, win_ids, coords_w)
         full_ids = torch.nonzero(~use).reshape(-1)
         saved_f = None
         if full_ids.numel() == m:                  # no window map: the full path alone, nothing copied
             coords, saved_f = _full_forward(maps, peak, beta)
-            saved_w, full_ids = None, None
+            full_ids = None
         elif full_ids.numel():
             coords_f, saved_f = _full_forward(maps.index_select(0, full_ids), peak[full_ids], beta)
             coords.index_copy_(0, full_ids, coords_f)
-        ctx.mode, ctx.kernels = "split", kernels
         ctx.parts = (saved_w, saved_f, win_ids, full_ids)
-        if shift is None:
-            return coords.reshape(n, j, 2), _no_shift(ctx, coords)
-        if full_ids is None or full_ids.numel():       # the full-map path's maps
-            ids = torch.arange(m) if full_ids is None else full_ids
-            soft_argmax_native.quarter_shift(kernels, maps, ids, coords, shift)
-        shift = shift.neg_() if sign < 0 else shift         # computed on -h: differences flip
-        ctx.mark_non_differentiable(shift)
-        return coords.reshape(n, j, 2), shift.reshape(n, j, 2)
+        return coords.reshape(n, j, 2)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_coords, _grad_shift):
+    def backward(ctx, grad_coords):
         m, h, w = ctx.shape
         beta = ctx.beta
-        g = grad_coords.reshape(m, 2).to(ctx.dtype)
-        if ctx.mode == "masked":
-            saved_w, saved_f, use = ctx.parts
-            grad_win = torch.zeros(m * h * w, dtype=g.dtype, device=g.device)
-            _window_backward(grad_win, g, saved_w, beta)
-            grad = torch.where(use[:, None, None], grad_win.reshape(m, h, w), _full_backward(g, saved_f, beta))
+        g = grad_coords.reshape(m, 2).to(torch.promote_types(ctx.in_dtype, torch.float32))
+        saved_w, saved_f, win_ids, full_ids = ctx.parts
+        if saved_w is None:                                     # every map took the full path
+            grad = _full_backward(g, saved_f, beta)
         else:
-            saved_w, saved_f, win_ids, full_ids = ctx.parts
-            if saved_w is None:                                     # every map took the full path
-                grad = _full_backward(g, saved_f, beta)
-            else:
-                if ctx.kernels is not None:                         # they write each window map whole
-                    grad = torch.empty(m, h, w)
-                    soft_argmax_native.backward(ctx.kernels, grad, g, saved_w, beta)
-                else:
-                    grad = torch.zeros(m, h, w, dtype=g.dtype, device=g.device)
-                    _window_backward(grad.reshape(-1), g if win_ids is None else g[win_ids], saved_w, beta)
-                if saved_f is not None:
-                    grad.index_copy_(0, full_ids, _full_backward(g[full_ids], saved_f, beta))
+            grad = torch.zeros(m, h, w, dtype=g.dtype, device=g.device)
+            _window_backward(grad.reshape(-1), g if win_ids is None else g[win_ids], saved_w, beta)
+            if saved_f is not None:
+                grad.index_copy_(0, full_ids, _full_backward(g[full_ids], saved_f, beta))
         if ctx.sign < 0:
             grad = grad.neg_()
-        return grad.reshape(ctx.in_shape).to(ctx.in_dtype), None, None, None, None
+        return grad.reshape(ctx.in_shape).to(ctx.in_dtype), None, None
 
 
-def _no_shift(ctx, coords: torch.Tensor) -> torch.Tensor:
-    empty = coords.new_empty(0)
-    ctx.mark_non_differentiable(empty)
-    return empty
-
-
-def windowed_soft_argmax(heatmaps: torch.Tensor, beta: float, tol_px: float = WINDOW_TOL_PX,
-                         host_decides: Optional[bool] = None) -> torch.Tensor:
-    """(N, J, H, W) -> (N, J, 2); ``host_decides`` None = True on the CPU only (module docstring)."""
-    return windowed_soft_argmax_and_shift(heatmaps, beta, tol_px, host_decides, want_shift=False)[0]
-
-
-def windowed_soft_argmax_and_shift(heatmaps: torch.Tensor, beta: float, tol_px: float = WINDOW_TOL_PX,
-                                   host_decides: Optional[bool] = None, want_shift: bool = True):
-    """(N, J, H, W) -> (coords (N, J, 2), shift): ``shift`` (N, J, 2) is HRNet's quarter-pixel shift
-    of each map at ``coords`` (``lib.core.heatmap``'s post-processing) where the C kernels ran
-    (taken while each map is in the cache), else None and the caller computes it."""
-    if host_decides is None:
-        host_decides = heatmaps.device.type == "cpu"
+def windowed_soft_argmax(heatmaps: torch.Tensor, beta: float, tol_px: float = WINDOW_TOL_PX) -> torch.Tensor:
+    """(N, J, H, W) -> (N, J, 2) expected (x, y) in heatmap px (module docstring: the window on the
+    CPU, the full map on other devices and for ``tol_px <= 0``)."""
     n, j, h, w = heatmaps.shape
     if h == 0 or w == 0:
         raise ValueError(f"soft_argmax: empty heatmaps of shape {tuple(heatmaps.shape)}")
     if n * j == 0:
-        return heatmaps.new_zeros((n, j, 2), dtype=torch.promote_types(heatmaps.dtype, torch.float32)), None
-    coords, shift = _WindowedSoftArgmax.apply(heatmaps, float(beta), float(tol_px), bool(host_decides),
-                                              bool(want_shift))
-    return coords, (shift if shift.numel() else None)
+        return heatmaps.new_zeros((n, j, 2), dtype=torch.promote_types(heatmaps.dtype, torch.float32))
+    return _SoftArgmax.apply(heatmaps, float(beta), float(tol_px))
