@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib.engine.pipeline import reproduce  # noqa: E402
+from lib.apps.pipeline import reproduce  # noqa: E402
 
 TARGET_RATIO = 1.3
 TARGET_PCT = 4.6

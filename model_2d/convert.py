@@ -36,6 +36,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from lib.core.skeleton import H36M
+from lib.utils.atomic_io import atomic_save
 from lib.utils.errors import UserError
 
 from .checkpoint import extract_state_dict, read_checkpoint
@@ -309,8 +310,6 @@ def check_destination(dst, overwrite: bool = False, src: Optional[str] = None) -
 def save_converted(state: Mapping[str, torch.Tensor], dst, overwrite: bool = False,
                    src: Optional[str] = None) -> str:
     """Write ``state`` as a bare detector state dict (like ``model_best.pth``), atomically."""
-    from lib.engine.checkpoint import atomic_save
-
     dst = check_destination(dst, overwrite, src)
     parent = os.path.dirname(dst)
     if parent:

@@ -18,8 +18,10 @@ Bring your own lifter: register a factory ``f(num_joints) -> nn.Module`` and say
 
 ``normalization``: 'zscore' | 'screen' | 'none'; ``layout``: 'flat' (N, 2J)->(N, 3J) |
 'frames' (N, 1, J, 2)->(N, 1, J, 3) | 'joints' (N, J, 2)->(N, J, 3); ``weight_file`` names the
-default file in ``<factory's folder>/weights/``. Add a training recipe to ``LIFTER_RECIPES``
-if run/train_lifter.py should train it.
+default file in ``<factory's folder>/weights/``; ``recipe`` (optional) how run/train_lifter.py
+trains it (else :data:`DEFAULT_RECIPE`). Name the module in the config key ``CUSTOM_IMPORTS`` and
+the lifter is usable by name from every command (``--model_3d sb,mine``, ``MODEL_3D.WEIGHTS.MINE``,
+``LIFTER_TRAIN.MINE.EPOCHS``).
 """
 import logging
 from pathlib import Path
@@ -29,10 +31,11 @@ from lib.utils.errors import BadValueError
 from .checkpoint import (LifterCheckpoint, load_lifter_checkpoint, load_net_weights,
                          save_lifter_checkpoint)
 from .lifter import STATS_KEYS, Lifter, coerce_stats, load_stats, screen_normalize, zscore
-from .init import init_output_at_mean_pose
-from .recipes import H36M_REF_STEPS_PER_EPOCH, LIFTER_RECIPES, bn_momentum, get_recipe, lr_factor
-from .registry import (LIFTERS, LifterSpec, build_lifter_net, default_weight_path, get_spec,
-                       register_lifter)
+from .init import init_output_at_mean_pose, output_layer_name
+from .recipes import (DEFAULT_RECIPE, H36M_REF_STEPS_PER_EPOCH, LIFTER_RECIPES, bn_momentum, get_recipe,
+                      lr_factor, set_recipe)
+from .registry import (LIFTERS, LifterSpec, UnknownLifterError, build_lifter_net, check_lifter_names,
+                       default_weight_path, get_spec, register_lifter)
 from . import simple_baseline, videopose, iganet, mixste  # noqa: E402,F401  (register built-ins)
 
 logger = logging.getLogger(__name__)
@@ -110,6 +113,23 @@ def lifter_weight_path(cfg, name: str) -> Path:
     return default_weight_path(name, cfg.DATASET.DATASET)
 
 
+def check_lifter_config(cfg) -> None:
+    """Every lifter the config names is registered: MODEL_3D.NAMES, the keys of MODEL_3D.WEIGHTS and
+    the per-lifter nodes of LIFTER_TRAIN (one :class:`UnknownLifterError` naming the key otherwise).
+
+    Those config keys are open (any name merges), since a user's lifter registers only when its
+    module (CUSTOM_IMPORTS) is imported; this is where a misspelt name is caught.
+    """
+    check_lifter_names(list(cfg.MODEL_3D.NAMES), "MODEL_3D.NAMES (--model_3d)")
+    by_key = {n.upper(): n for n in LIFTERS}
+    for key in cfg.MODEL_3D.WEIGHTS:
+        if key not in by_key:
+            check_lifter_names([key.lower()], f"config key MODEL_3D.WEIGHTS.{key}")
+    for key, value in cfg.LIFTER_TRAIN.items():
+        if isinstance(value, dict) and key not in by_key:
+            check_lifter_names([key.lower()], f"config key LIFTER_TRAIN.{key}")
+
+
 def resolve_lifter(cfg, name: str, stats_fallback=None, *, weights_only: bool = True) -> Lifter:
     """The lifter ``name`` as configured by ``cfg`` (weights file must exist).
 
@@ -143,6 +163,8 @@ def resolve_lifter(cfg, name: str, stats_fallback=None, *, weights_only: bool = 
 
 __all__ = [
     "LIFTERS", "LifterSpec", "register_lifter", "get_spec", "build_lifter_net", "build_lifter",
+    "check_lifter_names", "check_lifter_config", "UnknownLifterError", "output_layer_name", "DEFAULT_RECIPE",
+    "set_recipe",
     "default_weight_path", "lifter_weight_path", "lifter_arch", "resolve_lifter", "Lifter", "STATS_KEYS",
     "load_stats", "coerce_stats", "screen_normalize", "zscore", "LifterCheckpoint",
     "load_lifter_checkpoint", "load_net_weights", "save_lifter_checkpoint", "LIFTER_RECIPES",

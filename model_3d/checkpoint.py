@@ -26,6 +26,7 @@ from typing import Dict, Optional
 import torch
 import torch.nn as nn
 
+from lib.utils.atomic_io import atomic_save
 from lib.utils.errors import BadValueError, UserError
 
 FORMAT = "l2d-lifter"
@@ -153,5 +154,4 @@ def save_lifter_checkpoint(path, net, *, name: str, num_joints: int, dataset: st
         "arch": {str(k): (v if isinstance(v, (bool, str)) else int(v) if float(v).is_integer() else float(v))
                  for k, v in (arch or {}).items()},
     }
-    from lib.engine.checkpoint import atomic_save   # local: lib.engine imports model_3d
     return atomic_save(payload, path)

@@ -4,7 +4,8 @@ Shapes: N samples, J joints, C features. VideoPose3D, IGANet and MixSTE regress 
 metres directly; their random output layers start about a metre from any real pose, so a short
 run spends its steps walking there (SimpleBaseline does not: its z-scored output is
 de-normalised with the data stats). :func:`init_output_at_mean_pose` changes only the values of
-the network's last layer (named by the class attribute ``output_layer``): same keys, same forward.
+the network's last layer (:func:`output_layer_name`: the class attribute ``output_layer`` where the
+network names it, else its last layer with a bias and 3 or 3 x J outputs): same keys, same forward.
 
 * One output row per joint coordinate (VideoPose3D's ``shrink``, (3J, C[, 1])): row ``k`` of the
   weights is multiplied by the target std ``s_k`` (metres) and the bias set so that the mean
@@ -49,6 +50,25 @@ def _forward_capture(net, layer, x):
     return out, feats.get("x")
 
 
+def output_layer_name(net: nn.Module, num_joints: int):
+    """The name of ``net``'s output layer, or None when it has no layer the initialisation can set.
+
+    ``net.output_layer`` where the network names it (the built-ins do); otherwise the last module,
+    in registration order, with a weight, a bias and 3 or 3 x ``num_joints`` outputs (a user's
+    network need not know about this initialisation).
+    """
+    name = getattr(net, "output_layer", None)
+    if name:
+        return name
+    found = None
+    for mod_name, mod in net.named_modules():
+        weight, bias = getattr(mod, "weight", None), getattr(mod, "bias", None)
+        if (isinstance(weight, nn.Parameter) and isinstance(bias, nn.Parameter) and weight.dim() >= 2
+                and weight.shape[0] in (3, 3 * int(num_joints))):
+            found = mod_name
+    return found
+
+
 @torch.no_grad()
 def init_output_at_mean_pose(net: nn.Module, layout: str, inputs: torch.Tensor, targets_m: torch.Tensor) -> nn.Module:
     """Set ``net``'s output layer in place (see the module doc); returns ``net``.
@@ -56,11 +76,12 @@ def init_output_at_mean_pose(net: nn.Module, layout: str, inputs: torch.Tensor, 
     ``inputs`` (N, J, 2): training samples in the network's input space (e.g. screen-normalised 2D);
     ``targets_m`` (N, J, 3): their root-relative 3D targets in metres. A few thousand samples suffice.
     """
-    name = getattr(net, "output_layer", None)
-    if not name:
-        raise ValueError(f"{type(net).__name__} names no output_layer; mean-pose initialisation needs one")
-    layer = net.get_submodule(name)
     n, j = targets_m.shape[:2]
+    name = output_layer_name(net, j)
+    if not name:
+        raise ValueError(f"{type(net).__name__} has no output layer with a bias and 3 or 3 x {j} outputs "
+                         f"(nor an output_layer attribute naming one); mean-pose initialisation needs one")
+    layer = net.get_submodule(name)
     weight, bias = layer.weight, layer.bias
     if bias is None:
         raise ValueError(f"{type(net).__name__}.{name} has no bias; mean-pose initialisation needs one")

@@ -121,6 +121,8 @@ class Lifter(nn.Module):
         self.num_joints = int(num_joints)
         self.normalization = normalization
         self.layout = layout
+        # what the network itself leaves trainable (IGANet's mixing scalars are not): training restores it
+        self.trainable_names = tuple(n for n, p in net.named_parameters() if p.requires_grad)
         self.net = freeze_(net)
         stats_t = coerce_stats(stats, self.num_joints)
         if normalization == "zscore" and stats_t is None:
@@ -140,6 +142,16 @@ class Lifter(nn.Module):
     def train(self, mode: bool = True):
         # Always eval: BN running stats and dropout of a frozen lifter must never change.
         return super().train(False)
+
+    def unfreeze(self):
+        """For training the network itself: the parameters its definition leaves trainable get
+        ``requires_grad`` back (frozen parts stay frozen); -> those parameters, in definition order.
+        ``self.net.train()`` is then the caller's (this wrapper's own ``train`` keeps eval mode)."""
+        named = dict(self.net.named_parameters())
+        params = [named[n] for n in self.trainable_names if n in named]
+        for p in params:
+            p.requires_grad_(True)
+        return params
 
     def extra_repr(self) -> str:
         return (f"name={self.name!r}, num_joints={self.num_joints}, normalization={self.normalization!r}, "

@@ -13,14 +13,20 @@ normalisation and tensor layout the network expects:
   (``(N, J, 2) -> (N, J, 3)``).
 """
 import inspect
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
 import torch.nn as nn
 
+from lib.utils.errors import MissingKeyError
+
 NORMALIZATIONS = ("zscore", "screen", "none")
 LAYOUTS = ("flat", "frames", "joints")
+# A lifter's name is also a config key (MODEL_3D.WEIGHTS.<NAME>, LIFTER_TRAIN.<NAME>) and an entry of
+# the comma-separated --model_3d list: letters, digits and underscores only.
+NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -46,8 +52,12 @@ LIFTERS: Dict[str, LifterSpec] = {}
 
 def register_lifter(name: str, *, normalization: str = "screen", layout: str = "frames",
                     weight_file: str = "model_best_{dataset}.pth", weights_dir=None,
-                    description: str = "", override: bool = False, **extra):
+                    description: str = "", override: bool = False, recipe: Optional[Dict] = None, **extra):
     """Decorator registering ``factory(num_joints) -> nn.Module`` under ``name``.
+
+    ``recipe``: how ``run/train_lifter.py`` trains it (keys of :data:`model_3d.recipes.DEFAULT_RECIPE`,
+    which fills in the rest); without one the default recipe is used. The registry's order (the
+    built-ins first, then yours as registered) is the lifter order everywhere.
 
     Example (a user's own lifter in a few lines)::
 
@@ -59,6 +69,10 @@ def register_lifter(name: str, *, normalization: str = "screen", layout: str = "
 
         lifter = build_lifter("mlp", 17, weights="my.pth")
     """
+    if not NAME_PATTERN.match(str(name)):
+        raise ValueError(f"register_lifter({name!r}): a lifter name is a letter followed by letters, digits "
+                         f"or underscores (it becomes the config keys MODEL_3D.WEIGHTS.<NAME> and "
+                         f"LIFTER_TRAIN.<NAME>)")
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"register_lifter({name!r}): normalization={normalization!r}; "
                          f"choose one of {NORMALIZATIONS}")
@@ -69,6 +83,9 @@ def register_lifter(name: str, *, normalization: str = "screen", layout: str = "
         if name in LIFTERS and not override:
             raise KeyError(f"lifter {name!r} is already registered (by "
                            f"{LIFTERS[name].factory.__module__}); pass override=True to replace it")
+        if recipe is not None:
+            from .recipes import set_recipe
+            set_recipe(name, recipe)
         LIFTERS[name] = LifterSpec(name=name, factory=factory, normalization=normalization,
                                    layout=layout, weight_file=weight_file,
                                    weights_dir=Path(weights_dir) if weights_dir else None,
@@ -78,12 +95,27 @@ def register_lifter(name: str, *, normalization: str = "screen", layout: str = "
     return decorator
 
 
+class UnknownLifterError(MissingKeyError):
+    """A lifter name that is not registered (a ``KeyError``); the message lists the registered ones."""
+
+
+def _unknown_hint() -> str:
+    return (f"registered lifters: {list(LIFTERS)}. A lifter of your own is registered with "
+            f"@model_3d.register_lifter(name) in a module named in the config key CUSTOM_IMPORTS")
+
+
 def get_spec(name: str) -> LifterSpec:
     try:
         return LIFTERS[name]
     except KeyError:
-        raise KeyError(f"unknown lifter {name!r}; registered lifters: {sorted(LIFTERS)}. "
-                       f"Add your own with @model_3d.register_lifter(name).") from None
+        raise UnknownLifterError(f"unknown lifter {name!r}; {_unknown_hint()}") from None
+
+
+def check_lifter_names(names, where: str) -> None:
+    """Every name in ``names`` is registered, else one ``KeyError`` that says where the names came from."""
+    unknown = [n for n in names if n not in LIFTERS]
+    if unknown:
+        raise UnknownLifterError(f"unknown lifter(s) {unknown} in {where}; {_unknown_hint()}")
 
 
 def build_lifter_net(name: str, num_joints: int, arch: Optional[Dict] = None) -> nn.Module:

@@ -9,7 +9,7 @@
 
 A stage is reused when it was made from the same inputs; --fresh deletes the output folder first;
 --only STAGE makes that stage alone (the ones before it must be finished). Writes <out>/report.json,
-report.md and report.png. lib/engine/pipeline.py documents the stages; README 'Reproduction pipeline'.
+report.md and report.png. lib/apps/pipeline.py documents the stages; README 'Reproduction pipeline'.
 """
 import argparse
 import sys
@@ -18,7 +18,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python run/reproduce.py`: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib.engine.pipeline import STAGES, reproduce
+from lib.apps.pipeline import STAGES, reproduce
 
 
 def build_parser():

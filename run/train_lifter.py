@@ -1,4 +1,4 @@
-"""Train a 3D lifter on ground-truth 2D -> 3D pairs of the prepared dataset (SPEC §8).
+"""Train a 3D lifter on ground-truth 2D -> 3D pairs of the prepared dataset (docs/weights.md#training-the-lifters).
 
     python run/train_lifter.py --cfg experiments/h36m/w32_384x288_adam_lr1e-3.yaml --model_3d sb
     python run/train_lifter.py --cfg experiments/demo/tiny_96x128.yaml --model_3d sb,videopose \\
@@ -28,13 +28,16 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python run/train_lifter.py`: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib.config import get_cfg, load_cfg
+from lib.config import load_cfg
+from lib.config.flags import lifter_flag_opts
 
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cfg", required=True, help="experiment YAML (its DATASET.* chooses the prepared data)")
-    p.add_argument("--model_3d", required=True, help="lifter name(s), comma-separated: sb, videopose, iganet, mixste")
+    p.add_argument("--model_3d", required=True,
+                   help="registered lifter name(s), comma-separated: sb, videopose, iganet, mixste, or yours "
+                        "(its module in CUSTOM_IMPORTS)")
     p.add_argument("--gpu_id", type=int, default=0, help="CUDA device index (CPU fallback with a warning; -1 = CPU)")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: the recipe's) [LIFTER_TRAIN.EPOCHS]")
     p.add_argument("--batch_size", type=int, default=None, help="batch size [LIFTER_TRAIN.BATCH_SIZE]")
@@ -49,21 +52,6 @@ def build_parser():
     return p
 
 
-def flag_opts(args, names):
-    """Config overrides of the --epochs / --batch_size / --lr flags for the lifters ``names``.
-
-    A flag beats the YAML's per-lifter presets: it sets LIFTER_TRAIN.<KEY> and, for lifters with their
-    own node, LIFTER_TRAIN.<NAME>.<KEY> (which wins over LIFTER_TRAIN.<KEY>).
-    """
-    opts = []
-    own_keys = set(get_cfg().LIFTER_TRAIN.keys())
-    for value, key in ((args.epochs, "EPOCHS"), (args.batch_size, "BATCH_SIZE"), (args.lr, "LR")):
-        if value is not None:
-            opts += ["LIFTER_TRAIN." + key, value]
-            opts += [x for name in names if name.upper() in own_keys for x in (f"LIFTER_TRAIN.{name.upper()}.{key}", value)]
-    return opts
-
-
 def main(argv=None):
     import model_3d
     from lib.engine import distributed as ddp
@@ -71,18 +59,18 @@ def main(argv=None):
 
     args = build_parser().parse_intermixed_args(argv)
     names = [n.strip() for n in args.model_3d.split(",") if n.strip()]
-    unknown = [n for n in names if n not in model_3d.LIFTERS]
-    if unknown or not names:
-        raise SystemExit(f"error: unknown lifter(s) {unknown or args.model_3d!r} in --model_3d; "
-                         f"valid names: {sorted(model_3d.LIFTERS)}")
+    if not names:
+        raise SystemExit(f"error: --model_3d {args.model_3d!r}: name at least one lifter")
     if args.weights and len(names) != 1:
         raise SystemExit("error: --weights names one file; train one lifter per call or use "
                          "MODEL_3D.WEIGHTS.<NAME> overrides")
-    opts = flag_opts(args, names)
+    opts = lifter_flag_opts(names, args.epochs, args.batch_size, args.lr)
     if args.weights:
         opts += [f"MODEL_3D.WEIGHTS.{names[0].upper()}", args.weights]
-    cfg = load_cfg(args.cfg, opts + list(args.opts or []))
+    cfg = load_cfg(args.cfg, opts + list(args.opts or []))      # imports CUSTOM_IMPORTS
     cfg.CFG_FILE = args.cfg
+    model_3d.check_lifter_names(names, "--model_3d")
+    model_3d.check_lifter_config(cfg)
     cfg.freeze()
     if not args.overwrite:             # refuse before any lifter of this call trains, not after the first
         from lib.engine.lifter_trainer import guard_existing_weights

@@ -11,8 +11,9 @@ import torch
 from lib.config import load_cfg
 from lib.core.objective import L2DObjective
 from lib.engine.evaluator import validate
-from lib.engine.trainer import build_detector, train_one_epoch
-from run.benchmark import build_lifters, random_batch
+from lib.engine.builders import build_detector
+from lib.engine.train_epoch import train_one_epoch
+from benchmarks.benchmark import build_lifters, random_batch
 
 CFG = "experiments/demo/tiny_96x128.yaml"
 CPU = torch.device("cpu")

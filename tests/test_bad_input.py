@@ -173,7 +173,7 @@ def test_corrupt_checkpoints_are_named_with_the_fix(bad_checkpoints, kind):
 
 
 def test_truncated_pretrained_and_finetune_name_the_file(bad_checkpoints):
-    from lib.engine.trainer import build_detector
+    from lib.engine.builders import build_detector
     for key in ("MODEL.PRETRAINED", "TRAIN.FINETUNE"):
         cfg = load_cfg(CFG, [key, str(bad_checkpoints / "truncated.pth")])
         with pytest.raises(CorruptFileError, match=NOT_A_CHECKPOINT + ".*truncated.pth"):
@@ -294,14 +294,14 @@ class _FullDisk:
 
 
 def test_disk_full_while_saving_keeps_the_previous_file(tmp_path, monkeypatch, capsys):
-    from lib.engine import checkpoint as ckpt_io
+    from lib.utils import atomic_io
     path = tmp_path / "checkpoint.pth"
-    ckpt_io.atomic_save({"w": torch.ones(10)}, path)
+    atomic_io.atomic_save({"w": torch.ones(10)}, path)
     before = path.read_bytes()
-    monkeypatch.setattr(ckpt_io, "open", lambda p, mode: _FullDisk(p, mode, room=2000), raising=False)
+    monkeypatch.setattr(atomic_io, "open", lambda p, mode: _FullDisk(p, mode, room=2000), raising=False)
 
     def save():
-        ckpt_io.atomic_save({"w": torch.zeros(100_000)}, path)
+        atomic_io.atomic_save({"w": torch.zeros(100_000)}, path)
 
     with pytest.raises(DiskFullError) as err:
         save()

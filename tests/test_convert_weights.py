@@ -337,7 +337,7 @@ def test_cli_writes_atomically_and_never_overwrites_silently(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- loading from the config
 def test_pretrained_file_converted_at_load_time(tmp_path):
-    from lib.engine.trainer import build_detector
+    from lib.engine.builders import build_detector
     state = random_state(hrnet_shapes(TINY_NET, 17), seed=9)
     path = _save(state, tmp_path / "pose_hrnet_coco.pth")
     offline, _ = cv.convert_state_dict(state, "coco", _cfg())
@@ -348,7 +348,7 @@ def test_pretrained_file_converted_at_load_time(tmp_path):
 
 
 def test_missing_start_checkpoint_says_how_to_make_it(tmp_path):
-    from lib.engine.trainer import build_detector
+    from lib.engine.builders import build_detector
     gone = str(tmp_path / "hrnet_coco_h36m.pth")
     for opts in (["MODEL.PRETRAINED", gone], ["TRAIN.FINETUNE", gone]):
         with pytest.raises(FileNotFoundError) as err:           # MissingWeightsError: also a UserError

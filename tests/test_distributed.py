@@ -99,7 +99,7 @@ def _rel(a, b):
 
 def test_torchrun_equals_single_process_and_resumes(env):
     from lib.config import load_cfg
-    from lib.engine.trainer import build_detector
+    from lib.engine.builders import build_detector
     from run import train_hrnet
 
     base = env["base"]
@@ -177,7 +177,8 @@ from lib.config import load_cfg
 from lib.datasets import build_dataset
 from lib.engine import distributed as ddp
 from lib.engine.evaluator import results_for_json, validate
-from lib.engine.trainer import NonFiniteLossError, build_detector, make_loader, make_optimizer, train_one_epoch
+from lib.engine.builders import build_detector, make_loader, make_optimizer
+from lib.engine.train_epoch import NonFiniteLossError, train_one_epoch
 from lib.core.objective import L2DObjective
 import model_3d
 
@@ -240,7 +241,7 @@ def test_sharded_validation_nan_and_sync_bn_under_torchrun(env, tmp_path):
     from lib.config import load_cfg
     from lib.datasets import build_dataset
     from lib.engine.evaluator import validate
-    from lib.engine.trainer import build_detector, make_loader
+    from lib.engine.builders import build_detector, make_loader
     import model_3d
 
     opts = env["opts"] + ["DATASET.MAX_SAMPLES", "13"]

@@ -12,7 +12,8 @@ from lib.config import get_cfg, load_cfg
 from lib.engine import checkpoint as ckpt_io
 from lib.engine.evaluator import median_over_lifters, validate
 from lib.engine.run_dir import loss_type, run_dir
-from lib.engine.trainer import heatmap_accuracy, lr_factor, make_scheduler
+from lib.engine.builders import lr_factor, make_scheduler
+from lib.engine.train_epoch import heatmap_accuracy
 from lib.utils.logger import log_file_name
 
 H36M_YAML = "experiments/h36m/w32_384x288_adam_lr1e-3.yaml"

@@ -14,7 +14,7 @@ import model_2d
 import model_3d
 from lib.config import load_cfg
 from lib.core.skeleton import H36M
-from lib.utils import vis
+from lib.apps import vis
 from run import infer
 
 ROOT = Path(__file__).resolve().parents[1]

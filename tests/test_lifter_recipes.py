@@ -235,7 +235,8 @@ def test_flags_beat_per_lifter_presets_which_beat_the_common_keys(tmp_path):
     assert lifter_settings(load_cfg(str(yaml)), "iganet", model_3d.get_recipe("iganet")) == (7, 1024, 0.01)
     assert lifter_settings(get_cfg(), "mixste", recipe) == (120, 1024, 4e-5)
     args = train_lifter.build_parser().parse_args(["--cfg", str(yaml), "--model_3d", "mixste,sb", "--epochs", "1"])
-    cfg = load_cfg(str(yaml), train_lifter.flag_opts(args, ["mixste", "sb"]))
+    from lib.config.flags import lifter_flag_opts
+    cfg = load_cfg(str(yaml), lifter_flag_opts(["mixste", "sb"], args.epochs, args.batch_size, args.lr))
     assert lifter_settings(cfg, "mixste", recipe) == (1, 32, 0.01)
     assert lifter_settings(cfg, "sb", model_3d.get_recipe("sb"))[0] == 1
 

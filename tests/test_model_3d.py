@@ -365,7 +365,11 @@ def test_official_bin_loads_and_python_objects_are_refused(tmp_path):
 def test_recipes_table():
     rec = model_3d.LIFTER_RECIPES
     assert set(BUILTIN) <= set(rec)
-    assert rec["sb"]["loss"] == "mse_zscore" and all(rec[n]["loss"] == "mpjpe" for n in BUILTIN[1:])
+    assert rec["sb"]["loss"] == "mse_zscore" and rec["videopose"]["loss"] == rec["iganet"]["loss"] == "mpjpe"
+    # MixSTE's run.py at one frame: its weighted MPJPE, the loss-scaled backward, drop-path 0.1 in training
+    mix = model_3d.get_recipe("mixste")
+    assert mix["loss"] == "weighted_mpjpe" and mix["loss_scaled_backward"] and mix["train_kwargs"] == {"drop_path_rate": 0.1}
+    assert mix["joint_weights"]["h36m"] == (1, 1, 2.5, 2.5, 1, 2.5, 2.5, 1, 1, 1, 1.5, 1.5, 4, 4, 1.5, 4, 4)
     sb = model_3d.get_recipe("sb")
     # official length (200 epochs x 1524 steps): iteration 200000 -> 0.96 ** 2 (schedule values: test_lifter_recipes)
     assert model_3d.lr_factor(sb, step=200000, total_steps=200 * 1524) == pytest.approx(0.96 ** 2)

@@ -1,4 +1,4 @@
-"""The reproduction pipeline (lib/engine/pipeline.py, run/reproduce.py) end to end on a tiny synthetic
+"""The reproduction pipeline (lib/apps/pipeline.py, run/reproduce.py) end to end on a tiny synthetic
 set: every stage, the report's keys and arithmetic, reuse of finished stages, re-running only what a
 changed input touches, --only, bad presets, and the whole pipeline under torchrun (2 gloo processes)."""
 import json
@@ -122,7 +122,7 @@ def test_second_run_reuses_every_stage_and_a_change_remakes_only_what_depends_on
 
 
 def test_only_and_bad_presets_fail_with_a_user_error(first, tmp_path):
-    from lib.engine.pipeline import load_preset, reproduce
+    from lib.apps.pipeline import load_preset, reproduce
     with pytest.raises(UserError, match="not in PIPELINE.LIFTERS"):
         load_preset(str(first["preset"]), ["PIPELINE.SINGLE", "['mixste']"])
     with pytest.raises(UserError, match="LEAVE_ONE_OUT needs at least 3"):
@@ -147,7 +147,7 @@ def test_only_and_bad_presets_fail_with_a_user_error(first, tmp_path):
 
 def test_presets_load_and_plan_the_issue_runs():
     from lib.config import load_cfg
-    from lib.engine.pipeline import load_preset, plan_runs
+    from lib.apps.pipeline import load_preset, plan_runs
     demo = load_preset(str(ROOT / "experiments/pipeline/demo.yaml"))
     assert [r.name for r in plan_runs(demo)] == ["2d_only", "single_sb"] and list(demo.PIPELINE.LIFTERS) == ["sb"]
     multi = plan_runs(load_preset(str(ROOT / "experiments/pipeline/demo_multi.yaml")))
@@ -164,7 +164,8 @@ def test_presets_load_and_plan_the_issue_runs():
 def test_pipeline_under_torchrun_matches_a_single_process_validation(tmp_path):
     """Two gloo processes run every stage; rank 0 writes the report; the sharded validation equals
     re-scoring the same checkpoints in this one process."""
-    from lib.engine.pipeline import Evaluator, Pipeline, load_preset
+    from lib.apps.pipeline import Pipeline, _lifter_list, _stage_cfg, load_preset
+    from lib.engine.evaluator import evaluate_checkpoint, evaluation_context
     preset = _preset(tmp_path / "ddp.yaml", tmp_path, LIFTERS=["sb", "videopose"], LIFTER_EPOCHS=[1, 1],
                      LEAVE_ONE_OUT=False)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
@@ -179,11 +180,12 @@ def test_pipeline_under_torchrun_matches_a_single_process_validation(tmp_path):
     assert hist["epochs"][0]["train"]["steps"] == 1
 
     pipe = Pipeline(load_preset(str(preset)), gpu_id=-1)
-    evaluate = Evaluator(pipe.detector_cfg, pipe.common, pipe.lifters, -1)
+    cfg = _stage_cfg(pipe.detector_cfg, pipe.common + _lifter_list(pipe.lifters))
+    context = evaluation_context(cfg, gpu_id=-1)
     start = next((tmp_path / "out" / "pretrain").rglob("model_best.pth"))
     models = pipe.detectors(start)
     for name, row in (("gt_2d", report["lifters_gt2d"]), ("single_sb", report["runs"][1]["mpjpe"])):
-        got = evaluate(models[name])["per_lifter"]
+        got = evaluate_checkpoint(cfg, models[name], context=context)["per_lifter"]
         for lifter in ("sb", "videopose"):
             value = row[lifter]["mpjpe"] if name == "gt_2d" else row[lifter]
             assert got[lifter]["mpjpe"] == pytest.approx(value, rel=1e-5)

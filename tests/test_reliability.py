@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import model_3d
 from lib.engine import trainer
+from lib.utils.errors import BadValueError
 from run import train_hrnet, train_lifter, valid_hrnet
 from conftest import make_tiny_h36m
 
@@ -107,17 +109,22 @@ def test_missing_lifter_weights_names_path_and_command(env, tmp_path):
     assert f"python run/train_lifter.py --cfg {CFG} --model_3d iganet" in str(err.value)
 
 
-def test_unknown_lifter_lists_valid_names(env):
+def test_unknown_lifter_lists_valid_names(env, capsys):
+    from lib.utils.errors import run_cli
     for main in (train_hrnet.main, valid_hrnet.main, train_lifter.main):
-        with pytest.raises(SystemExit) as err:
+        with pytest.raises(model_3d.UnknownLifterError) as err:
             main(["--cfg", CFG, "--model_3d", "sb,nosuch"])
         assert "nosuch" in str(err.value) and "videopose" in str(err.value) and "mixste" in str(err.value)
+        assert "CUSTOM_IMPORTS" in str(err.value)           # where a lifter of one's own comes from
+        capsys.readouterr()
+        assert run_cli(main, ["--cfg", CFG, "--model_3d", "sb,nosuch"]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
 def test_bad_config_key_is_named(env):
     with pytest.raises(KeyError, match="TRAIN.NO_SUCH_KEY"):
         train_hrnet.main(["--cfg", CFG, "TRAIN.NO_SUCH_KEY", "1"])
-    with pytest.raises(SystemExit):
+    with pytest.raises(BadValueError, match="TRAIN.FINETUNE"):
         train_hrnet.main(["--cfg", CFG, "--finetune"])          # --finetune needs TRAIN.FINETUNE
 
 

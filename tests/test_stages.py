@@ -1,10 +1,10 @@
-"""Pipeline stages are reused only when made from the same inputs (lib/utils/stages.py); the whole
+"""Pipeline stages are reused only when made from the same inputs (lib/apps/stages.py); the whole
 pipeline's reuse is tested in test_pipeline.py."""
 import os
 
 import pytest
 
-from lib.utils.stages import find_run, mark_stage, reuse_stage, stage_done, stage_inputs
+from lib.apps.stages import find_run, mark_stage, reuse_stage, stage_done, stage_inputs
 
 
 def _finished_run(stage_dir):

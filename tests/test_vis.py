@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from lib.core.skeleton import H36M, H36M_ACTIONS, PANOPTIC
-from lib.utils import report, vis
+from lib.apps import report, vis
+from lib.utils import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -172,7 +173,7 @@ def test_denormalize_image_round_trip():
 def test_plots_are_valid_pngs(tmp_path):
     history = {"loss_2d": [1e-3, 5e-4, 2e-4], "total": [1.0, 0.3, 0.1], "mpjpe/sb": [90.0, 70.0, 60.0],
                "pdj": [30.0, 50.0, 60.0]}
-    curves = report.plot_training_curves(history, tmp_path / "plots" / "curves.png")
+    curves = plots.plot_training_curves(history, tmp_path / "plots" / "curves.png")
     assert_png(curves)
     per_action = {"sb": {a: 50.0 + i for i, a in enumerate(H36M_ACTIONS)},
                   "videopose": {"Walking": 40.0, "Directions": 45.0}}
@@ -182,7 +183,7 @@ def test_plots_are_valid_pngs(tmp_path):
         assert_png(p)
     table = {"pretrained": {"mpjpe": 90.0, "p_mpjpe": 70.0, "pdj": 60.0},
              "3d_guided": {"mpjpe": 80.0, "p_mpjpe": 60.0, "pdj": 63.0}}
-    assert_png(report.plot_demo_table(table, tmp_path / "demo.png"))
+    assert_png(plots.plot_metric_table(table, tmp_path / "demo.png"))
     assert not list(tmp_path.rglob("*.tmp*"))
 
 
@@ -190,7 +191,7 @@ def test_write_report(tmp_path):
     from lib.config import get_cfg
 
     run = tmp_path / "run"
-    plot = report.plot_training_curves({"loss_2d": [1.0, 0.5]}, run / "plots" / "curves.png")
+    plot = plots.plot_training_curves({"loss_2d": [1.0, 0.5]}, run / "plots" / "curves.png")
     cfg = get_cfg()
     cfg.MODEL_3D.NAMES = ["sb", "videopose"]
     cfg.LOSS.OHKLM = True
@@ -226,14 +227,14 @@ def _history():
 
 
 def test_history_series_names_and_sentinels():
-    epochs, series, best = report.history_series(_history())
+    epochs, series, best = plots.history_series(_history())
     assert epochs == [0, 1] and best == 0
     assert series["total"] == [1.0, 0.1] and series["loss_3d/sb"] == [2.0, 0.2]
     assert series["mpjpe/sb"] == [300.0, 310.0] and series["mpjpe/iganet"] == [310.0, 320.0]
     assert series["lr"] == [1e-3, 1e-3] and series["pdj"] == [40.0, 41.0]
     # bookkeeping is not plotted; -1 (not evaluated) and None are dropped entirely
     assert not {"steps", "seconds", "samples_per_s", "ensemble_mpjpe", "cross_p_mpjpe"} & set(series)
-    flat_epochs, flat, none = report.history_series({"loss_2d": [3.0, 2.0, 1.0]})
+    flat_epochs, flat, none = plots.history_series({"loss_2d": [3.0, 2.0, 1.0]})
     assert flat_epochs == [0, 1, 2] and flat == {"loss_2d": [3.0, 2.0, 1.0]} and none is None
 
 
@@ -241,14 +242,14 @@ def test_trainer_curves_are_the_report_curves(tmp_path):
     from lib.utils import plots
 
     a = plots.plot_curves(_history(), tmp_path / "a.png")
-    b = report.plot_training_curves(_history(), tmp_path / "b.png")
+    b = plots.plot_training_curves(_history(), tmp_path / "b.png")
     assert a.read_bytes() == b.read_bytes()
     assert_png(a)
     lifter_history = {"lifter": "sb", "dataset": "h36m", "epochs": [
         {"epoch": 0, "lr": 1e-3, "train": {"total": 0.5}, "valid": {"mpjpe": 80.0, "p_mpjpe": 60.0}, "best": True}]}
     assert_png(plots.plot_curves(lifter_history, tmp_path / "lifter.png"))
     with pytest.raises(ValueError, match="no values"):
-        report.plot_training_curves({"epochs": []}, tmp_path / "none.png")
+        plots.plot_training_curves({"epochs": []}, tmp_path / "none.png")
 
 
 def test_write_run_report_from_folder(tmp_path):

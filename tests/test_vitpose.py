@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from conftest import ROOT, make_tiny_h36m
 from lib.config import load_cfg
 from lib.engine import optim
-from lib.engine.trainer import backward_and_step, lr_factor, make_optimizer, make_scheduler
+from lib.engine.builders import lr_factor, make_optimizer, make_scheduler
+from lib.engine.train_epoch import backward_and_step
 from lib.utils.errors import UserError
 import model_2d
 from model_2d import CheckpointMismatchError, build_pose_net, load_pose_checkpoint

@@ -1,5 +1,16 @@
-"""Configuration: ``get_cfg()`` for defaults, ``load_cfg(path, opts)`` for an experiment."""
+"""Configuration: ``get_cfg()`` for defaults, ``load_cfg(path, opts)`` for an experiment.
+
+Two kinds of key are open, because the lifters they name may be registered by a user's module:
+``MODEL_3D.WEIGHTS.<NAME>`` (a path) and ``LIFTER_TRAIN.<NAME>.{EPOCHS, BATCH_SIZE, LR}``. Any name
+merges; ``model_3d.check_lifter_config`` checks the names against the registry before anything is
+built. ``CUSTOM_IMPORTS`` (a list of module names, found on the Python path or in the working
+folder) is imported by :func:`load_cfg` before it returns, so those modules' registrations exist
+by then. A config itself never holds code: a module is Python you wrote or installed, named by it.
+"""
+import importlib
 import os
+import re
+import sys
 
 import yacs.config as _yacs
 import yaml
@@ -36,7 +47,7 @@ def _merge(cfg: CfgNode, source: str, merge_fn, arg):
     except (KeyError, AssertionError) as err:
         msg = err.args[0] if err.args else str(err)
         raise ConfigError(f"{source}: {msg}. Check the spelling against lib/config/default.py "
-                          f"(README 'Config reference').") from None
+                          f"(docs/config.md).") from None
     except ValueError as err:
         raise BadValueError(f"{source}: {err}") from None
 
@@ -69,6 +80,58 @@ def read_yaml(path: str) -> CfgNode:
 
 
 BASE_KEY = "_BASE_"
+LIFTER_TRAIN_KEYS = {"EPOCHS": 0, "BATCH_SIZE": 0, "LR": 0.0}
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def _open_lifter_key(cfg: CfgNode, name: str) -> None:
+    """Make room for lifter ``name`` (upper case) under MODEL_3D.WEIGHTS and LIFTER_TRAIN."""
+    if name not in cfg.MODEL_3D.WEIGHTS:
+        cfg.MODEL_3D.WEIGHTS[name] = ""
+    if name not in cfg.LIFTER_TRAIN:
+        cfg.LIFTER_TRAIN[name] = CfgNode(dict(LIFTER_TRAIN_KEYS))
+
+
+def _open_keys_of_node(cfg: CfgNode, node) -> None:
+    weights = ((node.get("MODEL_3D") or {}).get("WEIGHTS") or {}) if isinstance(node, dict) else {}
+    for name in weights if isinstance(weights, dict) else ():
+        _open_lifter_key(cfg, str(name))
+    lifter_train = node.get("LIFTER_TRAIN") if isinstance(node, dict) else None
+    for name, value in (lifter_train.items() if isinstance(lifter_train, dict) else ()):
+        if isinstance(value, dict) and name not in cfg.LIFTER_TRAIN:
+            _open_lifter_key(cfg, str(name))
+
+
+def _open_keys_of_opts(cfg: CfgNode, opts) -> None:
+    for full_key in list(opts)[0::2]:
+        parts = str(full_key).split(".")
+        if len(parts) == 3 and parts[:2] == ["MODEL_3D", "WEIGHTS"]:
+            _open_lifter_key(cfg, parts[2])
+        elif len(parts) == 3 and parts[0] == "LIFTER_TRAIN" and parts[2] in LIFTER_TRAIN_KEYS:
+            _open_lifter_key(cfg, parts[1])
+
+
+def import_custom_modules(modules, source: str = "CUSTOM_IMPORTS") -> None:
+    """Import each module of ``modules`` (names as in ``import x.y``) from the Python path or the
+    working folder. A name that is not a module name, or a module that fails to import, is one
+    :class:`ConfigError` naming it."""
+    if not isinstance(modules, (list, tuple)):
+        raise ConfigError(f"{source}: expected a list of module names, got {modules!r}")
+    for name in modules:
+        if not isinstance(name, str) or not _MODULE_NAME.match(name):
+            raise ConfigError(f"{source}: {name!r} is not a module name (e.g. my_lifters or pkg.my_lifters)")
+        cwd = os.getcwd()
+        added = cwd not in sys.path
+        if added:                        # `python run/x.py` puts run/ on the path, not the working folder
+            sys.path.insert(0, cwd)
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise ConfigError(f"{source}: cannot import {name!r} ({err}); put {name.replace('.', '/')}.py in "
+                              f"the working folder or on PYTHONPATH") from None
+        finally:
+            if added and cwd in sys.path:
+                sys.path.remove(cwd)
 
 
 def read_yaml_chain(path: str, _seen=()) -> list:
@@ -123,16 +186,20 @@ def load_cfg(path=None, opts=None, freeze=False) -> CfgNode:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"config file not found: {path}")
         for source, node in read_yaml_chain(path):
+            _open_keys_of_node(cfg, node)
             _merge(cfg, source, cfg.merge_from_other_cfg, node)
         cfg.CFG_NAME = os.path.basename(path).split(".")[0]
     if opts:
         if len(opts) % 2:
             raise BadValueError(f"config overrides must come in KEY VALUE pairs, got {list(opts)}")
+        _open_keys_of_opts(cfg, opts)
         _merge(cfg, "command-line overrides", cfg.merge_from_list, list(opts))
     validate_cfg(cfg)
+    import_custom_modules(list(cfg.CUSTOM_IMPORTS))
     if freeze:
         cfg.freeze()
     return cfg
 
 
-__all__ = ["get_cfg", "load_cfg", "read_yaml", "read_yaml_chain", "validate_cfg"]
+__all__ = ["get_cfg", "load_cfg", "read_yaml", "read_yaml_chain", "validate_cfg", "import_custom_modules",
+           "LIFTER_TRAIN_KEYS"]

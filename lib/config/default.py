@@ -18,6 +18,7 @@ _C.AUTO_RESUME = False             # accepted for HRNet YAMLs; use --resume
 _C.SEED = 42                       # torch / numpy / python seed (per rank: SEED + rank)
 _C.USE_CUDA = True                 # False forces the CPU
 _C.TRUSTED_FILES = []              # pickles / checkpoints (or folders) allowed to run code when read; [] = none
+_C.CUSTOM_IMPORTS = []             # Python modules imported before anything is built (your register_lifter / register_pose_net)
 _C.DEBUG = CN(new_allowed=True)   # accepted for compatibility with HRNet YAMLs; unused
 
 _C.CUDNN = CN()
@@ -48,11 +49,7 @@ _C.MODEL_3D = CN()
 _C.MODEL_3D.NAMES = ["sb"]         # --model_3d, sorted; >=2 names = multi-model guidance
 _C.MODEL_3D.STATS = ""             # optional stats file (npz / original pkl) for 'sb'
 _C.MODEL_3D.CROSS_VALID = True     # evaluate lifters on disk but not trained with (multi-model)
-_C.MODEL_3D.WEIGHTS = CN()         # '' = the default path model_3d/<net>/weights/<file>
-_C.MODEL_3D.WEIGHTS.SB = ""
-_C.MODEL_3D.WEIGHTS.VIDEOPOSE = ""
-_C.MODEL_3D.WEIGHTS.IGANET = ""
-_C.MODEL_3D.WEIGHTS.MIXSTE = ""
+_C.MODEL_3D.WEIGHTS = CN()         # <NAME>: weight file of lifter <name> (open map); absent or '' = its default path
 # Network sizes (published sizes by default; recorded in trained checkpoints, which load without them)
 _C.MODEL_3D.IGANET = CN()
 _C.MODEL_3D.IGANET.LAYERS = 3      # IGANet blocks
@@ -161,9 +158,8 @@ _C.LIFTER_TRAIN.MAX_STEPS_PER_EPOCH = 0
 _C.LIFTER_TRAIN.FLIP = True        # flip augmentation for the screen-normalised lifters
 _C.LIFTER_TRAIN.INIT_MEAN_POSE = True   # output layer fitted to the training poses (recipes with init_mean_pose)
 _C.LIFTER_TRAIN.BN_RECALIBRATE = True   # BN statistics re-estimated on the training set (recipes with bn_recalibrate)
-# Per-lifter settings: a value > 0 in LIFTER_TRAIN.<NAME> wins over LIFTER_TRAIN.<KEY> (0 = that one)
-for _name in ("SB", "VIDEOPOSE", "IGANET", "MIXSTE"):
-    _C.LIFTER_TRAIN[_name] = CN({"EPOCHS": 0, "BATCH_SIZE": 0, "LR": 0.0})
+# Per-lifter settings, an open map: LIFTER_TRAIN.<NAME>.{EPOCHS, BATCH_SIZE, LR} (lib.config.LIFTER_TRAIN_KEYS);
+# a value > 0 there wins over LIFTER_TRAIN.<KEY> (0 = that one).
 
 # ----------------------------------------------------------------- reproduction pipeline (run/reproduce.py)
 # A preset (experiments/pipeline/*.yaml) is an experiment file that sets these, DATASET.ROOT/DATASET.DATASET,

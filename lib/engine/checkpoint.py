@@ -1,8 +1,7 @@
 """Checkpoints that load with ``torch.load(weights_only=True)``: tensors and plain Python types only.
 
-* :func:`atomic_save` writes ``<path>.tmp`` in the same folder, flushes it to disk, then
-  ``os.replace``-s it over ``path``: a kill at any moment leaves either the old or the new file,
-  never a truncated one. A full disk ends with one :class:`DiskFullError` naming the target.
+* checkpoints are written with :func:`lib.utils.atomic_io.atomic_save` (a kill or a full disk
+  never leaves a truncated file);
 * :func:`load_checkpoint` is ``torch.load(path, map_location, weights_only=True)`` with an error
   that names the file and what to do.
 * RNG states (torch CPU/CUDA, numpy, Python ``random``) are stored as tensors and lists
@@ -22,8 +21,6 @@ Training checkpoint layout (``checkpoint.pth``, written by :mod:`lib.engine.trai
 ``model_best.pth``, ``model_best_cross.pth`` and ``final_state.pth`` are bare detector state dicts
 (loadable by ``model_2d.load_pose_checkpoint`` and by the original code).
 """
-import errno
-import os
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lib.utils.errors import DiskFullError
+from lib.utils.atomic_io import atomic_save  # noqa: F401 - re-exported for the engine's callers
 from lib.utils.safe_io import torch_load
 
 TRAIN_FORMAT = "l2d-train-state"
@@ -59,59 +56,6 @@ def plain(obj):
         return obj
     raise TypeError(f"cannot store {type(obj).__name__} in a weights_only checkpoint; convert it to "
                     f"tensors / lists / dicts / numbers first")
-
-
-class _WriteRecorder:
-    """File wrapper that keeps the OSError of a failed write: torch turns it into a RuntimeError
-    ("unexpected pos ...") that no longer says the disk is full."""
-
-    def __init__(self, fh):
-        self.fh, self.error = fh, None
-
-    def write(self, data):
-        try:
-            return self.fh.write(data)
-        except OSError as err:
-            self.error = err
-            raise
-
-    def __getattr__(self, name):
-        return getattr(self.fh, name)
-
-
-def _disk_full(err) -> bool:
-    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
-def atomic_save(obj, path) -> Path:
-    """``torch.save(obj)`` to ``path`` through a temporary file and ``os.replace``.
-
-    A full disk raises :class:`lib.utils.errors.DiskFullError` naming ``path``; the previous file
-    at ``path`` is untouched (only the temporary file was being written, and it is removed).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    recorder = None
-    try:
-        with open(tmp, "wb") as fh:
-            recorder = _WriteRecorder(fh)
-            torch.save(obj, recorder)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as err:
-        cause = recorder.error if recorder is not None and recorder.error is not None else err
-        if _disk_full(cause):
-            kept = "the previous file is intact" if path.exists() else "nothing was written"
-            raise DiskFullError(errno.ENOSPC, f"no space left on the device while writing {path}; {kept}. "
-                                f"Free space (or point OUTPUT_DIR elsewhere), then re-run (--resume for a "
-                                f"training run)", str(path)) from err
-        raise
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def load_checkpoint(path, map_location="cpu"):

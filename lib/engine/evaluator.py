@@ -32,7 +32,7 @@ Returned dict (plain floats; ``-1`` where no lifter was evaluated, as the origin
      'per_sample_mpjpe': {name: numpy (num_samples,)}}   # not JSON; see results_for_json()
 """
 import math
-from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Dict, Mapping, Optional
 
 import torch
@@ -41,6 +41,7 @@ from lib.core.heatmap import decode_argmax, decode_soft, prepare_heatmaps
 from lib.core.skeleton import H36M_ACTIONS, get_skeleton
 from lib.engine.distributed import all_gather_cat, is_dist
 from lib.eval.metrics import mpjpe_masked_torch, mpjpe_torch, p_mpjpe_masked_torch, p_mpjpe_torch
+from lib.utils.device import autocast
 
 MM_PER_CM = 10.0
 MM_PER_M = 1000.0
@@ -88,13 +89,6 @@ def p_mpjpe_guarded(pred_mm: torch.Tensor, gt_mm: torch.Tensor, valid: Optional[
     return torch.where(finite, err, torch.full_like(err, float("nan")))
 
 
-def _autocast(device: torch.device, amp: str):
-    if amp in ("fp16", "bf16"):
-        dtype = torch.float16 if amp == "fp16" else torch.bfloat16
-        return torch.autocast(device_type=device.type, dtype=dtype)
-    return nullcontext()
-
-
 def _mean(values: torch.Tensor) -> float:
     return float(values.double().mean()) if values.numel() else -1.0
 
@@ -116,6 +110,69 @@ def _dataset_order(sample_index: Optional[torch.Tensor]) -> Optional[torch.Tenso
     return order[keep]
 
 
+class _LiftScorer:
+    """Lifts and scores pending batches as one chunk of at most ``LIFT_CHUNK`` samples.
+
+    The original lifts each batch; every value here is per sample, so scoring several batches at
+    once changes only the float round-off, while the lifters' matrix products and the batched SVD
+    cost less per sample on hundreds of samples than on one batch. Batches with and without a
+    joint mask are never scored together.
+    """
+
+    def __init__(self, evaluated: Mapping, ensemble: bool):
+        self.evaluated, self.ensemble = evaluated, ensemble
+        names = list(evaluated)
+        self.per_sample, self.per_sample_p = {n: [] for n in names}, {n: [] for n in names}
+        self.unmasked, self.unmasked_p = {n: [] for n in names}, {n: [] for n in names}
+        self.ens, self.ens_p = [], []
+        self.pending = []
+
+    def add(self, batch: Dict[str, torch.Tensor]) -> None:
+        if self.pending and set(self.pending[0]) != set(batch):
+            self.flush()
+        self.pending.append(batch)
+        if sum(len(b["pred_2d"]) for b in self.pending) >= LIFT_CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        batches, self.pending = self.pending, []
+        if not batches or not self.evaluated:
+            return
+        joined = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+        pred_2d, joints_3d_cm, image_size = joined["pred_2d"], joined["joints_3d_cm"], joined["image_size"]
+        valid = joined.get("valid")
+        preds_mm, gt0 = [], None
+        for name, lifter in self.evaluated.items():
+            pred_mm = lifter(pred_2d, image_size).float() * MM_PER_M
+            gt_mm = gt_mm_for(lifter, joints_3d_cm)
+            gt0 = gt_mm if gt0 is None else gt0
+            self._score(self.per_sample[name], self.per_sample_p[name], pred_mm, gt_mm, valid)
+            if valid is not None:
+                self._score(self.unmasked[name], self.unmasked_p[name], pred_mm, gt_mm, None)
+            preds_mm.append(pred_mm)
+        if self.ensemble:
+            self._score(self.ens, self.ens_p, median_over_lifters(torch.stack(preds_mm)), gt0, valid)
+
+    @staticmethod
+    def _score(errors, errors_p, pred_mm, gt_mm, valid) -> None:
+        errors.append(mpjpe_torch(pred_mm, gt_mm) if valid is None else mpjpe_masked_torch(pred_mm, gt_mm, valid))
+        errors_p.append(p_mpjpe_guarded(pred_mm, gt_mm, valid))
+
+
+def predict_2d(cfg, model_2d, images, meta, device, *, soft_argmax: bool = True, beta: float = 100.0) -> torch.Tensor:
+    """The detector's 2D joints of one batch in original-image pixels (N, J, 2): heatmaps (under
+    TRAIN.AMP), the Panoptic remap, then the soft (or hard) argmax decode with TEST.POST_PROCESS."""
+    center = meta["center"].to(device, non_blocking=True).float()
+    scale = meta["scale"].to(device, non_blocking=True).float()
+    with autocast(device, str(cfg.TRAIN.AMP)):
+        heatmaps = model_2d(images.to(device, non_blocking=True))
+    heatmaps = prepare_heatmaps(heatmaps.float(), cfg.DATASET.DATASET)
+    post_process = bool(cfg.TEST.POST_PROCESS)
+    if soft_argmax:
+        return decode_soft(heatmaps, center, scale, beta, post_process)
+    return decode_argmax(heatmaps, center, scale, post_process)[0]
+
+
 @torch.no_grad()
 def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
              cross_lifters: Optional[Mapping] = None, *, gt_2d: bool = False, soft_argmax: bool = True,
@@ -130,82 +187,26 @@ def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
     ``meta['index']`` and de-duplicated (a padding sampler repeats a few samples), so every metric
     equals the single-process value on every rank.
     """
-    dataset = cfg.DATASET.DATASET
-    skel = get_skeleton(dataset)
+    skel = get_skeleton(cfg.DATASET.DATASET)
     beta = float(cfg.TEST.BETA if beta is None else beta)
-    post_process = bool(cfg.TEST.POST_PROCESS)
     lifters = dict(lifters or {})
     cross_lifters = {k: v for k, v in dict(cross_lifters or {}).items() if k not in lifters}
-    evaluated = {**lifters, **cross_lifters}
-    names = list(evaluated)
-    amp = str(cfg.TRAIN.AMP)
+    scorer = _LiftScorer({**lifters, **cross_lifters}, ensemble)
+    if not gt_2d and model_2d is None:
+        raise ValueError("validate: model_2d is None; pass a detector or gt_2d=True")
     was_training = model_2d.training if model_2d is not None else False
     if model_2d is not None:
         model_2d.eval()
-    if not gt_2d and model_2d is None:
-        raise ValueError("validate: model_2d is None; pass a detector or gt_2d=True")
-
-    hits, per_sample, per_sample_p, actions = [], {n: [] for n in names}, {n: [] for n in names}, []
-    non_finite = []
     # DATASET.MASK_LOW_CONFIDENCE: main numbers over the valid joints; the unmasked ones kept beside
     masking = bool(cfg.DATASET.MASK_LOW_CONFIDENCE)
-    unmasked, unmasked_p = {n: [] for n in names}, {n: [] for n in names}
-    ens, ens_p, sample_index = [], [], []
-    distributed = is_dist()
-
-    def score(batches):
-        """Lifts and scores the pending batches as one (then empties the list). The original lifts
-        each batch; every value here is per sample, so scoring several batches at once changes
-        only the float round-off, while the lifters' matrix products and the batched SVD cost
-        less per sample on hundreds of samples than on one batch."""
-        if not batches or not names:
-            batches.clear()
-            return
-        joined = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
-        batches.clear()
-        pred_2d, joints_3d_cm, image_size = joined["pred_2d"], joined["joints_3d_cm"], joined["image_size"]
-        valid = joined.get("valid")
-        preds_mm, gt0 = [], None
-        for name in names:
-            lifter = evaluated[name]
-            pred_mm = lifter(pred_2d, image_size).float() * MM_PER_M
-            gt_mm = gt_mm_for(lifter, joints_3d_cm)
-            gt0 = gt_mm if gt0 is None else gt0
-            if valid is None:
-                per_sample[name].append(mpjpe_torch(pred_mm, gt_mm))
-                per_sample_p[name].append(p_mpjpe_guarded(pred_mm, gt_mm))
-            else:
-                per_sample[name].append(mpjpe_masked_torch(pred_mm, gt_mm, valid))
-                per_sample_p[name].append(p_mpjpe_guarded(pred_mm, gt_mm, valid))
-                unmasked[name].append(mpjpe_torch(pred_mm, gt_mm))
-                unmasked_p[name].append(p_mpjpe_guarded(pred_mm, gt_mm))
-            preds_mm.append(pred_mm)
-        if ensemble:
-            med = median_over_lifters(torch.stack(preds_mm))
-            if valid is None:
-                ens.append(mpjpe_torch(med, gt0))
-                ens_p.append(p_mpjpe_guarded(med, gt0))
-            else:
-                ens.append(mpjpe_masked_torch(med, gt0, valid))
-                ens_p.append(p_mpjpe_guarded(med, gt0, valid))
-
-    pending = []                         # batches waiting to be lifted (dicts of per-sample tensors)
+    hits, non_finite, actions = [], [], []
+    sample_index = [] if is_dist() else None
     for step, (images, _target, _weight, meta) in enumerate(loader):
         if max_batches and step >= max_batches:
             break
         joints_2d = meta["joints_2d"].to(device, non_blocking=True).float()
-        if gt_2d:
-            pred_2d = joints_2d
-        else:
-            center = meta["center"].to(device, non_blocking=True).float()
-            scale = meta["scale"].to(device, non_blocking=True).float()
-            with _autocast(device, amp):
-                heatmaps = model_2d(images.to(device, non_blocking=True))
-            heatmaps = prepare_heatmaps(heatmaps.float(), dataset)
-            if soft_argmax:
-                pred_2d = decode_soft(heatmaps, center, scale, beta, post_process)
-            else:
-                pred_2d, _ = decode_argmax(heatmaps, center, scale, post_process)
+        pred_2d = joints_2d if gt_2d else predict_2d(cfg, model_2d, images, meta, device,
+                                                     soft_argmax=soft_argmax, beta=beta)
         # Non-finite guard (one flag per sample, no host sync): a diverged detector's joints. Such
         # samples never count as PDJ hits and make the MPJPE NaN, so a validation with any of them
         # can never become "best" (the trainer checks the count). A NaN or +inf anywhere in a map
@@ -214,36 +215,36 @@ def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
         bad = ~torch.isfinite(pred_2d).flatten(1).all(dim=1)
         non_finite.append(bad)
         hits.append(pdj_hits(pred_2d, joints_2d, skel.left_shoulder, skel.right_hip) & ~bad[:, None])
-        if distributed and sample_index is not None:
+        if sample_index is not None:
             if "index" in meta:
                 sample_index.append(torch.as_tensor(meta["index"]).to(device).long().reshape(-1))
             else:
                 sample_index = None      # no dataset index: keep the rank-by-rank order
-        if "action_idx" in meta:
-            actions.append(torch.as_tensor(meta["action_idx"]).to(device).long().reshape(-1))
-        else:
-            actions.append(torch.full((joints_2d.shape[0],), -1, dtype=torch.long, device=device))
-        if not names:
+        actions.append(torch.as_tensor(meta["action_idx"]).to(device).long().reshape(-1) if "action_idx" in meta
+                       else torch.full((joints_2d.shape[0],), -1, dtype=torch.long, device=device))
+        if not scorer.evaluated:
             continue
         batch = {"pred_2d": pred_2d, "joints_3d_cm": meta["joints_3d"].to(device, non_blocking=True).float(),
                  "image_size": meta["image_size"].to(device, non_blocking=True).float().expand(len(pred_2d), 2)}
         if masking and "joints_3d_valid" in meta:
             batch["valid"] = meta["joints_3d_valid"].to(device, non_blocking=True).float()
-        if pending and set(pending[0]) != set(batch):
-            score(pending)
-        pending.append(batch)
-        if sum(len(b["pred_2d"]) for b in pending) >= LIFT_CHUNK:
-            score(pending)
-    score(pending)
-
+        scorer.add(batch)
+    scorer.flush()
     if model_2d is not None and was_training:
         model_2d.train()
+    return _summarise(cfg, device, skel, scorer, lifters, cross_lifters, hits, non_finite, actions, sample_index,
+                      masking, ensemble, action_valid)
+
+
+def _summarise(cfg, device, skel, scorer: _LiftScorer, lifters, cross_lifters, hits, non_finite, actions,
+               sample_index, masking: bool, ensemble: bool, action_valid: bool) -> Dict:
+    """Per-batch results -> the result dict, gathered over the ranks in dataset order."""
+    names = list(scorer.evaluated)
     # Every rank reaches the same collectives, even one whose shard gave no batch (empty tensors).
     empty_f = torch.zeros(0, dtype=torch.float32, device=device)
     order = None
-    if distributed and sample_index is not None:
-        index = all_gather_cat(torch.cat(sample_index) if sample_index else empty_f.long())
-        order = _dataset_order(index)
+    if sample_index is not None:
+        order = _dataset_order(all_gather_cat(torch.cat(sample_index) if sample_index else empty_f.long()))
 
     def gather(parts, empty=empty_f):
         """Per-batch (B, ...) tensors -> (num_samples, ...) over all ranks, in dataset order."""
@@ -253,11 +254,11 @@ def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
     hits = gather(hits, torch.zeros(0, skel.num_joints, dtype=torch.bool, device=device))
     num_samples = int(hits.shape[0])
     non_finite = gather(non_finite, torch.zeros(0, dtype=torch.bool, device=device))
-    out = {"num_samples": num_samples, "dataset": dataset, "non_finite_samples": int(non_finite.sum()),
+    out = {"num_samples": num_samples, "dataset": cfg.DATASET.DATASET, "non_finite_samples": int(non_finite.sum()),
            "pdj": 100.0 * float(hits.double().mean()) if num_samples else 0.0,
            "per_lifter": {}, "per_action": None, "per_sample_mpjpe": {}, "cross": None, "ensemble": None}
-    cat = {n: gather(per_sample[n]) for n in names}
-    cat_p = {n: gather(per_sample_p[n]) for n in names}
+    cat = {n: gather(scorer.per_sample[n]) for n in names}
+    cat_p = {n: gather(scorer.per_sample_p[n]) for n in names}
     for n in names:
         out["per_lifter"][n] = {"mpjpe": _mean(cat[n]), "p_mpjpe": _mean(cat_p[n]), "held_out": n in cross_lifters}
         out["per_sample_mpjpe"][n] = cat[n].double().cpu().numpy()
@@ -272,35 +273,89 @@ def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
     if cross_lifters:
         out["cross"] = pooled(list(cross_lifters))
     if ensemble and names:
-        out["ensemble"] = {"mpjpe": _mean(gather(ens)), "p_mpjpe": _mean(gather(ens_p)),
+        out["ensemble"] = {"mpjpe": _mean(gather(scorer.ens)), "p_mpjpe": _mean(gather(scorer.ens_p)),
                            "lifters": names}
     main = out["ensemble"] if out["ensemble"] is not None else out["main"]
     out["mpjpe"], out["p_mpjpe"] = main["mpjpe"], main["p_mpjpe"]
     if masking and names:            # on every rank alike (gather is a collective)
         # with DATASET.MASK_LOW_CONFIDENCE the numbers above leave low-confidence joints out; these keep
         # them (the original's numbers), pooled over the main lifters and per lifter
-        um = {n: gather(unmasked[n]) for n in names}
-        um_p = {n: gather(unmasked_p[n]) for n in names}
+        um = {n: gather(scorer.unmasked[n]) for n in names}
+        um_p = {n: gather(scorer.unmasked_p[n]) for n in names}
         group = list(lifters) or names
         out["unmasked"] = {"mpjpe": _mean(torch.cat([um[n] for n in group])),
                            "p_mpjpe": _mean(torch.cat([um_p[n] for n in group])),
                            "per_lifter": {n: {"mpjpe": _mean(um[n]), "p_mpjpe": _mean(um_p[n])} for n in names}}
-
     if action_valid and names:
-        action_idx = gather(actions, empty_f.long())
-        n_act = len(H36M_ACTIONS)
-        valid = action_idx >= 0
-        counts = torch.zeros(n_act, dtype=torch.float64, device=action_idx.device).index_add_(
-            0, action_idx[valid], torch.ones(int(valid.sum()), dtype=torch.float64, device=action_idx.device))
-        out["per_action"] = {}
-        for n in names:
-            sums = torch.zeros(n_act, dtype=torch.float64, device=action_idx.device).index_add_(
-                0, action_idx[valid], cat[n][valid].double())
-            means = (sums / counts).cpu().tolist()
-            out["per_action"][n] = {a: (None if math.isnan(m) else m) for a, m in zip(H36M_ACTIONS, means)}
+        out["per_action"] = _per_action(gather(actions, empty_f.long()), cat)
+    return out
+
+
+def _per_action(action_idx: torch.Tensor, errors: Dict[str, torch.Tensor]) -> Dict:
+    """{lifter: {action: mean MPJPE or None}} over the samples with a Human3.6M action index."""
+    n_act = len(H36M_ACTIONS)
+    valid = action_idx >= 0
+    dev = action_idx.device
+    counts = torch.zeros(n_act, dtype=torch.float64, device=dev).index_add_(
+        0, action_idx[valid], torch.ones(int(valid.sum()), dtype=torch.float64, device=dev))
+    out = {}
+    for n, err in errors.items():
+        sums = torch.zeros(n_act, dtype=torch.float64, device=dev).index_add_(0, action_idx[valid], err[valid].double())
+        means = (sums / counts).cpu().tolist()
+        out[n] = {a: (None if math.isnan(m) else m) for a, m in zip(H36M_ACTIONS, means)}
     return out
 
 
 def results_for_json(results: Dict) -> Dict:
     """The JSON-able part of :func:`validate`'s result (drops per-sample arrays)."""
     return {k: v for k, v in results.items() if k != "per_sample_mpjpe"}
+
+
+# ----------------------------------------------------------------------------- one checkpoint
+@dataclass
+class EvalContext:
+    """What evaluating several checkpoints on the same split shares: the split's (sharded) loader
+    and the frozen lifters of MODEL_3D.NAMES, on one device."""
+    cfg: object
+    device: torch.device
+    dataset: object
+    loader: object
+    lifters: Dict
+
+
+def evaluation_context(cfg, *, gpu_id: int = 0, split: Optional[str] = None) -> EvalContext:
+    """Build the validation split (``split`` or DATASET.TEST_SET), its loader (this rank's shard
+    under torchrun) and every lifter of MODEL_3D.NAMES (all evaluated, none held out); z-scored
+    lifters without stats of their own take the prepared training split's."""
+    from lib.datasets import build_dataset
+    from lib.datasets.base import dataset_root
+    from lib.datasets.stats import train_stats
+    from lib.engine.builders import build_lifter_sets, valid_loader
+    from lib.engine.distributed import init_distributed
+
+    info = init_distributed(bool(cfg.USE_CUDA), gpu_id)
+    dataset = build_dataset(cfg, split or cfg.DATASET.TEST_SET, False)
+    loader = valid_loader(cfg, dataset, info.device, info.rank, info.world_size)
+    lifters, _, _ = build_lifter_sets(cfg, train_stats(cfg, dataset_root(cfg)), cross=False, device=info.device)
+    return EvalContext(cfg, info.device, dataset, loader, lifters)
+
+
+def evaluate_checkpoint(cfg, checkpoint=None, *, context: Optional[EvalContext] = None, gpu_id: int = 0,
+                        model_2d=None, **options) -> Dict:
+    """Score a detector checkpoint with the lifters of MODEL_3D.NAMES on the validation split
+    (:func:`validate`'s result). ``checkpoint`` None (and no ``model_2d``): ground-truth 2D. The
+    one evaluation of ``run/valid_hrnet.py``, the pipeline and the benchmarks.
+
+    ``context``: an :func:`evaluation_context` to reuse across checkpoints (built here otherwise).
+    ``options``: :func:`validate`'s keywords; by default TEST.SOFT_ARGMAX, TEST.BETA,
+    TEST.ENSEMBLE and TEST.ACTION_VALID of ``cfg``.
+    """
+    from lib.engine.builders import load_detector
+
+    ctx = context or evaluation_context(cfg, gpu_id=gpu_id)
+    if model_2d is None and checkpoint is not None:
+        model_2d = load_detector(cfg, checkpoint, ctx.device)
+    kwargs = dict(gt_2d=model_2d is None, soft_argmax=bool(cfg.TEST.SOFT_ARGMAX), beta=float(cfg.TEST.BETA),
+                  ensemble=bool(cfg.TEST.ENSEMBLE), action_valid=bool(cfg.TEST.ACTION_VALID))
+    kwargs.update(options)
+    return validate(cfg, ctx.loader, model_2d, ctx.device, ctx.lifters, None, **kwargs)

@@ -1,4 +1,5 @@
-"""Train a registered lifter on ground-truth 2D -> 3D pairs of the prepared dataset (SPEC §8).
+"""Train a registered lifter on ground-truth 2D -> 3D pairs of the prepared dataset
+(docs/weights.md#training-the-lifters).
 
 Shapes: N samples, J dataset joints. 2D in original-image pixels, 3D root-relative camera frame
 (cm in the prepared index, metres for the screen-normalised lifters' loss).
@@ -20,8 +21,13 @@ optimizer, decay, flip augmentation, BN-momentum schedule). Single frame (recept
 * ``mse_zscore`` (``sb``): MSE between the network's z-scored output and the z-scored 3D target,
   with the stats of the training split (``<DATASET.ROOT>/stats.npz``: 2D px, 3D cm), which are
   stored inside the checkpoint.
-* ``mpjpe`` (``videopose``, ``iganet``, ``mixste``): mean Euclidean joint error in metres of the
-  wrapper's output (screen-normalised input) against the root-relative target.
+* ``mpjpe`` (``videopose``, ``iganet``, the default recipe): mean Euclidean joint error in metres of
+  the wrapper's output (screen-normalised input) against the root-relative target.
+* ``weighted_mpjpe`` (``mixste``): the same with MixSTE's per-joint weights; its recipe also scales
+  the backward by the loss value (``loss_scaled_backward``) and trains the network with its
+  ``train_kwargs`` (drop-path 0.1), while the checkpoint records only its sizes.
+* the parameters trained are those the network itself leaves trainable (``Lifter.unfreeze``):
+  IGANet's fixed mixing scalars, or a frozen part of a user's lifter, stay as they are.
 * flip augmentation (recipes with ``flip_augment``): each training sample is mirrored with
   probability 1/2: ``x -> w - x`` in pixels (``x_n -> -x_n`` after screen normalisation),
   ``X -> -X`` in 3D, left/right joints swapped.
@@ -57,22 +63,32 @@ Under ``torchrun`` (``WORLD_SIZE`` > 1; helpers in :mod:`lib.engine.distributed`
   loss is averaged over ranks and a non-finite one stops every rank together; all ranks meet at a
   barrier before returning. :func:`train_lifter` leaves a process group it did not create to its
   caller (``run/train_lifter.py`` destroys it after the last lifter).
+
 """
 import json
 import math
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 import torch
 
+import model_3d
+from lib.core.skeleton import get_skeleton
+from lib.datasets import index as idx
+from lib.datasets.base import dataset_root
+from lib.datasets.stats import train_stats
 from lib.engine import distributed as ddp
+from lib.engine.checkpoint import plain
 from lib.eval.metrics import mpjpe_masked_torch, mpjpe_torch, p_mpjpe_masked_torch, p_mpjpe_torch
 from lib.utils.atomic_io import write_text_atomic
 from lib.utils.errors import UserError
+from lib.utils.logger import close_logger, setup_logger
+from lib.utils.plots import plot_curves
 
 CM_PER_M = 100.0
 MM_PER_CM = 10.0
@@ -259,12 +275,21 @@ class _TrainLoss(torch.nn.Module):
     """The recipe's training loss as a module, so DDP sees one forward: (x_px, size, y_cm) -> 0-dim loss.
 
     Shapes: x (n,J,2) px, size (n,2), y (n,J,3) cm. ``mse_zscore``: MSE of the net's z-scored output;
-    else mean joint error in metres. Holds the lifter (its net trains, its stats are buffers).
+    ``mpjpe``: mean joint error in metres; ``weighted_mpjpe``: the same with ``joint_weights`` (J,)
+    multiplying each joint's error before the mean. Holds the lifter (its net trains, its stats are buffers).
     """
 
-    def __init__(self, lifter, loss: str, num_joints: int):
+    def __init__(self, lifter, loss: str, num_joints: int, joint_weights=None):
         super().__init__()
+        if loss not in ("mse_zscore", "mpjpe", "weighted_mpjpe"):
+            raise ValueError(f"lifter {lifter.name!r}: unknown recipe loss {loss!r}; use mse_zscore, mpjpe or "
+                             f"weighted_mpjpe")
+        if loss == "weighted_mpjpe" and (joint_weights is None or len(joint_weights) != num_joints):
+            raise ValueError(f"lifter {lifter.name!r}: weighted_mpjpe needs {num_joints} joint weights, "
+                             f"got {joint_weights}")
         self.lifter, self.loss, self.num_joints = lifter, loss, num_joints
+        self.register_buffer("joint_weights", None if loss != "weighted_mpjpe" else
+                             torch.as_tensor(joint_weights, dtype=torch.float32))
 
     def forward(self, pose_2d_px, image_size, pose_3d_cm, valid=None):
         """``valid`` (n, J) (DATASET.MASK_LOW_CONFIDENCE): the loss averages over the valid joints only."""
@@ -277,7 +302,9 @@ class _TrainLoss(torch.nn.Module):
                 return torch.mean(sq)
             return (sq * valid.unsqueeze(-1)).sum() / (3 * valid.sum().clamp(min=1.0))
         pred_m = lifter(pose_2d_px, image_size)
-        err = torch.linalg.vector_norm(pred_m - pose_3d_cm / CM_PER_M, dim=-1)
+        err = torch.linalg.vector_norm(pred_m - pose_3d_cm / CM_PER_M, dim=-1)       # (n, J)
+        if self.joint_weights is not None:
+            err = err * self.joint_weights
         if valid is None:
             return err.mean()
         return (err * valid).sum() / valid.sum().clamp(min=1.0)
@@ -310,6 +337,162 @@ def guard_existing_weights(out_path: Path, overwrite: bool, log=None, write: boo
         log.info("--overwrite: %s will be replaced by this run; the previous file is kept as %s", out_path, backup)
 
 
+@dataclass
+class LifterData:
+    """Ground-truth pairs of both splits on the device: 2D px, image size, 3D cm, valid joints or None."""
+    x_tr: torch.Tensor
+    size_tr: torch.Tensor
+    y_tr: torch.Tensor
+    v_tr: Optional[torch.Tensor]
+    x_va: torch.Tensor
+    size_va: torch.Tensor
+    y_va: torch.Tensor
+    v_va: Optional[torch.Tensor]
+    stats: Optional[dict]
+    root: Path
+
+
+def _load_data(cfg, name: str, spec, device) -> LifterData:
+    dataset = cfg.DATASET.DATASET
+    root = dataset_root(cfg)
+    max_samples = int(cfg.DATASET.MAX_SAMPLES)
+    masking = bool(cfg.DATASET.MASK_LOW_CONFIDENCE)
+    x_tr, size_tr, y_tr, v_tr = _load_arrays(root, cfg.DATASET.TRAIN_SET, dataset, max_samples, device, masking)
+    x_va, size_va, y_va, v_va = _load_arrays(root, cfg.DATASET.TEST_SET, dataset, max_samples, device, masking)
+    if masking and dataset == "panoptic" and v_tr is None:
+        raise idx.DatasetIndexError(f"DATASET.MASK_LOW_CONFIDENCE needs the per-joint confidence flags "
+                                    f"(joints_3d_valid) that {root} lacks; re-run "
+                                    f"{idx.prepare_hint(dataset, root)} --force")
+    stats = train_stats(cfg, root)      # with masking: low-confidence joints left out of the 3D stats
+    if spec.normalization == "zscore" and stats is None:
+        raise FileNotFoundError(f"{root}/stats.npz not found: lifter {name!r} needs normalisation stats; "
+                                f"re-run {idx.prepare_hint(dataset, root)}")
+    return LifterData(x_tr, size_tr, y_tr, v_tr, x_va, size_va, y_va, v_va, stats, root)
+
+
+def _build_trainable(cfg, name: str, spec, recipe: dict, data: LifterData, flip: bool, batch_size: int,
+                     device, log):
+    """The lifter to train, its output fitted to the training poses where the recipe says so.
+
+    -> (lifter, trainable parameters, random-network MPJPE or None, BN re-estimation inputs or None).
+    """
+    J = data.y_tr.shape[1]
+    seed = int(cfg.SEED)
+    arch = model_3d.lifter_arch(cfg, name)
+    lifter = model_3d.build_lifter(name, J, stats=data.stats if spec.normalization == "zscore" else None,
+                                   arch={**arch, **recipe.get("train_kwargs", {})}).to(device)
+    lifter.arch = arch                     # the checkpoint records the sizes, not the training-only keywords
+    if arch:
+        log.info("lifter %s sizes: %s (published sizes otherwise)", name, arch)
+    params = lifter.unfreeze()
+    init_mean = bool(recipe.get("init_mean_pose")) and bool(cfg.LIFTER_TRAIN.INIT_MEAN_POSE)
+    if init_mean and model_3d.output_layer_name(lifter.net, J) is None:
+        log.info("lifter %s: no output layer with a bias and 3 or 3 x %d outputs, so no mean-pose "
+                 "initialisation", name, J)
+        init_mean = False
+    random_init = None
+    if init_mean:   # the same seeded subset on every rank -> the same initial weights everywhere
+        random_init = evaluate_lifter(lifter, data.x_va, data.size_va, data.y_va, valid=data.v_va)["mpjpe"]
+        log.info("reference: random network (seed %d) -> valid MPJPE %.2f mm", seed, random_init)
+        pick = torch.randperm(data.x_tr.shape[0], generator=torch.Generator().manual_seed(seed))[:INIT_MAX_SAMPLES]
+        pick = pick.to(device)
+        # BN layers first take the training batches' statistics, so that the eval-mode network the fit
+        # sees behaves like the train-mode one of the first steps (fresh running stats are 0 / 1)
+        recalibrate_bn(lifter, data.x_tr[pick], data.size_tr[pick], batch_size)
+        model_3d.init_output_at_mean_pose(lifter.net, spec.layout,
+                                          lifter.normalize_input(data.x_tr[pick], data.size_tr[pick]),
+                                          data.y_tr[pick] / CM_PER_M)
+    recal = None
+    if bool(recipe.get("bn_recalibrate")) and bool(cfg.LIFTER_TRAIN.BN_RECALIBRATE) and _bn_layers(lifter.net):
+        pick = torch.randperm(data.x_tr.shape[0], generator=torch.Generator().manual_seed(seed + 1))
+        pick = pick[:BN_RECALIBRATE_MAX_SAMPLES].to(device)
+        recal_x, recal_size = data.x_tr[pick], data.size_tr[pick]
+        if flip:                           # the training inputs are mirrored half of the time
+            mirror = (torch.rand(pick.shape[0], generator=torch.Generator().manual_seed(seed + 2)) < 0.5)
+            recal_x, _ = flip_batch(recal_x, recal_size, data.y_tr[pick], _flip_perm(get_skeleton(
+                cfg.DATASET.DATASET)).to(device), mirror.to(device))
+        recal = (recal_x, recal_size)
+    return lifter, params, (random_init if init_mean else None), recal
+
+
+def _make_optimizer(recipe: dict, params, lr: float):
+    opt_cls = torch.optim.AdamW if recipe["optimizer"] == "adamw" else torch.optim.Adam
+    return opt_cls(params, lr=lr, amsgrad=bool(recipe["amsgrad"]), weight_decay=float(recipe["weight_decay"]))
+
+
+@dataclass
+class _Schedule:
+    recipe: dict
+    lr0: float
+    batch_size: int
+    max_steps: int
+    steps_per_epoch: int
+    total_steps: int
+    flip: bool
+
+
+def _train_epoch(step_loss, lifter, optimizer, data: LifterData, sched: _Schedule, gen, perm, iteration: int,
+                 world: int, rank: int, device):
+    """One epoch of the recipe. -> (loss sum, samples, iterations done, lr of the last step, tail skipped)."""
+    recipe = sched.recipe
+    lifter.net.train()
+    n = data.x_tr.shape[0]
+    order = torch.randperm(n, generator=gen).to(device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    seen, skipped_tail = 0, False
+    lr_now = sched.lr0 * model_3d.lr_factor(recipe, iteration, sched.total_steps)
+    for step, s in enumerate(range(0, n, sched.batch_size)):
+        if sched.max_steps and step >= sched.max_steps:
+            break
+        idx_b = order[s:s + sched.batch_size]
+        n_glob = idx_b.shape[0]
+        if world > 1 and n_glob < 2 * world:   # same decision on every rank (n is shared)
+            skipped_tail = True
+            break
+        lr_now = sched.lr0 * model_3d.lr_factor(recipe, iteration, sched.total_steps)
+        for g in optimizer.param_groups:
+            g["lr"] = lr_now
+        momentum = model_3d.bn_momentum(recipe, iteration, sched.total_steps, sched.steps_per_epoch)
+        if momentum is not None:
+            _set_bn_momentum(lifter.net, momentum)
+        mask = (torch.rand(n_glob, generator=gen) < 0.5).to(device) if sched.flip else None
+        if world > 1:                  # this rank's contiguous part of the global batch
+            part = torch.tensor_split(torch.arange(n_glob, device=device), world)[rank]
+            idx_b = idx_b[part]
+            mask = mask[part] if mask is not None else None
+        x, size, y_cm = data.x_tr[idx_b], data.size_tr[idx_b], data.y_tr[idx_b]
+        v = data.v_tr[idx_b] if data.v_tr is not None else None
+        if sched.flip and v is not None:
+            x, y_cm, v = flip_batch(x, size, y_cm, perm, mask, v)
+        elif sched.flip:
+            x, y_cm = flip_batch(x, size, y_cm, perm, mask)
+        loss = step_loss(x, size, y_cm) if v is None else step_loss(x, size, y_cm, v)
+        share = x.shape[0] / n_glob
+        # DDP averages gradients over ranks: weight by the rank's share -> the global-batch mean
+        objective = loss * (world * share) if world > 1 else loss
+        if recipe.get("loss_scaled_backward"):
+            # MixSTE's loss.backward(loss.clone().detach()): every gradient times the (global-batch) loss
+            objective = objective * (ddp.all_reduce_sum(loss.detach() * share) if world > 1 else loss.detach())
+        optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        optimizer.step()
+        iteration += 1
+        loss_sum += loss.detach().double() * x.shape[0]
+        seen += x.shape[0]
+    return loss_sum, seen, iteration, lr_now, skipped_tail
+
+
+def _save_best(cfg, name: str, lifter, out_path: Path, recipe: dict, sched: _Schedule, epoch: int, metrics: dict,
+               extra: dict, root: Path) -> None:
+    config = plain({"lifter_train": dict(cfg.LIFTER_TRAIN), "recipe": dict(recipe), "epochs": extra["epochs"],
+                    "batch_size": sched.batch_size, "lr": sched.lr0, "flip": sched.flip,
+                    "steps_per_epoch": sched.steps_per_epoch, "total_steps": sched.total_steps, **extra["flags"],
+                    "dataset_root": str(root), "cfg_file": cfg.get("CFG_FILE", "")})
+    model_3d.save_lifter_checkpoint(out_path, lifter, name=name, num_joints=lifter.num_joints,
+                                    dataset=cfg.DATASET.DATASET, stats=lifter.stats, epoch=epoch, metrics=metrics,
+                                    config=config)
+
+
 def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None, overwrite: bool = False) -> Dict:
     """Train lifter ``name`` as configured (one process, or every rank of a ``torchrun`` launch).
 
@@ -321,23 +504,12 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None, ov
     training (after the mean-pose initialisation, if any) and of the random network (before it).
     Every rank returns the same metrics; only rank 0 writes files.
     """
-    import model_3d
-    from lib.core.skeleton import get_skeleton
-    from lib.datasets import index as idx
-    from lib.datasets.base import dataset_root
-    from lib.datasets.stats import train_stats
-    from lib.engine.checkpoint import plain
-    from lib.utils.logger import close_logger, setup_logger
-    from lib.utils.plots import plot_curves
-
+    model_3d.check_lifter_config(cfg)
     owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     info = ddp.init_distributed(bool(cfg.USE_CUDA), gpu_id)
     device, rank, world, is_main = info.device, info.rank, info.world_size, info.is_main
     dataset = cfg.DATASET.DATASET
-    skeleton = get_skeleton(dataset)
-    J = skeleton.num_joints
-    spec = model_3d.get_spec(name)
-    recipe = model_3d.get_recipe(name, dataset)
+    spec, recipe = model_3d.get_spec(name), model_3d.get_recipe(name, dataset)
     run_folder = Path(cfg.OUTPUT_DIR) / dataset / "lifters" / name
     own_log = log is None
     if own_log:
@@ -346,205 +518,134 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None, ov
         seed = int(cfg.SEED)
         torch.manual_seed(seed)            # the same initial weights on every rank (= the single-process run)
         np.random.seed(seed)
-        root = dataset_root(cfg)
-        max_samples = int(cfg.DATASET.MAX_SAMPLES)
-        masking = bool(cfg.DATASET.MASK_LOW_CONFIDENCE)
-        x_tr, size_tr, y_tr, v_tr = _load_arrays(root, cfg.DATASET.TRAIN_SET, dataset, max_samples, device, masking)
-        x_va, size_va, y_va, v_va = _load_arrays(root, cfg.DATASET.TEST_SET, dataset, max_samples, device, masking)
-        if masking and dataset == "panoptic" and v_tr is None:
-            raise idx.DatasetIndexError(f"DATASET.MASK_LOW_CONFIDENCE needs the per-joint confidence flags "
-                                        f"(joints_3d_valid) that {root} lacks; re-run "
-                                        f"{idx.prepare_hint(dataset, root)} --force")
-        stats = train_stats(cfg, root)      # with masking: low-confidence joints left out of the 3D stats
-        if spec.normalization == "zscore" and stats is None:
-            raise FileNotFoundError(f"{root}/stats.npz not found: lifter {name!r} needs normalisation stats; "
-                                    f"re-run {idx.prepare_hint(dataset, root)}")
-        lt = cfg.LIFTER_TRAIN
+        data = _load_data(cfg, name, spec, device)
         epochs, batch_size, lr0 = lifter_settings(cfg, name, recipe)
-        max_steps = int(lt.MAX_STEPS_PER_EPOCH)
-        flip = bool(recipe["flip_augment"]) and bool(lt.FLIP)
+        flip = bool(recipe["flip_augment"]) and bool(cfg.LIFTER_TRAIN.FLIP)
         sync_bn = world > 1 and bool(cfg.TRAIN.SYNC_BN)
         out_path = Path(out_path) if out_path else model_3d.lifter_weight_path(cfg, name)
         guard_existing_weights(out_path, overwrite, log, write=is_main)
         log.info("training lifter %s on %s GT 2D->3D: %d train / %d valid samples, %d epochs, batch %d, lr %g, "
-                 "loss %s, flip %s, device %s -> %s (recipe: %s)", name, dataset, x_tr.shape[0], x_va.shape[0],
-                 epochs, batch_size, lr0, recipe["loss"], flip, device, out_path, recipe["source"])
-        if world > 1:
-            log.info("torchrun: %d processes, global batch %d (about %d per process), SYNC_BN %s",
-                     world, batch_size, math.ceil(batch_size / world), sync_bn)
-        if world > 1 and batch_size < 2 * world:
-            raise ValueError(f"LIFTER_TRAIN.BATCH_SIZE {batch_size} is the global batch and must give every one of "
-                             f"the {world} processes at least 2 samples: set it to >= {2 * world}")
-        if recipe["loss"] == "mse_zscore" and spec.layout != "flat":
-            raise ValueError(f"lifter {name!r}: loss 'mse_zscore' expects a 'flat' layout, got {spec.layout!r}")
-
-        arch = model_3d.lifter_arch(cfg, name)
-        lifter = model_3d.build_lifter(name, J, stats=stats if spec.normalization == "zscore" else None,
-                                       arch=arch).to(device)
-        if arch:
-            log.info("lifter %s sizes: %s (published sizes otherwise)", name, arch)
-        for p in lifter.net.parameters():
-            p.requires_grad_(True)
-        init_mean = bool(recipe.get("init_mean_pose")) and bool(lt.INIT_MEAN_POSE)
-        random_init = None
-        if init_mean:   # reference: the random network before its output layer is fitted
-            random_init = evaluate_lifter(lifter, x_va, size_va, y_va, valid=v_va)["mpjpe"]
-            log.info("reference: random network (seed %d) -> valid MPJPE %.2f mm", seed, random_init)
-        if init_mean:   # same seeded subset on every rank -> the same initial weights everywhere
-            pick = torch.randperm(x_tr.shape[0], generator=torch.Generator().manual_seed(seed))[:INIT_MAX_SAMPLES]
-            pick = pick.to(device)
-            # BN layers first take the training batches' statistics, so that the eval-mode network the fit
-            # sees behaves like the train-mode one of the first steps (fresh running stats are 0 / 1)
-            recalibrate_bn(lifter, x_tr[pick], size_tr[pick], batch_size)
-            model_3d.init_output_at_mean_pose(lifter.net, spec.layout,
-                                              lifter.normalize_input(x_tr[pick], size_tr[pick]),
-                                              y_tr[pick] / CM_PER_M)
-        recalibrate = bool(recipe.get("bn_recalibrate")) and bool(lt.BN_RECALIBRATE) and bool(_bn_layers(lifter.net))
-        if recalibrate:
-            pick = torch.randperm(x_tr.shape[0], generator=torch.Generator().manual_seed(seed + 1))
-            pick = pick[:BN_RECALIBRATE_MAX_SAMPLES].to(device)
-            recal_x, recal_size = x_tr[pick], size_tr[pick]
-            if flip:                           # the training inputs are mirrored half of the time
-                mirror = (torch.rand(pick.shape[0], generator=torch.Generator().manual_seed(seed + 2)) < 0.5)
-                recal_x, _ = flip_batch(recal_x, recal_size, y_tr[pick], _flip_perm(skeleton).to(device),
-                                        mirror.to(device))
+                 "loss %s, flip %s, device %s -> %s (recipe: %s)", name, dataset, data.x_tr.shape[0],
+                 data.x_va.shape[0], epochs, batch_size, lr0, recipe["loss"], flip, device, out_path, recipe["source"])
+        _check_recipe(name, spec, recipe, world, batch_size, sync_bn, log)
+        lifter, params, random_init, recal = _build_trainable(cfg, name, spec, recipe, data, flip, batch_size,
+                                                              device, log)
         if sync_bn:
             lifter.net = ddp.convert_sync_batchnorm(lifter.net, device)
-        step_loss = _TrainLoss(lifter, recipe["loss"], J)
+        step_loss = _TrainLoss(lifter, recipe["loss"], lifter.num_joints,
+                               (recipe.get("joint_weights") or {}).get(dataset)).to(device)
         if world > 1:
             step_loss = torch.nn.parallel.DistributedDataParallel(
                 step_loss, device_ids=[device.index] if device.type == "cuda" else None)
             if rank > 0:                       # own dropout stream; rank 0 keeps the single-process one
                 ddp.seed_per_rank(seed, rank)
-        params = [p for p in lifter.net.parameters()]
-        opt_cls = torch.optim.AdamW if recipe["optimizer"] == "adamw" else torch.optim.Adam
-        optimizer = opt_cls(params, lr=lr0, amsgrad=bool(recipe["amsgrad"]),
-                            weight_decay=float(recipe["weight_decay"]))
-        perm = _flip_perm(skeleton).to(device)
-        gen = torch.Generator(device="cpu")      # shared stream: the same permutation / flips on every rank
-        gen.manual_seed(seed)
-
-        # reference: predicting the training mean pose for every validation sample
-        mean_pose_mm = y_tr.mean(dim=0, keepdim=True) * MM_PER_CM
-        baseline = float(mpjpe_torch(mean_pose_mm.expand_as(y_va), y_va * MM_PER_CM).double().mean())
-        log.info("reference: mean training pose -> valid MPJPE %.2f mm", baseline)
-        untrained = evaluate_lifter(lifter, x_va, size_va, y_va, valid=v_va)["mpjpe"]
-        log.info("reference: untrained network (seed %d%s) -> valid MPJPE %.2f mm", seed,
-                 ", output layer fitted to the training poses" if init_mean else "", untrained)
-        spe = steps_per_epoch(x_tr.shape[0], batch_size, max_steps, world)
-        total_steps = max(epochs * spe, 1)
-        log.info("schedules over %d optimizer steps (%d per epoch): lr x%.4g at the end%s%s", total_steps, spe,
-                 model_3d.lr_factor(recipe, total_steps, total_steps),
-                 "" if not recipe.get("bn_momentum") else ", BN momentum %.4g -> %.4g" % (
-                     model_3d.bn_momentum(recipe, 0, total_steps, spe),
-                     model_3d.bn_momentum(recipe, total_steps - 1, total_steps, spe)),
-                 ", BN statistics re-estimated before each validation" if recalibrate else "")
-
-        history = {"lifter": name, "dataset": dataset, "baseline_mean_pose_mm": baseline,
-                   "untrained_mm": untrained, "random_init_mm": random_init if init_mean else untrained,
-                   "epochs": []}
-        if world > 1:
-            history["world_size"] = world
-            history["sync_bn"] = sync_bn
-        last_plot = time.time()
-        best = {"mpjpe": math.inf}
-        iteration = 0
-        n = x_tr.shape[0]
-        skipped_tail = False
-        for epoch in range(epochs):
-            t0 = time.time()
-            lifter.net.train()
-            order = torch.randperm(n, generator=gen).to(device)
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            seen = 0
-            lr_now = lr0 * model_3d.lr_factor(recipe, iteration, total_steps)
-            for step, s in enumerate(range(0, n, batch_size)):
-                if max_steps and step >= max_steps:
-                    break
-                idx_b = order[s:s + batch_size]
-                n_glob = idx_b.shape[0]
-                if world > 1 and n_glob < 2 * world:   # same decision on every rank (n is shared)
-                    skipped_tail = True
-                    break
-                lr_now = lr0 * model_3d.lr_factor(recipe, iteration, total_steps)
-                for g in optimizer.param_groups:
-                    g["lr"] = lr_now
-                momentum = model_3d.bn_momentum(recipe, iteration, total_steps, spe)
-                if momentum is not None:
-                    _set_bn_momentum(lifter.net, momentum)
-                mask = (torch.rand(n_glob, generator=gen) < 0.5).to(device) if flip else None
-                if world > 1:                  # this rank's contiguous part of the global batch
-                    part = torch.tensor_split(torch.arange(n_glob, device=device), world)[rank]
-                    idx_b = idx_b[part]
-                    mask = mask[part] if mask is not None else None
-                x, size, y_cm = x_tr[idx_b], size_tr[idx_b], y_tr[idx_b]
-                v = v_tr[idx_b] if v_tr is not None else None
-                if flip and v is not None:
-                    x, y_cm, v = flip_batch(x, size, y_cm, perm, mask, v)
-                elif flip:
-                    x, y_cm = flip_batch(x, size, y_cm, perm, mask)
-                loss = step_loss(x, size, y_cm) if v is None else step_loss(x, size, y_cm, v)
-                # DDP averages gradients over ranks: weight by the rank's share -> the global-batch mean
-                scale = world * x.shape[0] / n_glob
-                optimizer.zero_grad(set_to_none=True)
-                (loss * scale if world > 1 else loss).backward()
-                optimizer.step()
-                iteration += 1
-                loss_sum += loss.detach().double() * x.shape[0]
-                seen += x.shape[0]
-            if world > 1:
-                totals = ddp.all_reduce_sum(torch.stack([loss_sum, loss_sum.new_tensor(float(seen))]))
-                loss_sum, seen = totals[0], int(totals[1])
-                if not sync_bn:                # validation and the checkpoint use rank 0's running statistics
-                    ddp.broadcast_buffers(lifter.net)
-            if recalibrate:                    # validated and saved with statistics of the current weights
-                recalibrate_bn(lifter, recal_x, recal_size, batch_size)
-            metrics = evaluate_lifter(lifter, x_va, size_va, y_va, valid=v_va)
-            train_loss = float(loss_sum / max(seen, 1))
-            if not math.isfinite(train_loss):  # the same value on every rank: all stop together
-                raise RuntimeError(f"lifter {name}: non-finite training loss at epoch {epoch}; lower LIFTER_TRAIN.LR")
-            is_best = metrics["mpjpe"] < best["mpjpe"]
-            log.info("lifter %s epoch %d/%d: loss %.6f, valid MPJPE %.2f mm, P-MPJPE %.2f mm, lr %.3e, %.1fs%s",
-                     name, epoch, epochs - 1, train_loss, metrics["mpjpe"], metrics["p_mpjpe"], lr_now,
-                     time.time() - t0, "  (best)" if is_best else "")
-            if "mpjpe_unmasked" in metrics:
-                log.info("lifter %s epoch %d: DATASET.MASK_LOW_CONFIDENCE left low-confidence joints out above; "
-                         "with them: MPJPE %.2f mm, P-MPJPE %.2f mm", name, epoch, metrics["mpjpe_unmasked"],
-                         metrics["p_mpjpe_unmasked"])
-            history["epochs"].append({"epoch": epoch, "lr": lr_now, "train": {"total": train_loss},
-                                      "valid": dict(metrics), "best": bool(is_best)})
-            if is_best:
-                best = {**metrics, "epoch": epoch}
-            if not is_main:
-                continue
-            if is_best:
-                config = plain({"lifter_train": dict(lt), "recipe": {k: v for k, v in recipe.items()},
-                                "epochs": epochs, "batch_size": batch_size, "lr": lr0, "flip": flip,
-                                "steps_per_epoch": spe, "total_steps": total_steps, "init_mean_pose": init_mean,
-                                "bn_recalibrate": recalibrate,
-                                "world_size": world, "sync_bn": sync_bn,
-                                "dataset_root": str(root), "cfg_file": cfg.get("CFG_FILE", "")})
-                model_3d.save_lifter_checkpoint(out_path, lifter, name=name, num_joints=J, dataset=dataset,
-                                                stats=lifter.stats, epoch=epoch, metrics=metrics, config=config)
-            run_folder.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(run_folder / "history.json", json.dumps(history, indent=1))
-            # drawing costs ~0.3 s: at the end, and at most once a minute meanwhile (quick runs stay quick)
-            if epoch == epochs - 1 or time.time() - last_plot > PLOT_EVERY_S:
-                last_plot = time.time()
-                try:
-                    plot_curves(history, run_folder / "curves.png")
-                except Exception as err:   # noqa: BLE001 - plots never stop training
-                    log.warning("could not draw curves: %s", err)
-        if skipped_tail:
-            log.info("torchrun: the trailing global batch of %d samples (< 2 x %d processes) was skipped each epoch",
-                     n % batch_size, world)
+        optimizer = _make_optimizer(recipe, [p for p in lifter.net.parameters() if p.requires_grad], lr0)
+        spe = steps_per_epoch(data.x_tr.shape[0], batch_size, int(cfg.LIFTER_TRAIN.MAX_STEPS_PER_EPOCH), world)
+        sched = _Schedule(recipe, lr0, batch_size, int(cfg.LIFTER_TRAIN.MAX_STEPS_PER_EPOCH), spe,
+                          max(epochs * spe, 1), flip)
+        history = _references(lifter, data, recipe, sched, random_init, seed, log, name, dataset,
+                              world, sync_bn, recal is not None)
+        extra = {"epochs": epochs, "flags": {"init_mean_pose": random_init is not None,
+                                             "bn_recalibrate": recal is not None, "world_size": world,
+                                             "sync_bn": sync_bn}}
+        best = _train_epochs(cfg, name, lifter, step_loss, optimizer, data, sched, recal, history, out_path,
+                             run_folder, extra, log, device, rank, world, is_main)
         ddp.barrier()                          # no rank returns before rank 0 has written everything
         log.info("lifter %s: best epoch %s, valid MPJPE %.2f mm, P-MPJPE %.2f mm -> %s", name, best.get("epoch"),
                  best["mpjpe"], best.get("p_mpjpe", float("nan")), out_path)
-        return {"path": out_path, "best": best, "history": history, "baseline_mean_pose_mm": baseline,
-                "untrained_mm": untrained, "random_init_mm": history["random_init_mm"], "run_folder": run_folder}
+        return {"path": out_path, "best": best, "history": history,
+                "baseline_mean_pose_mm": history["baseline_mean_pose_mm"], "untrained_mm": history["untrained_mm"],
+                "random_init_mm": history["random_init_mm"], "run_folder": run_folder}
     finally:
         if own_log:
             close_logger()
         if owns_group:
             ddp.cleanup()
+
+
+def _check_recipe(name, spec, recipe, world, batch_size, sync_bn, log) -> None:
+    if world > 1:
+        log.info("torchrun: %d processes, global batch %d (about %d per process), SYNC_BN %s",
+                 world, batch_size, math.ceil(batch_size / world), sync_bn)
+    if world > 1 and batch_size < 2 * world:
+        raise ValueError(f"LIFTER_TRAIN.BATCH_SIZE {batch_size} is the global batch and must give every one of "
+                         f"the {world} processes at least 2 samples: set it to >= {2 * world}")
+    if recipe["loss"] == "mse_zscore" and spec.layout != "flat":
+        raise ValueError(f"lifter {name!r}: loss 'mse_zscore' expects a 'flat' layout, got {spec.layout!r}")
+
+
+def _references(lifter, data: LifterData, recipe, sched: _Schedule, random_init, seed, log, name, dataset,
+                world, sync_bn, recalibrate) -> Dict:
+    """Log the reference errors (mean training pose, untrained network) and the schedules; -> a new history."""
+    mean_pose_mm = data.y_tr.mean(dim=0, keepdim=True) * MM_PER_CM
+    baseline = float(mpjpe_torch(mean_pose_mm.expand_as(data.y_va), data.y_va * MM_PER_CM).double().mean())
+    log.info("reference: mean training pose -> valid MPJPE %.2f mm", baseline)
+    untrained = evaluate_lifter(lifter, data.x_va, data.size_va, data.y_va, valid=data.v_va)["mpjpe"]
+    log.info("reference: untrained network (seed %d%s) -> valid MPJPE %.2f mm", seed,
+             ", output layer fitted to the training poses" if random_init is not None else "", untrained)
+    total, spe = sched.total_steps, sched.steps_per_epoch
+    log.info("schedules over %d optimizer steps (%d per epoch): lr x%.4g at the end%s%s", total, spe,
+             model_3d.lr_factor(recipe, total, total),
+             "" if not recipe.get("bn_momentum") else ", BN momentum %.4g -> %.4g" % (
+                 model_3d.bn_momentum(recipe, 0, total, spe), model_3d.bn_momentum(recipe, total - 1, total, spe)),
+             ", BN statistics re-estimated before each validation" if recalibrate else "")
+    history = {"lifter": name, "dataset": dataset, "baseline_mean_pose_mm": baseline, "untrained_mm": untrained,
+               "random_init_mm": random_init if random_init is not None else untrained, "epochs": []}
+    if world > 1:
+        history.update(world_size=world, sync_bn=sync_bn)
+    return history
+
+
+def _train_epochs(cfg, name, lifter, step_loss, optimizer, data, sched: _Schedule, recal, history, out_path,
+                  run_folder, extra, log, device, rank, world, is_main) -> Dict:
+    """Every epoch: train, re-estimate BN, validate, keep the best (rank 0 writes). -> the best metrics."""
+    perm = _flip_perm(get_skeleton(cfg.DATASET.DATASET)).to(device)
+    gen = torch.Generator(device="cpu")      # shared stream: the same permutation / flips on every rank
+    gen.manual_seed(int(cfg.SEED))
+    last_plot, best, iteration, skipped_tail = time.time(), {"mpjpe": math.inf}, 0, False
+    epochs = extra["epochs"]
+    for epoch in range(epochs):
+        t0 = time.time()
+        loss_sum, seen, iteration, lr_now, skipped = _train_epoch(step_loss, lifter, optimizer, data, sched, gen,
+                                                                  perm, iteration, world, rank, device)
+        skipped_tail |= skipped
+        if world > 1:
+            totals = ddp.all_reduce_sum(torch.stack([loss_sum, loss_sum.new_tensor(float(seen))]))
+            loss_sum, seen = totals[0], int(totals[1])
+            if not extra["flags"]["sync_bn"]:      # validation and the checkpoint use rank 0's running statistics
+                ddp.broadcast_buffers(lifter.net)
+        if recal is not None:                  # validated and saved with statistics of the current weights
+            recalibrate_bn(lifter, recal[0], recal[1], sched.batch_size)
+        metrics = evaluate_lifter(lifter, data.x_va, data.size_va, data.y_va, valid=data.v_va)
+        train_loss = float(loss_sum / max(seen, 1))
+        if not math.isfinite(train_loss):  # the same value on every rank: all stop together
+            raise RuntimeError(f"lifter {name}: non-finite training loss at epoch {epoch}; lower LIFTER_TRAIN.LR")
+        is_best = metrics["mpjpe"] < best["mpjpe"]
+        log.info("lifter %s epoch %d/%d: loss %.6f, valid MPJPE %.2f mm, P-MPJPE %.2f mm, lr %.3e, %.1fs%s",
+                 name, epoch, epochs - 1, train_loss, metrics["mpjpe"], metrics["p_mpjpe"], lr_now,
+                 time.time() - t0, "  (best)" if is_best else "")
+        if "mpjpe_unmasked" in metrics:
+            log.info("lifter %s epoch %d: DATASET.MASK_LOW_CONFIDENCE left low-confidence joints out above; "
+                     "with them: MPJPE %.2f mm, P-MPJPE %.2f mm", name, epoch, metrics["mpjpe_unmasked"],
+                     metrics["p_mpjpe_unmasked"])
+        history["epochs"].append({"epoch": epoch, "lr": lr_now, "train": {"total": train_loss},
+                                  "valid": dict(metrics), "best": bool(is_best)})
+        if is_best:
+            best = {**metrics, "epoch": epoch}
+        if not is_main:
+            continue
+        if is_best:
+            _save_best(cfg, name, lifter, out_path, sched.recipe, sched, epoch, metrics, extra, data.root)
+        run_folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run_folder / "history.json", json.dumps(history, indent=1))
+        # drawing costs ~0.3 s: at the end, and at most once a minute meanwhile (quick runs stay quick)
+        if epoch == epochs - 1 or time.time() - last_plot > PLOT_EVERY_S:
+            last_plot = time.time()
+            try:
+                plot_curves(history, run_folder / "curves.png")
+            except Exception as err:   # noqa: BLE001 - plots never stop training
+                log.warning("could not draw curves: %s", err)
+    if skipped_tail:
+        log.info("torchrun: the trailing global batch of %d samples (< 2 x %d processes) was skipped each epoch",
+                 data.x_tr.shape[0] % sched.batch_size, world)
+    return best

@@ -52,15 +52,24 @@ def config_differences(saved: dict, cfg) -> Dict[str, Tuple[object, object]]:
     A key the checkpoint lacks (written before the key existed) counts as changed only when the
     current value is not the default; a key the current config lacks (since removed) is ignored.
     """
-    from lib.config import get_cfg
+    from lib.config import LIFTER_TRAIN_KEYS, get_cfg
     from lib.engine.checkpoint import plain
     old, new = _flatten(plain(saved)), _flatten(plain(cfg))
     defaults = _flatten(plain(get_cfg()))
     missing = object()
+
+    def default(key):                  # the open per-lifter keys default to '' and 0
+        parts = key.split(".")
+        if key.startswith("MODEL_3D.WEIGHTS.") and len(parts) == 3:
+            return ""
+        if parts[0] == "LIFTER_TRAIN" and len(parts) == 3 and parts[2] in LIFTER_TRAIN_KEYS:
+            return LIFTER_TRAIN_KEYS[parts[2]]
+        return defaults.get(key, missing)
+
     diffs = {}
     for key in sorted(new):
         a, b = old.get(key, missing), new[key]
-        if a is missing and defaults.get(key, missing) == b:
+        if a is missing and default(key) == b:
             continue
         if a != b:
             diffs[key] = (None if a is missing else a, None if b is missing else b)

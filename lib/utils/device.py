@@ -1,8 +1,11 @@
 """``--gpu_id N`` -> ``torch.device('cuda:N')``, or the CPU with one clear warning when CUDA is absent."""
 import os
 import warnings
+from contextlib import nullcontext
 
 import torch
+
+AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 _warned = set()
 
@@ -29,3 +32,12 @@ def select_device(gpu_id: int = 0, use_cuda: bool = True) -> torch.device:
                          f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
     torch.cuda.set_device(int(gpu_id))
     return torch.device(f"cuda:{int(gpu_id)}")
+
+
+def autocast(device: torch.device, amp: str):
+    """``torch.autocast`` for TRAIN.AMP (``fp16`` / ``bf16``) on ``device``; a no-op for ``none``."""
+    if amp == "none":
+        return nullcontext()
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"TRAIN.AMP={amp!r}: use none, fp16 or bf16")
+    return torch.autocast(device_type=device.type, dtype=AMP_DTYPES[amp])

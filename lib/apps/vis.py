@@ -16,9 +16,15 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from torch.utils.data import DataLoader, Subset
+
+from lib.core.skeleton import get_skeleton
+from lib.core.transforms import affine_points, get_affine_transform
+from lib.engine.evaluator import predict_2d
 
 ColorScheme = Union[str, Mapping[str, Tuple[int, int, int]]]
 
@@ -330,7 +336,6 @@ def render_validation_samples(images, joints_2d_gt_px, joints_2d_pred_px, pose_3
     thinner) and predicted 2D skeletons, then one 3D panel per lifter with the GT (dashed) and that
     lifter's prediction in one view, titled with the sample's MPJPE. Returns the written paths.
     """
-    from lib.core.transforms import affine_points, get_affine_transform
 
     n = len(images)
     k = n if k is None else min(int(k), n)
@@ -398,9 +403,57 @@ def _label(image: np.ndarray, text: str, org: Tuple[int, int], color, scale: flo
     cv2.putText(image, text, org, font, scale, color, 1, cv2.LINE_AA)
 
 
+def vis_indices(n: int, k: int):
+    """``k`` sample indices spread evenly over ``n`` (first and last included), sorted, unique."""
+    k = max(0, min(int(k), n))
+    if k == 0:
+        return []
+    return sorted({int(i) for i in np.round(np.linspace(0, n - 1, k)).astype(int)})
+
+
+def render_validation_sheets(cfg, dataset, model, device, lifters, gt_2d, soft, beta, out_dir, num):
+    """``num`` validation samples spread over the set (``run/valid_hrnet.py --vis``), one sheet each.
+
+    Sheets show the network's input crop (GT green, prediction cyan/magenta/yellow) and, per lifter,
+    the 3D ground truth (dashed) with that lifter's prediction, titled with the sample's MPJPE.
+    """
+    picked = vis_indices(len(dataset), num)
+    loader = DataLoader(Subset(dataset, picked), batch_size=max(1, min(len(picked), int(cfg.TEST.BATCH_SIZE_PER_GPU))),
+                        shuffle=False, num_workers=0)
+    crops, gt2d, pred2d, gt3d, centers, scales, captions = [], [], [], [], [], [], []
+    pred3d = {n: [] for n in lifters}
+    if model is not None:
+        model.eval()
+    with torch.no_grad():
+        for images, _t, _w, meta in loader:
+            joints_2d = meta["joints_2d"].to(device).float()
+            p2d = joints_2d if gt_2d else predict_2d(cfg, model, images, meta, device, soft_argmax=soft, beta=beta)
+            size = meta["image_size"].to(device).float()
+            for n, lifter in lifters.items():
+                pred3d[n].append(lifter(p2d, size).cpu().numpy())
+            crops += list(images)                       # the network input: (3, H, W) normalised
+            gt2d.append(joints_2d.cpu().numpy())
+            pred2d.append(p2d.cpu().numpy())
+            gt3d.append(meta["joints_3d"].numpy() / 100.0)          # cm -> m
+            centers.append(meta["center"].numpy())
+            scales.append(meta["scale"].numpy())
+            captions += [f"{sub} {act or '-'} cam {cam} #{int(i)}" for sub, act, cam, i in
+                         zip(meta["subject"], meta["action"], meta["camera"], meta["index"])]
+    if not crops:
+        return []
+    cat = np.concatenate
+    # joints into the crop's pixels (the same affine the dataset used to cut the crop)
+    M = get_affine_transform(cat(centers), cat(scales), 0.0, tuple(int(v) for v in cfg.MODEL.IMAGE_SIZE))
+    gt_crop, pred_crop = affine_points(cat(gt2d), M), affine_points(cat(pred2d), M)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("vis_*.png"):            # a rerun with a smaller K leaves no stale sheets
+        old.unlink()
+    return render_validation_samples(crops, gt_crop, pred_crop, cat(gt3d), {n: cat(v) for n, v in pred3d.items()},
+                                     get_skeleton(cfg.DATASET.DATASET), out_dir, captions=captions)
+
 __all__ = [
     "COLOR_SCHEMES", "get_color_scheme", "joint_sides", "bone_sides", "default_thickness",
     "drawn_extent_px", "draw_skeleton_2d", "draw_box", "denormalize_image", "plot_skeleton_3d", "render_3d_panel",
     "fit_to_panel", "compose_side_by_side", "overlay_and_3d", "sample_mpjpe_mm",
-    "render_validation_samples",
+    "render_validation_samples", "vis_indices", "render_validation_sheets",
 ]

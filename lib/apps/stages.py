@@ -1,4 +1,4 @@
-"""Resumable pipeline stages (lib/engine/pipeline.py): a finished training run is reused only when it was made
+"""Resumable pipeline stages (lib/apps/pipeline.py): a finished training run is reused only when it was made
 from the same inputs (start checkpoint, options), so changing one re-runs what depends on it.
 
 A stage folder holds one training run (found by its ``final_state.pth``) and ``stage.json``, the

@@ -1,6 +1,6 @@
 """Speed and memory of the L2D training step, its parts, data loading and validation.
 
-    python run/benchmark.py --cfg experiments/demo/tiny_96x128.yaml [--batch 32] [--steps 10]
+    python benchmarks/benchmark.py --cfg experiments/demo/tiny_96x128.yaml [--batch 32] [--steps 10]
         [--warmup 2] [--device cpu|cuda|cuda:N] [--json] [--compare-original] [--make-data]
         [KEY VALUE ...]
 
@@ -46,11 +46,10 @@ import sys
 import tempfile
 import time
 from collections import deque
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-if __package__ in (None, ""):  # `python run/benchmark.py`: make the repository root importable
+if __package__ in (None, ""):  # `python benchmarks/benchmark.py`: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cv2
@@ -64,10 +63,11 @@ from lib.core.heatmap import decode_soft, prepare_heatmaps
 from lib.core.losses import JointsMSELoss, joints_mse_per_joint, ohklm
 from lib.core.objective import L2DObjective
 from lib.core.skeleton import get_skeleton
-from lib.engine.trainer import backward_and_step, make_optimizer
+from lib.engine.builders import make_loader, make_optimizer
+from lib.engine.train_epoch import backward_and_step
+from lib.utils.device import autocast
 from lib.utils.machine import machine_info, machine_text
 
-MULTI_LIFTERS = ("sb", "videopose", "iganet", "mixste")   # SPEC §2.1 step 10 dict order
 IMAGE_SIZE_PX = (1000.0, 1000.0)                          # a Human3.6M frame (w, h)
 PIXEL_STD = 200.0
 CM_PER_M = 100.0
@@ -108,19 +108,6 @@ def pick_device(name: Optional[str]) -> torch.device:
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible")
     return device
-
-
-def amp_context(device: torch.device, amp: str):
-    """The trainer's autocast (TRAIN.AMP) when the engine is present, else the same locally."""
-    try:
-        from lib.engine.trainer import _autocast
-        return _autocast(device, amp)
-    except ImportError:
-        if amp == "none":
-            return nullcontext()
-        if amp not in ("fp16", "bf16"):
-            raise ValueError(f"TRAIN.AMP={amp!r}: use none, fp16 or bf16") from None
-        return torch.autocast(device_type=device.type, dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
 
 
 def plausible_stats(num_joints: int, seed: int = 0) -> Dict[str, np.ndarray]:
@@ -224,7 +211,7 @@ def make_train_step(model, objective, optimizer, scaler, batch, device, amp: str
     meta = {k: meta[k] for k in ("center", "scale", "joints_3d", "image_size")}
 
     def step():
-        with amp_context(device, amp):
+        with autocast(device, amp):
             heatmaps = model(images)
         loss, _ = objective(heatmaps.float(), target, target_weight, meta)
         backward_and_step(loss, optimizer, scaler, clip)
@@ -286,7 +273,7 @@ def make_original_step(model, lifters, optimizer, batch, device, cfg, amp: str):
     rng = np.random.RandomState(0)
 
     def step():
-        with amp_context(device, amp):
+        with autocast(device, amp):
             heatmaps = model(images)
         heatmaps = prepare_heatmaps(heatmaps.float(), dataset)
         center = meta["center"].cpu().numpy()
@@ -369,7 +356,7 @@ def time_validation(cfg, model, lifters, batch_size, device, num_batches, notes)
         model.eval()
         with torch.no_grad():
             for images, _, _, meta in loader:
-                with amp_context(device, amp):
+                with autocast(device, amp):
                     heatmaps = model(images)
                 heatmaps = prepare_heatmaps(heatmaps.float(), cfg.DATASET.DATASET)
                 pose_2d = decode_soft(heatmaps, meta["center"], meta["scale"], float(cfg.TEST.BETA),
@@ -421,7 +408,6 @@ def time_loader(cfg, batch_size, device, num_batches, make_data, notes) -> Optio
                      f"per sequence)")
     try:
         from lib.datasets import build_dataset
-        from lib.engine.trainer import make_loader
         dataset = build_dataset(cfg, cfg.DATASET.TRAIN_SET, True)
         sampler = torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(0))
         loader = make_loader(dataset, batch_size, sampler, cfg, device)
@@ -506,17 +492,18 @@ def run_benchmark(args) -> Dict:
     optimizer = make_optimizer(model, cfg)          # the training run's optimizer (adam / sgd / adamw)
     clip = float(cfg.TRAIN.CLIP_GRAD_NORM)
     scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
-    lifters = build_lifters(MULTI_LIFTERS, num_joints, device)
+    multi = list(model_3d.LIFTERS)                  # every registered lifter, in the registry's order
+    lifters = build_lifters(multi, num_joints, device)
     batch = random_batch(cfg, batch_size, device)
 
-    kinds = {"2d_only": [], "guided_sb": ["sb"], "guided_multi": list(MULTI_LIFTERS)}
+    kinds = {"2d_only": [], "guided_sb": ["sb"], "guided_multi": multi}
     step_fns = {}
     for kind, names in kinds.items():
         c = step_config(cfg, names)
         objective = L2DObjective(c, {n: lifters[n] for n in names}).to(device)
         step_fns[kind] = make_train_step(model, objective, optimizer, scaler, batch, device, amp, clip)
     if args.compare_original:
-        c = step_config(cfg, MULTI_LIFTERS)
+        c = step_config(cfg, multi)
         step_fns["orig_sb"] = make_original_step(model, {"sb": lifters["sb"]}, optimizer, batch, device,
                                                  step_config(cfg, ["sb"]), amp)
         step_fns["orig_multi"] = make_original_step(model, lifters, optimizer, batch, device, c, amp)
@@ -547,7 +534,7 @@ def run_benchmark(args) -> Dict:
                        "image_size": [int(v) for v in cfg.MODEL.IMAGE_SIZE],
                        "heatmap_size": [int(v) for v in cfg.MODEL.HEATMAP_SIZE], "amp": amp,
                        "channels_last": bool(cfg.TRAIN.CHANNELS_LAST), "dataset": cfg.DATASET.DATASET,
-                       "steps": steps, "warmup": warmup, "lifters": list(MULTI_LIFTERS)},
+                       "steps": steps, "warmup": warmup, "lifters": multi},
                notes=notes)
     return res
 

@@ -10,8 +10,10 @@
     report     <out>/report.json, report.md, report.png
 
 A preset is an experiment file (the PIPELINE node of lib/config/default.py plus DATASET.ROOT,
-DATASET.DATASET, OUTPUT_DIR, SEED). Stages call the CLIs' ``main`` in process, so a stage runs what
-the matching command would. Each stage folder records the inputs it was made from (lib/utils/stages.py:
+DATASET.DATASET, OUTPUT_DIR, SEED, CUSTOM_IMPORTS). Stages call the library (the data commands'
+functions, ``train_lifter``, ``train``, ``evaluate_checkpoint``) with the overrides the matching
+command's flags would give (one flag table, lib/config/flags.py), so a stage runs what the command
+would. Each stage folder records the inputs it was made from (lib/apps/stages.py:
 start checkpoint, lifter weights, the prepared index, options); a finished stage made from the same
 inputs is reused, one whose inputs changed is made again, and so is everything downstream of it (their
 inputs include its files' modification times).
@@ -28,13 +30,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
+import model_3d
+from lib.apps.report import write_run_report
+from lib.apps.stages import find_run, mark_stage, reuse_stage, stage_done, stage_inputs
+from lib.config import load_cfg
+from lib.config.flags import lifter_flag_opts, parse_lifter_list, train_flags_to_opts
+from lib.datasets.commands import run_make_demo_data, run_prepare
 from lib.engine import distributed as ddp
+from lib.engine.evaluator import evaluate_checkpoint, evaluation_context
+from lib.engine.lifter_trainer import train_lifter
+from lib.engine.trainer import train
 from lib.utils.atomic_io import write_text_atomic
 from lib.utils.errors import UserError
-from lib.utils.stages import find_run, mark_stage, reuse_stage, stage_done, stage_inputs
+from lib.utils.plots import plot_metric_table
 
 STAGES = ("data", "lifters", "pretrain", "finetune", "validate", "report")
-ALL_LIFTERS = ("sb", "videopose", "iganet", "mixste")
 
 
 @dataclass
@@ -48,7 +58,6 @@ class GuidedRun:
 
 def load_preset(path, opts: Sequence = ()):
     """The preset YAML merged over the defaults, then ``opts`` (KEY VALUE); checked; frozen."""
-    from lib.config import load_cfg
     if not path or not os.path.isfile(path):
         raise UserError(f"preset {path!r} not found: pass --preset experiments/pipeline/<name>.yaml")
     try:
@@ -56,10 +65,11 @@ def load_preset(path, opts: Sequence = ()):
     except (KeyError, ValueError) as err:
         raise UserError(str(err).strip("'\"")) from None
     p = cfg.PIPELINE
-    bad = [n for n in list(p.LIFTERS) + list(p.SINGLE) if n not in ALL_LIFTERS]
+    bad = [n for n in list(p.LIFTERS) + list(p.SINGLE) if n not in model_3d.LIFTERS]
     if bad or not p.LIFTERS or len(set(p.LIFTERS)) != len(p.LIFTERS):
         raise UserError(f"{path}: PIPELINE.LIFTERS {list(p.LIFTERS)} / SINGLE {list(p.SINGLE)}: name distinct "
-                        f"lifters of {ALL_LIFTERS} (at least one)")
+                        f"registered lifters (at least one); registered: {list(model_3d.LIFTERS)} (a lifter of "
+                        f"your own: its module in CUSTOM_IMPORTS)")
     missing = [n for n in p.SINGLE if n not in p.LIFTERS]
     if missing:
         raise UserError(f"{path}: PIPELINE.SINGLE names {missing}, which are not in PIPELINE.LIFTERS {list(p.LIFTERS)}")
@@ -110,12 +120,34 @@ def _on_main(fn: Callable):
 
 
 def _epochs(n: int) -> List[str]:
-    """``--epochs N``, or nothing for N < 0 (the experiment file's TRAIN.EPOCHS)."""
-    return ["--epochs", str(int(n))] if int(n) >= 0 else []
+    """``TRAIN.EPOCHS N`` (``--epochs N``), or nothing for N < 0 (the experiment file's TRAIN.EPOCHS)."""
+    return ["TRAIN.EPOCHS", str(int(n))] if int(n) >= 0 else []
 
 
 def _strs(values) -> List[str]:
     return [str(v) for v in values]
+
+
+def _lifter_list(names) -> List[str]:
+    """``MODEL_3D.NAMES`` as ``--model_3d`` sets it (sorted), as an override."""
+    return ["MODEL_3D.NAMES", str(parse_lifter_list(",".join(names)))]
+
+
+def _stage_cfg(cfg_file: str, opts: Sequence[str]):
+    """An experiment file and overrides -> the frozen config a command would build from them."""
+    cfg = load_cfg(cfg_file, list(opts))
+    cfg.CFG_FILE = cfg_file
+    model_3d.check_lifter_config(cfg)
+    cfg.freeze()
+    return cfg
+
+
+def train_detector(cfg_file: str, opts: Sequence[str], gpu_id: int) -> Dict:
+    """``run/train_hrnet.py --cfg cfg_file`` with ``opts``; rank 0 then writes the run's report."""
+    result = train(_stage_cfg(cfg_file, opts), gpu_id=gpu_id)
+    if ddp.is_main_process():
+        write_run_report(result["run_dir"], command=["python", "run/train_hrnet.py", "--cfg", cfg_file] + _strs(opts))
+    return result
 
 
 class Pipeline:
@@ -135,6 +167,8 @@ class Pipeline:
         self.common = ["DATASET.ROOT", str(self.root), "DATASET.DATASET", cfg.DATASET.DATASET, "SEED", str(cfg.SEED)]
         for n, w in self.weights.items():
             self.common += [f"MODEL_3D.WEIGHTS.{n.upper()}", str(w)]
+        if cfg.CUSTOM_IMPORTS:          # the stages' configs name the preset's modules too (recorded in config.yaml)
+            self.common += ["CUSTOM_IMPORTS", str(list(cfg.CUSTOM_IMPORTS))]
         self.common += _strs(p.OPTS)
         self.runs = plan_runs(cfg)
         self.status: Dict[str, str] = {}        # stage name -> trained | reused | skipped
@@ -144,7 +178,6 @@ class Pipeline:
     def _weight_path(self, name: str) -> Path:
         if self.cfg.PIPELINE.TRAIN_LIFTERS:
             return self.out / "lifters" / name / f"{name}_{self.cfg.DATASET.DATASET}.pth"
-        import model_3d
         return Path(model_3d.lifter_weight_path(self.cfg, name))
 
     @property
@@ -185,17 +218,15 @@ class Pipeline:
             return
 
         def make():
-            from run import make_demo_data, prepare_h36m, prepare_panoptic
             kind = self.cfg.DATASET.DATASET
-            prep = prepare_panoptic if kind == "panoptic" else prepare_h36m
             if p.SYNTHETIC and not self.index_file.is_file():
-                gen = ["--dst", str(root)] + (["--panoptic"] if p.SYNTHETIC == "panoptic" else []) + _strs(p.SYNTH_ARGS)
-                make_demo_data.main(gen)
+                run_make_demo_data(["--dst", str(root)] + (["--panoptic"] if p.SYNTHETIC == "panoptic" else [])
+                                   + _strs(p.SYNTH_ARGS))
                 every = ["--interval", "1"] if kind == "panoptic" else ["--train-interval", "1", "--valid-interval", "1"]
-                prep.main(["--src", str(root), "--dst", str(root)] + every + _strs(p.PREPARE_ARGS))
+                run_prepare(kind, ["--src", str(root), "--dst", str(root)] + every + _strs(p.PREPARE_ARGS))
                 return "made"
             if p.SOURCE:        # the preparation skips itself when its index is up to date
-                prep.main(["--src", str(p.SOURCE), "--dst", str(root)] + _strs(p.PREPARE_ARGS))
+                run_prepare(kind, ["--src", str(p.SOURCE), "--dst", str(root)] + _strs(p.PREPARE_ARGS))
                 return "prepared"
             return "reused"
 
@@ -215,16 +246,19 @@ class Pipeline:
                 raise UserError(f"PIPELINE.TRAIN_LIFTERS is False but lifter weights are missing ({'; '.join(missing)}): "
                                 f"set MODEL_3D.WEIGHTS.<NAME> or PIPELINE.TRAIN_LIFTERS True")
             return
-        from run import train_lifter
         epochs = dict(zip(self.lifters, p.LIFTER_EPOCHS)) if p.LIFTER_EPOCHS else {}
+        cfg_file = p.LIFTER_CFG or self.detector_cfg
         for name in self.lifters:
             folder = self.weights[name].parent
-            args = ["--cfg", p.LIFTER_CFG or self.detector_cfg, "--model_3d", name, "--gpu_id", str(self.gpu_id)]
-            if epochs.get(name):
-                args += ["--epochs", str(epochs[name])]
-            args += self.common + _strs(p.LIFTER_OPTS) + ["OUTPUT_DIR", str(folder)]
-            self._stage(f"lifter_{name}", "lifters", folder, stage_inputs([self.index_file], args),
-                        lambda a=args: train_lifter.main(a), self.weights[name].name)
+            opts = (_strs(lifter_flag_opts([name], epochs.get(name) or None)) + self.common + _strs(p.LIFTER_OPTS)
+                    + ["OUTPUT_DIR", str(folder)])
+
+            def make(name=name, opts=opts):
+                train_lifter(_stage_cfg(cfg_file, opts), name, gpu_id=self.gpu_id)
+
+            self._stage(f"lifter_{name}", "lifters", folder,
+                        stage_inputs([self.index_file], ["--cfg", cfg_file, "--model_3d", name] + opts),
+                        make, self.weights[name].name)
 
     def stage_pretrain(self) -> Path:
         """-> the detector checkpoint every fine-tuning starts from."""
@@ -234,30 +268,31 @@ class Pipeline:
                 raise UserError(f"PIPELINE.PRETRAINED {p.PRETRAINED!r} not found: name a detector checkpoint, "
                                 f"or '' to pre-train one")
             return Path(p.PRETRAINED)
-        from run import train_hrnet
         folder = self.out / "pretrain"
         first = self.lifters[0]
-        args = (["--cfg", p.PRETRAIN_CFG or self.detector_cfg, "--gpu_id", str(self.gpu_id), "--model_3d", first]
-                + _epochs(p.PRETRAIN_EPOCHS) + self.common + _strs(p.PRETRAIN_OPTS) + ["OUTPUT_DIR", str(folder)])
-        self._stage("pretrain", "pretrain", folder, stage_inputs([self.index_file, self.weights[first]], args),
-                    lambda: train_hrnet.main(args), "final_state.pth")
+        cfg_file = p.PRETRAIN_CFG or self.detector_cfg
+        opts = (_lifter_list([first]) + _epochs(p.PRETRAIN_EPOCHS) + self.common + _strs(p.PRETRAIN_OPTS)
+                + ["OUTPUT_DIR", str(folder)])
+        self._stage("pretrain", "pretrain", folder,
+                    stage_inputs([self.index_file, self.weights[first]], ["--cfg", cfg_file] + opts),
+                    lambda: train_detector(cfg_file, opts, self.gpu_id), "final_state.pth")
         return find_run(folder) / "model_best.pth"
 
     def run_folder(self, run: GuidedRun) -> Path:
         return self.out / "finetune" / run.name
 
     def stage_finetune(self, start: Path) -> None:
-        from run import train_hrnet
         p = self.cfg.PIPELINE
         for run in self.runs:
             folder = self.run_folder(run)
             lifters = run.guided_by or self.lifters[:1]     # the baseline validates with the first lifter
-            args = (["--cfg", self.detector_cfg, "--gpu_id", str(self.gpu_id), "--model_3d", ",".join(lifters)]
-                    + _epochs(p.FINETUNE_EPOCHS) + run.flags + self.common + _strs(p.FINETUNE_OPTS)
-                    + ["TRAIN.FINETUNE", str(start), "OUTPUT_DIR", str(folder)])
+            opts = (_lifter_list(lifters) + _epochs(p.FINETUNE_EPOCHS) + _strs(train_flags_to_opts(run.flags))
+                    + self.common + _strs(p.FINETUNE_OPTS) + ["TRAIN.FINETUNE", str(start), "OUTPUT_DIR", str(folder)])
             # held-out lifters are validated during training too: all weights are inputs
-            inputs = stage_inputs([start, self.index_file] + [self.weights[n] for n in self.lifters], args)
-            self._stage(run.name, "finetune", folder, inputs, lambda a=args: train_hrnet.main(a), "final_state.pth")
+            inputs = stage_inputs([start, self.index_file] + [self.weights[n] for n in self.lifters],
+                                  ["--cfg", self.detector_cfg] + opts)
+            self._stage(run.name, "finetune", folder, inputs,
+                        lambda o=opts: train_detector(self.detector_cfg, o, self.gpu_id), "final_state.pth")
 
     def detectors(self, start: Path) -> Dict[str, Optional[Path]]:
         """Validated models: ground-truth 2D (None), the start checkpoint, each fine-tuning's checkpoint."""
@@ -272,7 +307,7 @@ class Pipeline:
         folder = self.out / "validation"
         models = self.detectors(start)
         weights = [self.weights[n] for n in self.lifters]
-        options = ["--cfg", self.detector_cfg, "--model_3d", ",".join(self.lifters)] + self.common
+        options = ["--cfg", self.detector_cfg] + _lifter_list(self.lifters) + self.common
         inputs = {name: stage_inputs(([ckpt] if ckpt else []) + weights + [self.index_file], options)
                   for name, ckpt in models.items()}
 
@@ -293,9 +328,10 @@ class Pipeline:
         if todo and not self._wants("validate"):
             raise UserError(f"--only {self.only}: validation of {todo} is not up to date; run without --only first")
         if todo:
-            evaluate = Evaluator(self.detector_cfg, self.common, self.lifters, self.gpu_id)
+            cfg = _stage_cfg(self.detector_cfg, self.common + _lifter_list(self.lifters))
+            context = evaluation_context(cfg, gpu_id=self.gpu_id)
             for name in todo:
-                results[name] = evaluate(models[name])
+                results[name] = _scores(evaluate_checkpoint(cfg, models[name], context=context))
                 if ddp.is_main_process():
                     folder.mkdir(parents=True, exist_ok=True)
                     _write_json(folder / f"{name}.json", {"inputs": inputs[name], "metrics": results[name]})
@@ -344,40 +380,11 @@ class Pipeline:
             ddp.cleanup()
 
 
-class Evaluator:
-    """The validation split and every lifter, built once; ``__call__(checkpoint)`` scores a detector
-    (None = ground-truth 2D). Under torchrun each rank evaluates its shard; every rank gets the
-    full-split numbers."""
-
-    def __init__(self, cfg_path: str, opts: Sequence[str], lifters: Sequence[str], gpu_id: int = 0):
-        from lib.config import load_cfg
-        from lib.datasets import build_dataset, index as idx
-        from lib.datasets.base import dataset_root
-        from lib.engine.trainer import ShardSampler, build_lifter_sets, make_loader
-
-        cfg = load_cfg(cfg_path, list(opts) + ["MODEL_3D.NAMES", list(lifters)])
-        cfg.freeze()
-        info = ddp.init_distributed(bool(cfg.USE_CUDA), gpu_id)
-        self.cfg, self.device = cfg, info.device
-        valid_set = build_dataset(cfg, cfg.DATASET.TEST_SET, False)
-        sampler = ShardSampler(len(valid_set), info.rank, info.world_size)
-        self.loader = make_loader(valid_set, cfg.TEST.BATCH_SIZE_PER_GPU, sampler, cfg, self.device)
-        self.lifters, _, _ = build_lifter_sets(cfg, idx.load_stats(dataset_root(cfg)), cross=False)
-        for lifter in self.lifters.values():
-            lifter.to(self.device)
-
-    def __call__(self, checkpoint: Optional[Path] = None) -> Dict:
-        import model_2d
-        from lib.engine.evaluator import validate
-        model = None
-        if checkpoint is not None:
-            model = model_2d.build_pose_net(self.cfg)
-            model_2d.load_pose_checkpoint(model, str(checkpoint), strict=True)
-            model.to(self.device)
-        res = validate(self.cfg, self.loader, model, self.device, self.lifters, None, gt_2d=checkpoint is None)
-        per = {n: {"mpjpe": float(v["mpjpe"]), "p_mpjpe": float(v["p_mpjpe"])} for n, v in res["per_lifter"].items()}
-        return {"per_lifter": per, "mpjpe": float(res["mpjpe"]), "p_mpjpe": float(res["p_mpjpe"]),
-                "pdj": float(res["pdj"]), "num_samples": int(res["num_samples"])}
+def _scores(res: Dict) -> Dict:
+    """What the report keeps of an evaluation: per-lifter MPJPE / P-MPJPE, the pooled ones, PDJ, samples."""
+    per = {n: {"mpjpe": float(v["mpjpe"]), "p_mpjpe": float(v["p_mpjpe"])} for n, v in res["per_lifter"].items()}
+    return {"per_lifter": per, "mpjpe": float(res["mpjpe"]), "p_mpjpe": float(res["p_mpjpe"]),
+            "pdj": float(res["pdj"]), "num_samples": int(res["num_samples"])}
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -501,7 +508,6 @@ def report_markdown(report: Dict, curves: Dict[str, str]) -> List[str]:
 
 def write_report(out: Path, report: Dict, run_folders: Dict[str, Path]) -> None:
     """report.json, report.md and report.png (MPJPE per lifter and PDJ for every model) into ``out``."""
-    from lib.utils.report import plot_metric_table
     lifters = report["lifters"]
     rows = {"GT 2D": {**{f"mpjpe/{n}": report["lifters_gt2d"][n]["mpjpe"] for n in lifters}, "pdj": 100.0},
             "pre-trained": {**{f"mpjpe/{n}": report["pretrained_detector"]["mpjpe"][n] for n in lifters},

@@ -1,0 +1,185 @@
+"""Everything a run is built from, made in one place: loaders, detectors, lifter sets, optimizers.
+
+The trainer, the lifter trainer, the evaluator, the pipeline and the benchmarks all build through
+these functions, so a setting means the same thing everywhere.
+
+* Loaders: :class:`EpochRandomSampler` (a permutation per epoch, drawn from ``SEED + epoch``, so a
+  resumed run sees the same order) and :func:`make_loader` (``WORKERS``, pinned memory on CUDA).
+* Detectors: :func:`build_detector` (initialised from ``TRAIN.FINETUNE`` or ``MODEL.PRETRAINED``)
+  and :func:`load_detector` (a trained checkpoint, strictly, for evaluation).
+* Lifters: :func:`build_lifter_sets` -> the training lifters and the held-out ones, in the
+  registry's order (the built-ins register as sb, videopose, iganet, mixste: the original's order,
+  docs/original.md#training-setup).
+* Optimizers: :func:`make_optimizer` and :func:`make_scheduler` with :func:`lr_factor`.
+"""
+import os
+from typing import Optional
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+import model_2d
+import model_3d
+from lib.engine import optim
+from lib.engine.run_dir import lifter_names
+
+
+# ----------------------------------------------------------------------------- data
+class EpochRandomSampler(Sampler):
+    """A permutation drawn from ``seed + epoch``: the order depends on the epoch only (exact resume)."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True):
+        self.n, self.seed, self.shuffle, self.epoch = n, int(seed), bool(shuffle), 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        if not self.shuffle:
+            return iter(range(self.n))
+        g = torch.Generator()
+        g.manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self):
+        return self.n
+
+
+def make_loader(dataset, batch_size, sampler, cfg, device) -> DataLoader:
+    """A DataLoader over ``dataset`` with ``sampler`` and the config's worker settings."""
+    workers = int(cfg.WORKERS)
+    kwargs = dict(batch_size=int(batch_size), sampler=sampler, num_workers=workers, drop_last=False,
+                  pin_memory=bool(cfg.PIN_MEMORY) and device.type == "cuda")
+    if workers > 0:
+        kwargs.update(persistent_workers=True, prefetch_factor=int(cfg.TRAIN.PREFETCH_FACTOR))
+    return DataLoader(dataset, **kwargs)
+
+
+def train_sampler(dataset, cfg, rank: int, world: int):
+    """The training split's sampler: one permutation per epoch, sharded over the ranks under torchrun."""
+    if world > 1:
+        from torch.utils.data.distributed import DistributedSampler
+        return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=bool(cfg.TRAIN.SHUFFLE),
+                                  seed=int(cfg.SEED))
+    return EpochRandomSampler(len(dataset), int(cfg.SEED), bool(cfg.TRAIN.SHUFFLE))
+
+
+def valid_loader(cfg, dataset, device, rank: int = 0, world: int = 1) -> DataLoader:
+    """The validation loader: this rank's shard (``rank::world``) in dataset order."""
+    from lib.engine.distributed import ShardSampler
+    return make_loader(dataset, cfg.TEST.BATCH_SIZE_PER_GPU, ShardSampler(len(dataset), rank, world), cfg, device)
+
+
+# ----------------------------------------------------------------------------- detectors
+def build_detector(cfg, log=None):
+    """The detector of cfg.MODEL, initialised from TRAIN.FINETUNE (whole net, strict) or MODEL.PRETRAINED."""
+    from model_2d.convert import MissingWeightsError, how_to_make_pretrained, load_pretrained
+    model = model_2d.build_pose_net(cfg)
+    if cfg.TRAIN.FINETUNE:
+        if not os.path.isfile(cfg.TRAIN.FINETUNE):
+            raise MissingWeightsError(
+                f"TRAIN.FINETUNE {cfg.TRAIN.FINETUNE!r} does not exist: it names a detector checkpoint in our "
+                f"layout, e.g. <run dir>/model_best.pth of an earlier run. " + how_to_make_pretrained(cfg))
+        report = model_2d.load_pose_checkpoint(model, cfg.TRAIN.FINETUNE, strict=True)
+        if log:
+            log.info("=> fine-tuning from %s", report.summary())
+    elif cfg.MODEL.PRETRAINED:
+        report = load_pretrained(model, cfg, log)
+        if log:
+            log.info("=> pretrained: %s", report.summary())
+    elif log:
+        log.info("=> no MODEL.PRETRAINED / TRAIN.FINETUNE: detector starts from its initialisation")
+    return model
+
+
+def load_detector(cfg, checkpoint, device):
+    """A trained detector checkpoint (``model_best.pth`` and the like), loaded strictly, on ``device``."""
+    model = model_2d.build_pose_net(cfg)
+    model_2d.load_pose_checkpoint(model, str(checkpoint), strict=True)
+    return model.to(device)
+
+
+# ----------------------------------------------------------------------------- lifters
+def ordered_lifter_names(names):
+    """``names`` in the registry's order (the built-ins first, as the original's lifter dict)."""
+    model_3d.check_lifter_names(names, "--model_3d / MODEL_3D.NAMES")
+    return [n for n in model_3d.LIFTERS if n in names]
+
+
+def build_lifter_sets(cfg, stats=None, log=None, cross: Optional[bool] = None, device=None):
+    """-> (training dict, held-out dict, skipped names), every lifter frozen (and on ``device``).
+
+    Training lifters (MODEL_3D.NAMES) must have weights (the error names the file and the
+    ``run/train_lifter.py`` command). In multi-model mode with MODEL_3D.CROSS_VALID, every other
+    registered lifter whose weight file exists is loaded as a held-out (cross) lifter; the others
+    are listed as skipped (docs/differences.md).
+    """
+    model_3d.check_lifter_config(cfg)
+    names = ordered_lifter_names(lifter_names(cfg))
+    train = {n: model_3d.resolve_lifter(cfg, n, stats_fallback=stats) for n in names}
+    held_out, skipped = {}, []
+    if cross is None:
+        cross = len(names) > 1 and bool(cfg.MODEL_3D.CROSS_VALID)
+    if cross:
+        for n in model_3d.LIFTERS:
+            if n in train:
+                continue
+            path = model_3d.lifter_weight_path(cfg, n)
+            if path.is_file():
+                held_out[n] = model_3d.resolve_lifter(cfg, n, stats_fallback=stats)
+            else:
+                skipped.append(f"{n} ({path} not found)")
+    if device is not None:
+        for lifter in list(train.values()) + list(held_out.values()):
+            lifter.to(device)
+    if log is not None:
+        log.info("training lifters: %s", ", ".join(f"{n} <- {v.weights_source}" for n, v in train.items()) or "none")
+        if cross:
+            log.info("held-out (cross) lifters: %s", ", ".join(held_out) or "none")
+            if skipped:
+                log.info("held-out lifters skipped (no weights): %s", "; ".join(skipped))
+    return train, held_out, skipped
+
+
+# ----------------------------------------------------------------------------- optimisation
+def lr_factor(cfg, epoch: int) -> float:
+    """LR multiplier during ``epoch`` (after ``epoch`` scheduler steps), docs/original.md#optimiser-and-learning-rate-schedule.
+
+    MultiStepLR: x LR_FACTOR for every milestone m <= epoch (counted with multiplicity); then
+    x LR_BUMP_FACTOR for every epoch after LR_BUMP_EPOCH (the bump happens after that epoch's
+    step and persists through later milestones). LR_BUMP_EPOCH < 0 disables the bump.
+    """
+    steps = sum(1 for m in cfg.TRAIN.LR_STEP if int(m) <= epoch)
+    factor = float(cfg.TRAIN.LR_FACTOR) ** steps
+    bump_epoch = int(cfg.TRAIN.LR_BUMP_EPOCH)
+    if bump_epoch >= 0 and epoch > bump_epoch:
+        factor *= float(cfg.TRAIN.LR_BUMP_FACTOR)
+    return factor
+
+
+def make_scheduler(optimizer, cfg):
+    """LambdaLR with :func:`lr_factor`: stateless in the epoch, so resuming is exact."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(cfg, e))
+
+
+def make_optimizer(params, cfg):
+    """The optimizer of TRAIN.OPTIMIZER over ``params`` (parameters, or the detector module).
+
+    ``adamw`` needs the module: its groups come from parameter names (layer-wise decay,
+    :mod:`lib.engine.optim`).
+    """
+    name = str(cfg.TRAIN.OPTIMIZER).lower()
+    if name == "adamw":
+        if not isinstance(params, torch.nn.Module):
+            raise TypeError("make_optimizer: TRAIN.OPTIMIZER adamw needs the detector module "
+                            "(parameter names decide the groups), not a parameter list")
+        return optim.make_adamw(params, cfg)
+    if isinstance(params, torch.nn.Module):
+        params = params.parameters()
+    if name == "adam":   # the original: default betas/eps, no weight decay (TRAIN.WD ignored)
+        return torch.optim.Adam(params, lr=float(cfg.TRAIN.LR))
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=float(cfg.TRAIN.LR), momentum=float(cfg.TRAIN.MOMENTUM),
+                               weight_decay=float(cfg.TRAIN.WD), nesterov=bool(cfg.TRAIN.NESTEROV))
+    raise ValueError(f"TRAIN.OPTIMIZER={cfg.TRAIN.OPTIMIZER!r}: use 'adam' (the original), 'sgd' or "
+                     f"'adamw' (ViTPose's recipe)")
