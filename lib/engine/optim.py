@@ -56,7 +56,7 @@ def make_adamw(model: nn.Module, cfg) -> torch.optim.AdamW:
     decay = float(cfg.TRAIN.LAYER_DECAY)
     if not 0.0 < decay <= 1.0:
         raise UserError(f"TRAIN.LAYER_DECAY={decay}: use a value in (0, 1] (1 = no layer-wise decay; "
-                        f"ViTPose uses 0.9 / 0.75 / 0.8 / 0.85 for S / B / L / H)")
+                        f"ViTPose uses 0.8 / 0.75 / 0.8 / 0.85 for S / B / L / H)")
     groups = layer_decay_groups(model, float(cfg.TRAIN.LR), float(cfg.TRAIN.WD), decay)
     return torch.optim.AdamW(groups, lr=float(cfg.TRAIN.LR), betas=(0.9, 0.999),
                              weight_decay=float(cfg.TRAIN.WD))
