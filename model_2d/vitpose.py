@@ -230,6 +230,7 @@ class ViTPose(nn.Module):
         rate = float(vit.DROP_PATH_RATE)
         rate = size.drop_path_rate if rate < 0 else rate
         self.depth = size.depth
+        self.layer_decay = size.layer_decay   # TRAIN.LAYER_DECAY < 0 (default) takes this one
         self.backbone = ViTBackbone(size, (width, height), patch, rate)
         self.keypoint_head = ClassicHead(size.embed_dim, size.deconv_channels,
                                          int(cfg.MODEL.NUM_JOINTS))
