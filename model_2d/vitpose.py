@@ -57,13 +57,14 @@ class ViTSize:
     deconv_channels: int = 256
 
 
-# Official ViTPose_{small,base,large,huge}_coco_256x192 configs; ``tiny`` is a CPU-sized stand-in
+# Official ViTPose_{small,base,large,huge}_coco_256x192 configs as they are now (small: drop-path
+# 0.1 and layer decay 0.8 since January 2023, 0.3 / 0.9 before); ``tiny`` is a CPU-sized stand-in
 # with a narrower decoder (the only place where a preset leaves the classic 256 channels).
 VIT_SIZES: Dict[str, ViTSize] = {
     "tiny": ViTSize(embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0, drop_path_rate=0.0,
                     layer_decay=0.75, deconv_channels=16),
-    "small": ViTSize(embed_dim=384, depth=12, num_heads=12, mlp_ratio=4.0, drop_path_rate=0.3,
-                     layer_decay=0.9),
+    "small": ViTSize(embed_dim=384, depth=12, num_heads=12, mlp_ratio=4.0, drop_path_rate=0.1,
+                     layer_decay=0.8),
     "base": ViTSize(embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0, drop_path_rate=0.3,
                     layer_decay=0.75),
     "large": ViTSize(embed_dim=1024, depth=24, num_heads=16, mlp_ratio=4.0, drop_path_rate=0.5,
@@ -229,6 +230,7 @@ class ViTPose(nn.Module):
         rate = float(vit.DROP_PATH_RATE)
         rate = size.drop_path_rate if rate < 0 else rate
         self.depth = size.depth
+        self.layer_decay = size.layer_decay   # TRAIN.LAYER_DECAY < 0 (default) takes this one
         self.backbone = ViTBackbone(size, (width, height), patch, rate)
         self.keypoint_head = ClassicHead(size.embed_dim, size.deconv_channels,
                                          int(cfg.MODEL.NUM_JOINTS))

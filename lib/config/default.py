@@ -113,7 +113,7 @@ _C.TRAIN.LR = 0.001                # Adam learning rate
 _C.TRAIN.OPTIMIZER = "adam"        # adam (no weight decay, as the original) | sgd | adamw (ViTPose)
 _C.TRAIN.MOMENTUM = 0.9            # sgd momentum
 _C.TRAIN.WD = 0.0001               # unused with Adam, as in the original; sgd / adamw weight decay
-_C.TRAIN.LAYER_DECAY = 1.0         # adamw: LR x this ** (depth below the head) per ViT block; 1 = off
+_C.TRAIN.LAYER_DECAY = -1.0        # adamw: LR x this ** (depth below the head) per ViT block; < 0 = MODEL.VIT.SIZE's official value; 1 = off
 _C.TRAIN.WARMUP_ITERS = 0          # >0: linear LR warm-up over the first N steps of the run (0 = off)
 _C.TRAIN.WARMUP_RATIO = 0.001      # warm-up starts at LR x this
 _C.TRAIN.CLIP_GRAD_NORM = 0.0      # >0: clip the detector's gradient L2 norm to this (0 = off)

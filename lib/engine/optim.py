@@ -6,7 +6,10 @@ transformer blocks there are ``depth + 2`` layers; a parameter in layer ``i`` ge
 ``depth + 1`` at the full LR), and no weight decay when it is one-dimensional (norms, BatchNorm,
 biases), a ``.bias`` or a ``pos_embed``. A model says where its parameters sit through
 ``layer_id(name)`` and ``depth``; one without them (HRNet, PoseResNet) is a single layer, so
-``adamw`` is then plain AdamW with weight decay off on norms and biases.
+``adamw`` is then plain AdamW with weight decay off on norms and biases. ``TRAIN.LAYER_DECAY``
+< 0 (the default) takes the model's own ``layer_decay`` (ViTPose: the official value of its
+``MODEL.VIT.SIZE``, S / B / L / H 0.8 / 0.75 / 0.8 / 0.85; 1 for a model without one); an
+explicit value in (0, 1] wins.
 
 The warm-up is mmcv's "linear" policy: during the first ``WARMUP_ITERS`` steps of the run the
 LR of every group is its scheduled value times ``1 - (1 - step / iters) * (1 - ratio)``.
@@ -54,9 +57,12 @@ def layer_decay_groups(model: nn.Module, lr: float, weight_decay: float,
 def make_adamw(model: nn.Module, cfg) -> torch.optim.AdamW:
     """AdamW (betas 0.9 / 0.999 as ViTPose) over :func:`layer_decay_groups` of ``model``."""
     decay = float(cfg.TRAIN.LAYER_DECAY)
+    if decay < 0:
+        decay = float(getattr(model, "layer_decay", 1.0))
     if not 0.0 < decay <= 1.0:
         raise UserError(f"TRAIN.LAYER_DECAY={decay}: use a value in (0, 1] (1 = no layer-wise decay; "
-                        f"ViTPose uses 0.9 / 0.75 / 0.8 / 0.85 for S / B / L / H)")
+                        f"< 0 = the ViTPose size's official value, 0.8 / 0.75 / 0.8 / 0.85 for "
+                        f"S / B / L / H)")
     groups = layer_decay_groups(model, float(cfg.TRAIN.LR), float(cfg.TRAIN.WD), decay)
     return torch.optim.AdamW(groups, lr=float(cfg.TRAIN.LR), betas=(0.9, 0.999),
                              weight_decay=float(cfg.TRAIN.WD))
