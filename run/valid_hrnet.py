@@ -16,8 +16,6 @@ Checkpoints are read with torch.load(weights_only=True) and loaded strictly.
 """
 import argparse
 import json
-import math
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -28,11 +26,6 @@ if __package__ in (None, ""):  # `python run/valid_hrnet.py`: make the repositor
 from lib.config import load_cfg
 from lib.config.flags import parse_lifter_list
 from lib.utils.atomic_io import write_text_atomic
-from lib.utils.errors import BadValueError
-
-ACTION_ABBREV = ("Dir.", "Disc.", "Eat.", "Greet.", "Phone.", "Photo.", "Pose.", "Purch.", "Sit.", "SitD.",
-                 "Smoke.", "Wait.", "WalkD.", "Walk.", "WalkT.")
-
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -76,49 +69,9 @@ def setup(args):
     return cfg
 
 
-def _explain_missing_cross(model_dir):
-    """--cross_valid needs model_best_cross.pth, which only a multi-model run with a held-out lifter writes."""
-    from lib.config import read_yaml
-    path = model_dir / "model_best_cross.pth"
-    need = ("a multi-model training run (two or more lifters in --model_3d, MODEL_3D.CROSS_VALID True) with a "
-            "held-out lifter (a registered lifter outside --model_3d whose weights were on disk) writes")
-    run_cfg = model_dir / "config.yaml"
-    names = []
-    if run_cfg.is_file():
-        names = list(read_yaml(str(run_cfg)).get("MODEL_3D", {}).get("NAMES", []))
-    if run_cfg.is_file() and len(names) < 2:
-        raise BadValueError(f"--cross_valid evaluates {path}, which only {need}; the run in {model_dir} is a "
-                            f"single-lifter run (MODEL_3D.NAMES {names}), so it has none: drop --cross_valid "
-                            f"(model_best.pth is then evaluated)")
-    raise FileNotFoundError(f"{path} not found: --cross_valid needs the file that {need}; check --model_dir "
-                            f"and the run log's line 'held-out (cross) lifters'")
-
-
-def format_report(cfg, results, model_path, lifters, gt_2d, soft_argmax, beta):
-    """The printed lines of the original (docs/original.md#validation-metrics)."""
-    ds = cfg.DATASET.DATASET
-    lines = [f"model dir: {os.path.dirname(str(model_path))}",
-             f"[{ds}] HRNet + {'+'.join(lifters)} (GT 2D: {gt_2d}, soft argmax: {soft_argmax}, beta:{beta:g})",
-             f"[{ds}] Test MPJPE: {results['mpjpe']:.2f}mm, Test P-MPJPE: {results['p_mpjpe']:.2f}mm, "
-             f"Test PDJ@0.2: {results['pdj']:.2f}%"]
-    if results.get("unmasked"):
-        u = results["unmasked"]
-        lines.append(f"[{ds}] (DATASET.MASK_LOW_CONFIDENCE: low-confidence joints left out above) with them: "
-                     f"Test MPJPE: {u['mpjpe']:.2f}mm, Test P-MPJPE: {u['p_mpjpe']:.2f}mm")
-    for name, v in results["per_lifter"].items():
-        lines.append(f"[{ds}] {name} Test MPJPE: {v['mpjpe']:.2f}mm")
-    lines.append("")
-    if results.get("per_action"):
-        for name, actions in results["per_action"].items():
-            vals = [math.nan if v is None else v for v in actions.values()]
-            lines.append(f"[{ds}] {name} " + " | ".join(f"{a}{v:.1f}" for a, v in zip(ACTION_ABBREV, vals)))
-            lines.append("")
-    lines.append("")
-    return lines
-
-
 def main(argv=None):
     import torch
+    from lib.apps.report import explain_missing_cross, validation_lines
     from lib.engine.evaluator import evaluate_checkpoint, evaluation_context, results_for_json
     from lib.engine.trainer import json_safe
 
@@ -133,7 +86,7 @@ def main(argv=None):
         model_dir = Path(".")
     model_path = model_dir / ("model_best_cross.pth" if args.cross_valid else "model_best.pth")
     if args.cross_valid and not args.gt and not model_path.is_file():
-        _explain_missing_cross(model_dir)
+        explain_missing_cross(model_dir)
     if not args.gt and not model_path.is_file():
         raise FileNotFoundError(f"{model_path} not found: pass --model_dir <run folder> holding "
                                 f"{model_path.name} (written by run/train_hrnet.py), or --gt")
@@ -146,7 +99,7 @@ def main(argv=None):
         model = load_detector(cfg, model_path, context.device)
     soft, beta = bool(cfg.TEST.SOFT_ARGMAX), float(cfg.TEST.BETA)
     results = evaluate_checkpoint(cfg, context=context, model_2d=model)
-    print("\n".join(format_report(cfg, results, model_path, list(lifters), args.gt, soft, beta)))
+    print("\n".join(validation_lines(cfg, results, model_path, list(lifters), args.gt, soft, beta)))
     if results["non_finite_samples"]:
         print(f"warning: {results['non_finite_samples']} of {results['num_samples']} samples have non-finite "
               f"heatmaps or joints ({model_path} diverged?): they count as PDJ misses and their MPJPE is "

@@ -20,7 +20,9 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Uni
 
 import numpy as np
 
+from lib.config import read_yaml
 from lib.core.skeleton import H36M_ACTION_ABBR, H36M_ACTIONS
+from lib.utils.errors import BadValueError
 from lib.utils.plots import PathLike, as_number, new_figure, plot_training_curves, save_figure
 
 KEY_CONFIG = (
@@ -387,5 +389,48 @@ def report_after_training(run_dir: PathLike, argv: Optional[Sequence[str]] = Non
         print(f"warning: could not write {Path(run_dir) / 'report.md'}: {err}", file=sys.stderr)
         return None
 
+
+# ---------------------------------------------------------------------------------------------- validation
+def explain_missing_cross(model_dir):
+    """--cross_valid needs model_best_cross.pth, which only a multi-model run with a held-out lifter writes."""
+    path = model_dir / "model_best_cross.pth"
+    need = ("a multi-model training run (two or more lifters in --model_3d, MODEL_3D.CROSS_VALID True) with a "
+            "held-out lifter (a registered lifter outside --model_3d whose weights were on disk) writes")
+    run_cfg = model_dir / "config.yaml"
+    names = []
+    if run_cfg.is_file():
+        names = list(read_yaml(str(run_cfg)).get("MODEL_3D", {}).get("NAMES", []))
+    if run_cfg.is_file() and len(names) < 2:
+        raise BadValueError(f"--cross_valid evaluates {path}, which only {need}; the run in {model_dir} is a "
+                            f"single-lifter run (MODEL_3D.NAMES {names}), so it has none: drop --cross_valid "
+                            f"(model_best.pth is then evaluated)")
+    raise FileNotFoundError(f"{path} not found: --cross_valid needs the file that {need}; check --model_dir "
+                            f"and the run log's line 'held-out (cross) lifters'")
+
+
+def validation_lines(cfg, results, model_path, lifters, gt_2d, soft_argmax, beta):
+    """``run/valid_hrnet.py``'s printed lines: the original's (docs/original.md#validation-metrics)."""
+    ds = cfg.DATASET.DATASET
+    lines = [f"model dir: {os.path.dirname(str(model_path))}",
+             f"[{ds}] HRNet + {'+'.join(lifters)} (GT 2D: {gt_2d}, soft argmax: {soft_argmax}, beta:{beta:g})",
+             f"[{ds}] Test MPJPE: {results['mpjpe']:.2f}mm, Test P-MPJPE: {results['p_mpjpe']:.2f}mm, "
+             f"Test PDJ@0.2: {results['pdj']:.2f}%"]
+    if results.get("unmasked"):
+        u = results["unmasked"]
+        lines.append(f"[{ds}] (DATASET.MASK_LOW_CONFIDENCE: low-confidence joints left out above) with them: "
+                     f"Test MPJPE: {u['mpjpe']:.2f}mm, Test P-MPJPE: {u['p_mpjpe']:.2f}mm")
+    for name, v in results["per_lifter"].items():
+        lines.append(f"[{ds}] {name} Test MPJPE: {v['mpjpe']:.2f}mm")
+    lines.append("")
+    if results.get("per_action"):
+        for name, actions in results["per_action"].items():
+            vals = [math.nan if v is None else v for v in actions.values()]
+            lines.append(f"[{ds}] {name} " + " | ".join(f"{a}{v:.1f}" for a, v in zip(H36M_ACTION_ABBR, vals)))
+            lines.append("")
+    lines.append("")
+    return lines
+
+
 __all__ = ["KEY_CONFIG", "flatten", "plot_per_action", "metrics_table", "summarize_metrics", "write_report",
-           "write_run_report", "report_after_training"]
+           "write_run_report", "report_after_training", "validation_lines",
+           "explain_missing_cross"]
