@@ -221,7 +221,7 @@ def make_train_step(model, objective, optimizer, scaler, batch, device, amp: str
 # ----------------------------------------------------------------------------- the original's way
 def original_decode(heatmaps_cpu: torch.Tensor, center: np.ndarray, scale: np.ndarray, beta: float,
                     post_process: bool) -> torch.Tensor:
-    """Reference of the original ``get_final_preds_softargmax`` (SPEC §2.4-2.5), CPU tensors.
+    """Reference of the original ``get_final_preds_softargmax`` (docs/original.md#soft-argmax-decoding), CPU tensors.
 
     (N, J, H, W) -> (N, J, 2) image px: softmax over the full-size grids, a Python double loop
     over samples and joints for the quarter-pixel shift, and one OpenCV 3-point affine per sample.
@@ -263,7 +263,8 @@ def original_decode(heatmaps_cpu: torch.Tensor, center: np.ndarray, scale: np.nd
 
 
 def make_original_step(model, lifters, optimizer, batch, device, cfg, amp: str):
-    """The original's guided step (SPEC §2.2, §2.7, §2.8) with the same lifters and losses."""
+    """The original's guided step (docs/original.md#one-training-step, docs/original.md#dwa-and-lifter-dropout,
+    docs/original.md#the-total-loss) with the same lifters and losses."""
     images, target, target_weight, meta = batch
     L = cfg.LOSS
     dataset = cfg.DATASET.DATASET

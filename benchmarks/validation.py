@@ -8,7 +8,8 @@ default:
 * ours: ``lib.engine.evaluator.validate`` (soft-argmax decode with post-processing, one affine for
   the batch, PDJ; lifters, MPJPE and batched-SVD P-MPJPE on the device over chunks of
   ``LIFT_CHUNK`` samples; one host sync per pass);
-* original (SPEC §2.4-2.5, §4.3-4.4): softmax over the batch, then a Python double loop over samples
+* original (docs/original.md#soft-argmax-decoding, docs/original.md#pdj02, docs/original.md#3d-errors-per-lifter):
+softmax over the batch, then a Python double loop over samples
   and joints for the quarter-pixel shift and one OpenCV 3-point affine per sample
   (``benchmarks/benchmark.py::original_decode``), the lifters per batch, PDJ and MPJPE per sample, and a
   per-sample numpy Procrustes (SVD, reflection fix) per lifter.
@@ -87,7 +88,8 @@ class Replay(torch.nn.Module):
 
 # ----------------------------------------------------------------------------- the original's way
 def procrustes_error_mm(pred_mm: np.ndarray, gt_mm: np.ndarray) -> float:
-    """(J, 3) x2 -> MPJPE after aligning ``pred`` to ``gt`` (SPEC §4.4), one sample, float64."""
+    """(J, 3) x2 -> MPJPE after aligning ``pred`` to ``gt`` (docs/original.md#3d-errors-per-lifter), one sample,
+    float64."""
     mu_x, mu_y = gt_mm.mean(axis=0), pred_mm.mean(axis=0)
     x0, y0 = gt_mm - mu_x, pred_mm - mu_y
     norm_x, norm_y = np.sqrt((x0 ** 2).sum()), np.sqrt((y0 ** 2).sum())

@@ -1,4 +1,6 @@
-"""Engine units: LR schedule (SPEC §2.9), run naming (§2.11 + §0), checkpoints, accuracy, validate() (§4)."""
+"""Engine units: LR schedule (docs/original.md#optimiser-and-learning-rate-schedule), run naming
+(docs/original.md#run-folders-and-names + docs/differences.md), checkpoints, accuracy, validate()
+(docs/original.md#validation-metrics)."""
 import math
 import random
 import warnings

@@ -1,5 +1,7 @@
-"""Heatmap encoding / decoding against hand numbers (SPEC §10 #1-2) and slow loop references of the
-original formulas (SPEC §2.4-2.5, §4.2, §5.1 step 7), written here independently."""
+"""Heatmap encoding / decoding against hand numbers (docs/original.md#worked-examples, examples 1-2) and slow loop
+references of the
+original formulas (docs/original.md#soft-argmax-decoding, docs/original.md#2d-predictions,
+docs/original.md#sample-pipeline step 7), written here independently."""
 import math
 
 import cv2
@@ -138,7 +140,8 @@ def random_boxes(rng, n):
     return centers, scales
 
 
-# ----------------------------------------------------------------------------- SPEC §10 #1
+# ----------------------------------------------------------------------------- docs/original.md#worked-examples,
+# example 1
 def test_inverse_transform_worked_example():
     center = torch.tensor([[500.0, 500.0]])
     scale = torch.tensor([[2.15625, 2.875]])
@@ -171,7 +174,8 @@ def test_to_image_coords_accepts_tensor_heatmap_size_and_batch_of_one():
     torch.testing.assert_close(out, torch.tensor([[[10.0, 20.0]]]))
 
 
-# ----------------------------------------------------------------------------- SPEC §10 #2
+# ----------------------------------------------------------------------------- docs/original.md#worked-examples,
+# example 2
 def test_gaussian_target_worked_example():
     joints = np.array([[144.0, 192.0]])
     target, weight = encode_heatmaps(joints, np.array([1]), (288, 384), (72, 96), 3)

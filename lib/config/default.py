@@ -151,7 +151,7 @@ _C.TEST.VIS_NUM = 0                # --vis_num
 
 # ----------------------------------------------------------------- lifter training (run/train_lifter.py)
 _C.LIFTER_TRAIN = CN()
-_C.LIFTER_TRAIN.EPOCHS = 0         # 0 = the lifter's own default (SPEC §8)
+_C.LIFTER_TRAIN.EPOCHS = 0         # 0 = the lifter's own default (docs/original.md#lifters-own-training)
 _C.LIFTER_TRAIN.BATCH_SIZE = 0      # 0 = the lifter's recipe (model_3d/recipes.py)
 _C.LIFTER_TRAIN.LR = 0.0           # 0 = the lifter's recipe
 _C.LIFTER_TRAIN.MAX_STEPS_PER_EPOCH = 0
