@@ -1,4 +1,4 @@
-"""The issue-11 targets on the embedded benchmark, over several seeds (make demo-multi's preset).
+"""The paper's claims on the embedded benchmark, over several seeds (make demo-multi's preset).
 
 For each seed, runs the pipeline (run/reproduce.py) into <out>/seed<S> (finished stages are reused)
 and reads report.json's ``claims``; prints per seed and the mean over seeds:

@@ -59,7 +59,7 @@ def first(tmp_path_factory, one_thread):
     return {"base": base, "preset": preset, "out": base / "out", "report": report, "made": _made(base / "out")}
 
 
-def test_every_stage_runs_and_the_report_has_the_issue_keys(first):
+def test_every_stage_runs_and_the_report_has_every_key(first):
     out, report = first["out"], first["report"]
     assert set(report["status"].values()) == {"made", "trained"}
     assert len(first["made"]) == 3 + 1 + 5                 # lifters, pre-training, five fine-tunings
@@ -145,7 +145,7 @@ def test_only_and_bad_presets_fail_with_a_user_error(first, tmp_path):
     assert run_cli(cli.main, ["--preset", str(tmp_path / "missing.yaml")]) == 2
 
 
-def test_presets_load_and_plan_the_issue_runs():
+def test_presets_load_and_plan_their_runs():
     from lib.config import load_cfg
     from lib.apps.pipeline import load_preset, plan_runs
     demo = load_preset(str(ROOT / "experiments/pipeline/demo.yaml"))

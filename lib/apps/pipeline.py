@@ -430,7 +430,7 @@ def build_report(cfg, runs: Sequence[GuidedRun], results: Dict[str, Dict], lifte
 
 
 def claims(report: Dict) -> Dict:
-    """The issue's three figures: each lifter's GT-2D MPJPE over SimpleBaseline's; each single-lifter
+    """The three figures of the paper's claims on this benchmark: each lifter's GT-2D MPJPE over SimpleBaseline's; each single-lifter
     run's improvement of its own lifter; the held-out lifter's improvement averaged over the
     leave-one-out runs (None where the preset has no such runs)."""
     gt = report["lifters_gt2d"]
