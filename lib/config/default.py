@@ -38,6 +38,7 @@ _C.MODEL.TARGET_TYPE = "gaussian"  # heatmap target type (gaussian only)
 _C.MODEL.IMAGE_SIZE = [256, 256]   # (width, height)
 _C.MODEL.HEATMAP_SIZE = [64, 64]   # (width, height)
 _C.MODEL.SIGMA = 2.0               # Gaussian sigma of the targets, heatmap pixels
+_C.MODEL.SOFT_ARGMAX_TOL_PX = 1e-6  # CPU soft-argmax: largest error (heatmap px) its window may cause; 0 = the full map everywhere
 _C.MODEL.EXTRA = CN(new_allowed=True)   # network table (HRNet stages / ResNet depth)
 _C.MODEL.VIT = CN()                # MODEL.NAME vitpose only
 _C.MODEL.VIT.SIZE = "base"         # tiny | small | base | large | huge (or S/B/L/H): width, depth, heads

@@ -84,6 +84,7 @@ class L2DObjective(nn.Module):
         # DATASET.MASK_LOW_CONFIDENCE: GT joints flagged invalid (meta['joints_3d_valid']) leave the 3D losses
         self.mask_low_confidence = bool(cfg.DATASET.MASK_LOW_CONFIDENCE)
         self.beta = float(loss.BETA)
+        self.tol_px = float(cfg.MODEL.SOFT_ARGMAX_TOL_PX)
         self.lifters = dict(lifters or {})
         self.use_3d = bool(loss.LOSS_3D) and len(self.lifters) > 0
         self.use_ohklm = bool(loss.OHKLM)
@@ -135,7 +136,8 @@ class L2DObjective(nn.Module):
 
         self._check_meta(meta)
         image_size = meta["image_size"]
-        pose_2d_px = decode_soft(heatmaps, meta["center"], meta["scale"], self.beta, self.post_process)
+        pose_2d_px = decode_soft(heatmaps, meta["center"], meta["scale"], self.beta, self.post_process,
+                                 tol_px=self.tol_px)
         gt_3d_m = meta["joints_3d"].to(pose_2d_px.dtype) / CM_PER_M
         preds_3d_m = torch.stack([self.lifters[name](pose_2d_px, image_size) for name in self.names])
         if preds_3d_m.shape[1:] != gt_3d_m.shape:

@@ -170,7 +170,7 @@ def predict_2d(cfg, model_2d, images, meta, device, *, soft_argmax: bool = True,
     heatmaps = prepare_heatmaps(heatmaps.float(), cfg.DATASET.DATASET)
     post_process = bool(cfg.TEST.POST_PROCESS)
     if soft_argmax:
-        return decode_soft(heatmaps, center, scale, beta, post_process)
+        return decode_soft(heatmaps, center, scale, beta, post_process, tol_px=float(cfg.MODEL.SOFT_ARGMAX_TOL_PX))
     return decode_argmax(heatmaps, center, scale, post_process)[0]
 
 
