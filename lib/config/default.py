@@ -188,6 +188,8 @@ _C.PIPELINE.SINGLE_FLAGS = ["--loss_3d_z", "--ohklm"]   # run/train_hrnet.py fla
 _C.PIPELINE.LEAVE_ONE_OUT = False  # one multi-model run per lifter of LIFTERS, guided by all the others (>= 3 lifters)
 _C.PIPELINE.MULTI_FLAGS = ["--loss_3d_z", "--ohklm"]    # run/train_hrnet.py flags of those runs (--loss_3d implied)
 _C.PIPELINE.VALID_CHECKPOINT = "model_best.pth"          # which file of each detector run is validated
+_C.PIPELINE.REPORT_SET = ""        # split the report's figures come from ('' = DATASET.TEST_SET, where checkpoints are chosen)
+_C.PIPELINE.SEEDS = []             # one pre-training + fine-tunings per seed, and the verdict over them ([] = SEED alone)
 _C.PIPELINE.OPTS = []              # KEY VALUE pairs for every stage (e.g. USE_CUDA False, DATASET.MAX_SAMPLES 64)
 
 _C.CFG_NAME = ""                   # basename of the experiment file (for log names)
