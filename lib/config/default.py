@@ -155,6 +155,7 @@ _C.LIFTER_TRAIN = CN()
 _C.LIFTER_TRAIN.EPOCHS = 0         # 0 = the lifter's own default (docs/original.md#lifters-own-training)
 _C.LIFTER_TRAIN.BATCH_SIZE = 0      # 0 = the lifter's recipe (model_3d/recipes.py)
 _C.LIFTER_TRAIN.LR = 0.0           # 0 = the lifter's recipe
+_C.LIFTER_TRAIN.TRAIN_SET = ""     # split the lifters train on ('' = DATASET.TRAIN_SET; e.g. a pose-only split)
 _C.LIFTER_TRAIN.MAX_STEPS_PER_EPOCH = 0
 _C.LIFTER_TRAIN.FLIP = True        # flip augmentation for the screen-normalised lifters
 _C.LIFTER_TRAIN.INIT_MEAN_POSE = True   # output layer fitted to the training poses (recipes with init_mean_pose)
