@@ -12,11 +12,12 @@ from typing import Dict, Sequence
 
 from lib.datasets.prepare_h36m import prepare_h36m
 from lib.datasets.prepare_panoptic import TRAIN_SEQUENCES, VALID_SEQUENCES, prepare_panoptic
-from lib.datasets.synthetic import make_h36m_demo, make_panoptic_demo
+from lib.datasets.synthetic import make_h36m_demo, make_panoptic_demo, write_pose_only_split
 
 DEMO_DOC = """Generate the small synthetic demo dataset (procedural people, real Human3.6M cameras).
 
     python run/make_demo_data.py --dst data/demo_h36m [--seed 0] [--frames-per-seq 30] [--image-size 256]
+        [--held-out-actions 8] [--held-out-frames 40] [--test-split] [--lifter-poses N]
     python run/make_demo_data.py --dst data/demo_panoptic --panoptic
 
 Human3.6M mode writes the anibali/h36m-fetch layout (processed/<S>/<Action>-1/annot.h5 and
@@ -60,6 +61,17 @@ def demo_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=256,
                    help="h36m: images are the 1000-px frames scaled by image_size/1000 (256 -> 256x256 / 256x257)")
     p.add_argument("--actions-per-subject", type=int, default=2)
+    p.add_argument("--held-out-actions", type=int, default=None,
+                   help="h36m: actions of each held-out subject (S9, S11; default --actions-per-subject; "
+                        "8 = every demo action, as Human3.6M's test subjects)")
+    p.add_argument("--held-out-frames", type=int, default=None,
+                   help="h36m: frames per held-out sequence and camera (default --frames-per-seq)")
+    p.add_argument("--test-split", action="store_true",
+                   help="h36m: S9 -> valid (checkpoint selection), S11 -> test (reported figures), via "
+                        "<dst>/splits.json, which run/prepare_h36m.py reads")
+    p.add_argument("--lifter-poses", type=int, default=0, metavar="N",
+                   help="h36m: also write N image-free ground-truth poses of the training subjects (other takes, "
+                        "same cameras) as the prepared split train_poses for the lifters")
     p.add_argument("--panoptic", action="store_true", help="write the CMU Panoptic layout instead")
     return p
 
@@ -69,7 +81,13 @@ def make_demo_data(args) -> Dict:
         summary = make_panoptic_demo(args.dst, seed=args.seed, kept_frames=args.frames_per_seq or 12)
     else:
         summary = make_h36m_demo(args.dst, seed=args.seed, frames_per_seq=args.frames_per_seq or 30,
-                                 image_size=args.image_size, actions_per_subject=args.actions_per_subject)
+                                 image_size=args.image_size, actions_per_subject=args.actions_per_subject,
+                                 held_out_actions=args.held_out_actions, held_out_frames=args.held_out_frames,
+                                 test_split=args.test_split)
+        if args.lifter_poses > 0:
+            summary["lifter_poses"] = write_pose_only_split(
+                args.dst, seed=args.seed, num_frames=args.lifter_poses, image_size=args.image_size,
+                actions_per_subject=args.actions_per_subject)
     print(json.dumps(summary, indent=1))
     return summary
 
@@ -83,7 +101,9 @@ def h36m_parser() -> argparse.ArgumentParser:
                         "default: camera_parameters.json in --src if present, else the shipped one")
     p.add_argument("--train-interval", type=int, default=40, help="keep every Nth frame per camera (train)")
     p.add_argument("--valid-interval", type=int, default=100, help="keep every Nth frame per camera (valid)")
-    p.add_argument("--splits", default="train,valid", help="comma-separated splits to prepare")
+    p.add_argument("--test-interval", type=int, default=100,
+                   help="keep every Nth frame per camera (test, where a splits.json plan names one)")
+    p.add_argument("--splits", default="train,valid", help="comma-separated splits to prepare (train, valid, test)")
     p.add_argument("--no-check-images", dest="check_images", action="store_false",
                    help="skip reading every kept image for the black-frame test (missing files are still counted)")
     p.add_argument("--workers", type=int, default=None, help="threads for the image check")
@@ -96,7 +116,7 @@ def h36m_parser() -> argparse.ArgumentParser:
 
 def prepare_h36m_data(args) -> Dict:
     return prepare_h36m(args.src, args.dst, cameras=args.cameras, train_interval=args.train_interval,
-                        valid_interval=args.valid_interval, splits=_split(args.splits),
+                        valid_interval=args.valid_interval, test_interval=args.test_interval, splits=_split(args.splits),
                         check_images=args.check_images, force=args.force, workers=args.workers, trusted=args.trust)
 
 

@@ -42,7 +42,11 @@ from lib.utils.safe_io import load_pickle, read_image
 TRAIN_SUBJECTS = ("S1", "S5", "S6", "S7", "S8")
 VALID_SUBJECTS = ("S9", "S11")
 SPLITS = {"train": TRAIN_SUBJECTS, "valid": VALID_SUBJECTS}
-DEFAULT_INTERVALS = {"train": 40, "valid": 100}
+DEFAULT_INTERVALS = {"train": 40, "valid": 100, "test": 100}
+# A dataset may name its own splits in a splits.json beside its cameras: {"subjects": {split:
+# [subject]}, "pose_only": {split: npz}} (the synthetic demo's valid/test plan and its image-free
+# lifter split); Human3.6M itself has none and keeps SPLITS.
+SPLIT_PLAN_FILE = "splits.json"
 NUM_JOINTS = 17
 ROOT_JOINT = 0
 
@@ -100,6 +104,33 @@ def find_camera_file(src, data_dir, cameras=None):
     return None
 
 
+def find_split_plan(src, data_dir):
+    """splits.json in src / data_dir / beside processed/ -> (path, dict), or (None, None)."""
+    places = [Path(src), data_dir] + ([data_dir.parent] if data_dir.name == "processed" else [])
+    for place in places:
+        if (place / SPLIT_PLAN_FILE).is_file():
+            path = place / SPLIT_PLAN_FILE
+            return path, json.loads(path.read_text())
+    return None, None
+
+
+def _carry_pose_only(plan_path, plan, dst):
+    """Copy the plan's pose-only splits (already index-format arrays) into dst -> {split: index entry}."""
+    from lib.utils.safe_io import load_npz
+    entries = {}
+    for split, file in (plan or {}).get("pose_only", {}).items():
+        source = plan_path.parent / file
+        arrays = load_npz(source, f"re-create {file} (run/make_demo_data.py --lifter-poses N)")
+        if (Path(dst) / f"{split}.npz").resolve() == source.resolve():
+            # prepared in place: rewriting would change the file the fingerprint was taken of
+            n = len(idx.check_split_arrays(arrays, NUM_JOINTS, where=str(source))["image"])
+        else:
+            n = idx.write_split(dst, split, arrays, NUM_JOINTS)
+        subjects = sorted(set(arrays["subject"].tolist()), key=lambda s: int(s[1:]))
+        entries[split] = {"file": f"{split}.npz", "count": n, "pose_only": True, "subjects": subjects}
+    return entries
+
+
 def _annot_files(data_dir):
     """-> sorted list of (subject, folder_name, annot_path, layout) for every S*/<action>/annot.*"""
     found = []
@@ -153,10 +184,13 @@ def _read_annot(path, layout, trusted=None):
     return out
 
 
-def _fingerprint(files, camera_file, intervals, check_images, splits):
+def _fingerprint(files, camera_file, intervals, check_images, splits, plan_path=None):
     h = hashlib.sha1()
     h.update(json.dumps({"version": idx.FORMAT_VERSION, "intervals": intervals, "check": check_images,
                          "splits": list(splits)}, sort_keys=True).encode())
+    if plan_path is not None:
+        plan = json.loads(plan_path.read_text())
+        files = list(files) + [plan_path] + [plan_path.parent / f for f in plan.get("pose_only", {}).values()]
     for f in files:
         st = f.stat()
         h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
@@ -288,12 +322,15 @@ def _empty_split_error(split, subjects, found_subjects, counts, data_dir, interv
 
 
 def prepare_h36m(src, dst, cameras=None, train_interval=40, valid_interval=100, splits=("train", "valid"),
-                 check_images=True, force=False, workers=None, progress=True, log=print, trusted=None):
+                 check_images=True, force=False, workers=None, progress=True, log=print, trusted=None,
+                 test_interval=100):
     """Build ``dst/index.json``, ``dst/<split>.npz`` and ``dst/stats.npz`` -> the index info dict.
 
     A no-op (returns the existing info) when the inputs and options are unchanged, unless ``force``.
     ``trusted``: paths (files or folders) whose ``annot.pkl`` may hold pickled code (``--trust``);
-    any other ``annot.pkl`` is read as plain data only.
+    any other ``annot.pkl`` is read as plain data only. A ``splits.json`` found beside the cameras
+    (:data:`SPLIT_PLAN_FILE`) replaces SPLITS' subject lists (it may add ``test``), and its pose-only
+    splits are copied into ``dst`` and indexed with ``pose_only: true``.
     """
     from lib.datasets.cameras import load_h36m_cameras
     t0 = time.time()
@@ -304,13 +341,16 @@ def prepare_h36m(src, dst, cameras=None, train_interval=40, valid_interval=100, 
     if not annots:
         raise FileNotFoundError(f"no S*/<action>/annot.h5 (h36m-fetch) or annot.pkl (L2D) under {data_dir}; "
                                 f"pass --src the h36m-fetch folder (with processed/) or the L2D data folder")
-    intervals = {"train": int(train_interval), "valid": int(valid_interval)}
+    intervals = {"train": int(train_interval), "valid": int(valid_interval), "test": int(test_interval)}
+    plan_path, plan = find_split_plan(src, data_dir)
+    split_subjects = {k: tuple(v) for k, v in plan["subjects"].items()} if plan else SPLITS
     for split in splits:
-        if split not in SPLITS:
-            raise BadValueError(f"unknown split {split!r}; known: {sorted(SPLITS)}")
+        if split not in split_subjects:
+            raise BadValueError(f"unknown split {split!r}; known: {sorted(split_subjects)}"
+                                f"{'' if plan else ' (a splits.json beside the cameras may name others)'}")
         if intervals[split] < 1:
             raise BadValueError(f"--{split}-interval must be >= 1, got {intervals[split]}")
-    fingerprint = _fingerprint([a[2] for a in annots], camera_file, intervals, check_images, splits)
+    fingerprint = _fingerprint([a[2] for a in annots], camera_file, intervals, check_images, splits, plan_path)
     old = None if force else idx.up_to_date_index(dst, "h36m", fingerprint, log)
     if old is not None:
         return old
@@ -331,7 +371,7 @@ def prepare_h36m(src, dst, cameras=None, train_interval=40, valid_interval=100, 
     train_arrays = None
     listing = {}
     for split in splits:
-        subjects = SPLITS[split]
+        subjects = split_subjects[split]
         counts = Counter(rows=0, sampled=0, skipped_root_not_visible=0, skipped_missing_image=0,
                          skipped_unreadable_image=0, skipped_black_image=0)
         parts, seqs = [], []
@@ -364,6 +404,7 @@ def prepare_h36m(src, dst, cameras=None, train_interval=40, valid_interval=100, 
             **{k: v for k, v in counts.items()}}
         info_splits[split] = {"file": f"{split}.npz", "count": n, "interval": intervals[split],
                               "subjects": list(subjects)}
+    info_splits.update(_carry_pose_only(plan_path, plan, dst))
     stats_info = write_train_stats(dst, train_arrays)
     info = {"dataset": "h36m", "num_joints": NUM_JOINTS, "image_root": image_rel, "splits": info_splits,
             "counts": {s: v["count"] for s, v in info_splits.items()},

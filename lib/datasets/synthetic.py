@@ -1,4 +1,4 @@
-"""Procedural stick-people seen by real Human3.6M cameras: a small demo dataset.
+"""Procedural people seen by real Human3.6M cameras: a small demo dataset.
 
 Shapes: ``T`` frames of a sequence, ``32`` joints of the Human3.6M annotation layout,
 ``(H, W)`` image size. Units are in the names (``_mm``, ``_cm``, ``_px``).
@@ -14,8 +14,28 @@ Two writers share one pose generator and one renderer:
 * :func:`make_panoptic_demo` writes the CMU panoptic-toolbox layout with a synthetic ring of 5 HD
   cameras (1920x1080) and the L2D projection model of docs/original.md#cmu-panoptic-data
 
-Everything is deterministic for a given seed (one numpy Generator per sequence keyed by
-(seed, subject, action)).
+What the images hold, and why (the miniature's 2D errors should look like a real detector's):
+
+* a person of shaded volumes drawn far-to-near (self-occlusion in depth order), dressed per subject
+  (shirt, trousers, shoes, skin, hair) identically on both sides: no colour or mark names left or
+  right. The head has hair on the back and a face (eyes, nose) on the front, so front and back can
+  be told apart as on a real person, and left/right only through that and the 3D arrangement;
+  left/right inversions become possible, as with real detectors;
+* static backgrounds with clutter (boxes, discs, poles, limb-like bars in clothing and skin colours);
+* in a share of the camera views (:data:`OCCLUDED_VIEW_RATE`) a static foreground object (furniture,
+  a pillar, a round object) in front of the person, covering joints in some frames;
+* each take wanders on the floor (:data:`FLOOR_WANDER_MM`) so that limbs sometimes leave a camera's
+  frame (truncation), the pelvis always staying in every view (:func:`place_in_view`).
+
+Annotations are always the exact projections: occluded and truncated joints keep their true
+coordinates, as Human3.6M's motion capture does.
+
+Splits: :func:`make_h36m_demo` can write a split plan ``splits.json`` (S9 valid for selection, S11
+test for reporting) and :func:`write_pose_only_split` an image-free ``train_poses`` split for the
+lifters (other takes of the training subjects), both read by ``lib/datasets/prepare_h36m.py``.
+
+Everything is deterministic for a given seed (one numpy Generator per purpose and sequence, keyed by
+(seed, subject, action[, take])).
 """
 import json
 import time
@@ -25,6 +45,8 @@ import cv2
 import h5py
 import numpy as np
 
+from lib.core.skeleton import H36M32_TO_17
+from lib.datasets import index as idx
 from lib.datasets.cameras import (H36M_CAMERA_IDS, PANOPTIC_AXIS_M, load_h36m_cameras,
                                   project_h36m, project_panoptic)
 
@@ -37,6 +59,7 @@ H36M32_USED = (0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 15, 17, 18, 19, 25, 26, 27)
 
 TRAIN_SUBJECTS = ("S1", "S5", "S6", "S7", "S8")
 VALID_SUBJECTS = ("S9", "S11")
+TEST_SUBJECTS = ("S11",)       # with a test split (make_h36m_demo(test_split=True)): reporting only
 
 # h36m-fetch action ids (metadata.xml; 1 = "_ALL" is excluded there)
 H36M_ACTION_IDS = {"Directions": 2, "Discussion": 3, "Eating": 4, "Greeting": 5, "Phoning": 6,
@@ -254,13 +277,15 @@ def forward_kinematics(angles, bones, root_xy_mm, yaw):
 
 
 def generate_sequence(seed, subject, action, num_frames, t0=0.0, seconds_per_frame=SECONDS_PER_FRAME,
-                      root_scale=1.0):
-    """One sequence of world joints (T,32,3) mm, deterministic per (seed, subject, action).
+                      root_scale=1.0, take=1):
+    """One sequence of world joints (T,32,3) mm, deterministic per (seed, subject, action, take).
 
     ``root_scale`` shrinks the floor path about the world origin (smaller capture volumes).
+    ``take`` > 1: another recording of the same subject doing the same action (new phases, path and
+    heading from the same distribution), like Human3.6M's second subaction; take 1 is the rendered one.
     """
     style = subject_style(seed, subject)
-    rng = np.random.default_rng([seed, int(subject.lstrip("S")), H36M_ACTION_IDS.get(action, 99), 1])
+    rng = np.random.default_rng(_take_key([seed, int(subject.lstrip("S")), H36M_ACTION_IDS.get(action, 99), 1], take))
     t = t0 + np.arange(num_frames) * seconds_per_frame
     angles, root_xy, yaw = _action_angles(action, t, rng, style)
     return forward_kinematics(angles, style["bones"], root_xy * root_scale, yaw)
@@ -269,27 +294,182 @@ def generate_sequence(seed, subject, action, num_frames, t0=0.0, seconds_per_fra
 # ---------------------------------------------------------------------------------------------
 # Rendering
 # ---------------------------------------------------------------------------------------------
-COLOR_RIGHT = (40, 60, 215)    # BGR: red
-COLOR_LEFT = (215, 110, 30)    # BGR: blue
-COLOR_TORSO = (60, 170, 70)    # BGR: green
-COLOR_HEAD = (120, 170, 225)   # BGR: skin
-
-# (joint a, joint b, colour, radius mm)
-LIMBS = (
-    (1, 2, COLOR_RIGHT, 75), (2, 3, COLOR_RIGHT, 55), (3, 4, COLOR_RIGHT, 40),
-    (6, 7, COLOR_LEFT, 75), (7, 8, COLOR_LEFT, 55), (8, 9, COLOR_LEFT, 40),
-    (25, 26, COLOR_RIGHT, 48), (26, 27, COLOR_RIGHT, 40), (27, 30, COLOR_RIGHT, 35),
-    (17, 18, COLOR_LEFT, 48), (18, 19, COLOR_LEFT, 40), (19, 22, COLOR_LEFT, 35),
-    (0, 12, COLOR_TORSO, 120), (12, 13, COLOR_TORSO, 125), (13, 14, COLOR_TORSO, 50),
-    (1, 6, COLOR_TORSO, 80), (17, 25, COLOR_TORSO, 65), (0, 1, COLOR_TORSO, 70), (0, 6, COLOR_TORSO, 70),
+# (joint a, joint b, surface, radius mm). A left limb and its right twin share one surface: on a
+# real body both sides wear the same clothes and skin, so left and right can only be told apart
+# from the body's 3D arrangement (the face, the feet pointing forward, what hides what), as in a
+# real image. "sleeve" is the forearm: the shirt's colour, or skin for short sleeves.
+BODY_PARTS = (
+    (1, 2, "bottom", 75), (2, 3, "bottom", 55), (3, 4, "shoe", 40),
+    (6, 7, "bottom", 75), (7, 8, "bottom", 55), (8, 9, "shoe", 40),
+    (25, 26, "top", 48), (26, 27, "sleeve", 40), (27, 30, "skin", 35),
+    (17, 18, "top", 48), (18, 19, "sleeve", 40), (19, 22, "skin", 35),
+    (0, 12, "top", 120), (12, 13, "top", 125), (13, 14, "skin", 50),
+    (1, 6, "bottom", 80), (17, 25, "top", 65), (0, 1, "bottom", 70), (0, 6, "bottom", 70),
 )
 HEAD_RADIUS_MM = 105.0
+# Head features: (surface, offset in head radii along (right, forward, up), radius in head radii,
+# "face" = only where the face is turned towards the camera). Hair sits on the back and top, the
+# face and nose on the front: front and back of the head are visible as on a real person, while
+# the two eyes and two ears are mirror images of each other and name no side.
+HEAD_FEATURES = (
+    ("hair", (0.0, -0.22, 0.18), 0.93, False),
+    ("skin", (0.0, 0.12, -0.06), 0.86, False),
+    ("skin", (0.93, -0.05, 0.0), 0.2, False), ("skin", (-0.93, -0.05, 0.0), 0.2, False),
+    ("eye", (0.33, 0.82, 0.14), 0.11, True), ("eye", (-0.33, 0.82, 0.14), 0.11, True),
+    ("nose", (0.0, 0.97, -0.12), 0.17, True),
+)
+FACE_VISIBLE_COS = 0.15       # face features drawn when the face turns at least ~9 deg towards the camera
+SKIN_TONES_BGR = ((95, 125, 170), (120, 160, 210), (150, 190, 235), (60, 85, 125), (80, 115, 160))
 _SHIFT = 4                     # cv2 sub-pixel drawing: coordinates in 1/16 px
 _SCALE = 1 << _SHIFT
 
 
+def _hsv_colour(rng, saturation, value):
+    hsv = np.array([[[rng.uniform(0, 180), rng.uniform(*saturation), rng.uniform(*value)]]], np.float32)
+    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR)[0, 0].astype(np.float64)
+
+
+def subject_look(seed, subject):
+    """Per-subject clothes and skin (BGR float), deterministic per seed; the same on both sides."""
+    rng = np.random.default_rng([seed, int(subject.lstrip("S")), 2])
+    skin = np.asarray(SKIN_TONES_BGR[rng.integers(len(SKIN_TONES_BGR))], np.float64) * rng.uniform(0.92, 1.08)
+    top = _hsv_colour(rng, (20, 220), (50, 230))
+    look = dict(skin=skin, top=top, bottom=_hsv_colour(rng, (10, 160), (30, 170)),
+                shoe=np.full(3, rng.uniform(15, 70)), hair=_hsv_colour(rng, (40, 160), (15, 90)),
+                eye=np.full(3, 25.0), nose=0.82 * skin)
+    look["sleeve"] = skin if rng.random() < 0.4 else top
+    return look
+
+
+def _shade(color, factor):
+    return tuple(int(min(255, max(0, v * factor))) for v in color)
+
+
+def _head_axes(joints_cam):
+    """Unit (right, forward, up) of the head in the camera frame from thorax, neck/nose and head.
+
+    The three points span the head's mid-sagittal plane, so its normal is the head's right; up is
+    along neck -> head and forward completes the frame (a few degrees off the skull's forward, which
+    only moves the drawn face, never the annotation)."""
+    a = joints_cam[14] - joints_cam[13]
+    up = joints_cam[15] - joints_cam[14]
+    right = np.cross(a, up)
+    right = right / max(np.linalg.norm(right), 1e-9)
+    up = up / max(np.linalg.norm(up), 1e-9)
+    forward = np.cross(up, right)
+    return np.stack([right, forward / max(np.linalg.norm(forward), 1e-9), up])
+
+
+def _draw_limb(image, p0, p1, r_px, color):
+    # concentric bands, dark rim to bright core: a lit cylinder seen side-on
+    q0 = tuple(int(round(v * _SCALE)) for v in p0)
+    q1 = tuple(int(round(v * _SCALE)) for v in p1)
+    for frac, factor in ((1.0, 0.5), (0.8, 0.75), (0.55, 1.0), (0.22, 1.3)):
+        thick = max(1, int(round(2 * r_px * frac)))
+        cv2.line(image, q0, q1, _shade(color, factor), thick, cv2.LINE_AA, _SHIFT)
+
+
+def _draw_ball(image, centre_px, r_px, color, light_dx):
+    for frac, factor, dx in ((1.0, 0.55, 0.0), (0.8, 0.85, 0.1), (0.45, 1.1, 0.25)):
+        c = tuple(int(round((v + light_dx * dx * r_px) * _SCALE)) for v in centre_px)
+        cv2.circle(image, c, max(1, int(round(r_px * frac * _SCALE))), _shade(color, factor), -1, cv2.LINE_AA,
+                   _SHIFT)
+
+
+def _draw_head(image, centre_px, centre_cam, joints_cam, focal_px, look, light, light_dx):
+    axes = _head_axes(joints_cam)
+    z = centre_cam[2]
+    toward_camera = -centre_cam / np.linalg.norm(centre_cam)
+    face_cos = float(axes[1] @ toward_camera)
+    offsets = np.array([f[1] for f in HEAD_FEATURES]) @ axes * HEAD_RADIUS_MM        # (F,3) camera mm
+    # small offsets project through the local pinhole Jacobian at the head centre
+    uv = centre_px + focal_px / z * (offsets[:, :2] - np.outer(offsets[:, 2], centre_cam[:2] / z))
+    depth = z + offsets[:, 2]
+    for i in np.argsort(-depth, kind="stable"):
+        surface, _off, radius, on_face = HEAD_FEATURES[i]
+        if on_face and face_cos < FACE_VISIBLE_COS:
+            continue
+        r_px = focal_px * radius * HEAD_RADIUS_MM / depth[i]
+        color = look[surface] * light
+        if on_face:
+            cv2.circle(image, tuple(int(round(v * _SCALE)) for v in uv[i]), max(1, int(round(r_px * _SCALE))),
+                       _shade(color, 1.0), -1, cv2.LINE_AA, _SHIFT)
+        else:
+            _draw_ball(image, uv[i], r_px, color, light_dx)
+
+
+def render_person(image, joints_px, joints_cam, focal_px, look=None, light=1.0, light_dx=-1.0):
+    """Draw a depth-ordered shaded person in place; returns ``image``.
+
+    image (H,W,3) uint8 BGR; joints_px (32,2) pixel coords; joints_cam (32,3) camera-frame joints
+    (x right, y down, z forward) in the unit of the radii (mm) when focal_px is in px:
+    radius_px = focal_px * r / depth. ``look``: :func:`subject_look` (default: that of S1, seed 0);
+    ``light`` scales every surface colour; ``light_dx`` (+-1) the side the head's highlight is on.
+    """
+    look = subject_look(0, "S1") if look is None else look
+    joints_cam = np.asarray(joints_cam, np.float64)
+    depth = joints_cam[:, 2]
+    head_cam = 0.3 * joints_cam[14] + 0.7 * joints_cam[15]
+    head_px = 0.3 * joints_px[14] + 0.7 * joints_px[15]
+    items = [(0.5 * (depth[a] + depth[b]), k) for k, (a, b, _s, _r) in enumerate(BODY_PARTS)]
+    items.append((head_cam[2], -1))
+    items.sort(key=lambda item: -item[0])             # far first
+    for z, k in items:
+        if z <= 1e-6:
+            continue
+        if k < 0:
+            _draw_head(image, head_px, head_cam, joints_cam, focal_px, look, light, light_dx)
+            continue
+        a, b, surface, radius = BODY_PARTS[k]
+        _draw_limb(image, joints_px[a], joints_px[b], focal_px * radius / z, look[surface] * light)
+    return image
+
+
+# ---------------------------------------------------------------------------------------------
+# Scene: background clutter, foreground occluders
+# ---------------------------------------------------------------------------------------------
+def _add_clutter(image, rng, count):
+    """Static scene objects drawn into an (H,W,3) uint8 background: boxes, discs, poles and limb-like
+    bars in random and in clothing/skin colours, so that the detector meets person-like and
+    edge-rich structure off the person, as in real rooms (furniture, posters, other people)."""
+    h, w = image.shape[:2]
+    size = max(h, w)
+    for _ in range(count):
+        # poles are few in real rooms; boxes and rounder things many
+        kind = rng.choice(4, p=(0.35, 0.25, 0.1, 0.3))
+        color = _hsv_colour(rng, (0, 200), (30, 235))
+        centre = rng.uniform(0, 1, 2) * (w, h)
+        if kind == 0:                                 # box: furniture, door, poster
+            half = rng.uniform(0.03, 0.16, 2) * size
+            p0, p1 = np.round(centre - half).astype(int), np.round(centre + half).astype(int)
+            cv2.rectangle(image, tuple(p0), tuple(p1), _shade(color, 1.0), -1)
+            cv2.rectangle(image, tuple(p0), tuple(p1), _shade(color, 0.6), max(1, size // 200))
+        elif kind == 1:                               # disc or oval: lamp, plant, ball
+            axes = tuple(int(v) for v in np.round(rng.uniform(0.02, 0.09, 2) * size))
+            _ellipse(image, centre, axes, rng.uniform(0, 180), color)
+        elif kind == 2:                               # pole: a thin vertical-ish bar across the room
+            x = centre[0]
+            tilt = rng.uniform(-0.1, 0.1) * h
+            _draw_limb(image, (x - tilt, 0.0), (x + tilt, float(h)), rng.uniform(0.005, 0.02) * size, color)
+        else:                                         # limb-like bar: the shape a detector could take for an arm
+            if rng.random() < 0.5:
+                color = SKIN_TONES_BGR[rng.integers(len(SKIN_TONES_BGR))]
+            length = rng.uniform(0.06, 0.2) * size
+            ang = rng.uniform(0, np.pi)
+            d = 0.5 * length * np.array([np.cos(ang), np.sin(ang)])
+            _draw_limb(image, centre - d, centre + d, rng.uniform(0.008, 0.025) * size, np.asarray(color, float))
+    return image
+
+
+def _ellipse(image, centre, axes, angle, color, value=None):
+    c = tuple(int(round(v * _SCALE)) for v in centre)
+    ax = tuple(max(1, int(round(v * _SCALE))) for v in axes)
+    fill = _shade(color, 1.0) if value is None else value
+    cv2.ellipse(image, c, ax, angle, 0, 360, fill, -1, cv2.LINE_AA, _SHIFT)
+
+
 def make_background(rng, width, height):
-    """Textured (H,W,3) uint8 background: gradient + checker + blurred noise + floor band."""
+    """Textured (H,W,3) uint8 background: gradient + checker + clutter + blurred noise + floor band."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     c0, c1 = rng.uniform(40, 215, size=(2, 3)).astype(np.float32)
     ang = rng.uniform(0, 2 * np.pi)
@@ -299,6 +479,7 @@ def make_background(rng, width, height):
     cell = rng.uniform(0.04, 0.15) * max(width, height)
     checker = ((np.floor(xx / cell) + np.floor(yy / cell)) % 2)[..., None] * 2 - 1
     img += checker * rng.uniform(6, 22)
+    img = _add_clutter(np.clip(img, 0, 255).astype(np.uint8), rng, int(rng.integers(6, 15))).astype(np.float32)
     noise = rng.normal(0, 1, size=(max(height // 4, 2), max(width // 4, 2), 3)).astype(np.float32)
     noise = cv2.resize(cv2.GaussianBlur(noise, (0, 0), 1.0), (width, height), interpolation=cv2.INTER_LINEAR)
     img += noise * rng.uniform(8, 20)
@@ -307,43 +488,54 @@ def make_background(rng, width, height):
     return np.clip(img, 12, 245).astype(np.uint8)
 
 
-def _shade(color, factor):
-    return tuple(int(min(255, max(0, v * factor))) for v in color)
+# Share of (sequence, camera) views that get a foreground object between the camera and the person.
+OCCLUDED_VIEW_RATE = 0.4
 
 
-def render_person(image, joints_px, depth, focal_px):
-    """Draw a depth-ordered shaded stick person in place.
+def make_occluder(rng, track_px, width, height):
+    """A static foreground object for one (sequence, camera) view, or None.
 
-    image (H,W,3) uint8 BGR; joints_px (32,2) pixel coords; depth (32,) camera-frame depth in the
-    same unit as the limb radii (mm) when focal_px is in px — radius_px = focal_px * r / depth.
+    track_px (T,32,2): the person's joints over the sequence; the object is placed over the person's
+    box at one random frame, so it covers joints in some frames and none in others as the person
+    moves. Kinds: a piece of furniture standing on the floor in front (its base lower in the image
+    than the person's feet), a pillar over the whole image height, or a rounder object (plant, bag).
+    -> (overlay (H,W,3) uint8, mask (H,W) bool): draw ``overlay`` where ``mask`` after the person.
     """
-    items = []
-    for a, b, color, radius in LIMBS:
-        z = 0.5 * (depth[a] + depth[b])
-        items.append((z, "limb", (a, b, color, radius)))
-    head_c = 0.3 * joints_px[14] + 0.7 * joints_px[15]
-    head_z = 0.3 * depth[14] + 0.7 * depth[15]
-    items.append((head_z, "head", (head_c,)))
-    items.sort(key=lambda item: -item[0])             # far first
-    for z, kind, data in items:
-        if z <= 1e-6:
-            continue
-        if kind == "limb":
-            a, b, color, radius = data
-            r_px = focal_px * radius / z
-            p0 = tuple(int(round(v * _SCALE)) for v in joints_px[a])
-            p1 = tuple(int(round(v * _SCALE)) for v in joints_px[b])
-            for frac, factor in ((1.0, 0.5), (0.8, 0.75), (0.55, 1.0), (0.22, 1.3)):
-                thick = max(1, int(round(2 * r_px * frac)))
-                cv2.line(image, p0, p1, _shade(color, factor), thick, cv2.LINE_AA, _SHIFT)
-        else:
-            (centre,) = data
-            r_px = focal_px * HEAD_RADIUS_MM / z
-            for frac, factor, dx in ((1.0, 0.55, 0.0), (0.85, 0.8, -0.08), (0.55, 1.05, -0.18), (0.25, 1.3, -0.28)):
-                c = tuple(int(round((v + dx * r_px) * _SCALE)) for v in centre)
-                cv2.circle(image, c, max(1, int(round(r_px * frac * _SCALE))), _shade(COLOR_HEAD, factor),
-                           -1, cv2.LINE_AA, _SHIFT)
-    return image
+    if rng.random() >= OCCLUDED_VIEW_RATE:
+        return None
+    pts = track_px[rng.integers(len(track_px))][list(H36M32_USED)]
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    box_w, box_h = np.maximum(hi - lo, 4.0)
+    mask = np.zeros((height, width), np.uint8)
+    kind = rng.integers(3)
+    if kind == 0:
+        half_w = 0.5 * rng.uniform(0.5, 1.2) * box_w
+        bottom = hi[1] + rng.uniform(0.0, 0.15) * box_h
+        top = bottom - rng.uniform(0.25, 0.55) * box_h
+        cx = rng.uniform(lo[0], hi[0])
+        p0, p1 = (int(round(cx - half_w)), int(round(top))), (int(round(cx + half_w)), int(round(bottom)))
+        cv2.rectangle(mask, p0, p1, 255, -1)
+    elif kind == 1:
+        cx = rng.uniform(lo[0], hi[0])
+        tilt = rng.uniform(-0.05, 0.05) * height
+        cv2.line(mask, (int(round(cx - tilt)), 0), (int(round(cx + tilt)), height),
+                 255, max(2, int(round(rng.uniform(0.15, 0.35) * box_w))))
+    else:
+        centre = rng.uniform(lo, hi)
+        axes = rng.uniform(0.15, 0.3, 2) * box_h
+        _ellipse(mask, centre, axes, rng.uniform(0, 180), None, value=255)
+    return _occluder_texture(rng, width, height), mask > 127
+
+
+def _occluder_texture(rng, width, height):
+    """Flat colour under a soft light gradient and faint stripes (wood, fabric)."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    color = _hsv_colour(rng, (0, 220), (30, 220)).astype(np.float32)
+    ang = rng.uniform(0, 2 * np.pi)
+    grad = 0.8 + 0.4 * (np.cos(ang) * xx / width + np.sin(ang) * yy / height)
+    period = rng.uniform(0.01, 0.05) * max(width, height)
+    stripes = 1.0 + rng.uniform(0.0, 0.12) * np.sin(2 * np.pi * (xx if rng.random() < 0.5 else yy) / period)
+    return np.clip(color * (grad * stripes)[..., None], 0, 255).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,14 +570,83 @@ def _l2d_camera_json(scaled, subjects):
             "intrinsics": intrinsics, "extrinsics": extrinsics}
 
 
-def _sequence_rng(seed, subject, action, purpose):
-    return np.random.default_rng([seed, int(subject.lstrip("S")), H36M_ACTION_IDS[action], purpose])
+def _take_key(key, take):
+    """rng key of a take: take 1 keeps the key it always had (its motion is the one rendered so far)."""
+    return list(key) if int(take) == 1 else list(key) + [int(take)]
+
+
+def _sequence_rng(seed, subject, action, purpose, take=1):
+    return np.random.default_rng(_take_key([seed, int(subject.lstrip("S")), H36M_ACTION_IDS[action], purpose], take))
 
 
 def h36m_background(seed, subject, action, cam_index, width, height):
     """The static background of one (sequence, camera), exactly as the writer uses it."""
     rng = _sequence_rng(seed, subject, action, 100 + cam_index)
     return make_background(rng, width, height)
+
+
+def h36m_occluder(seed, subject, action, cam_index, track_px, width, height):
+    """The foreground object of one (sequence, camera) -> (overlay, mask) or None, as the writer uses it."""
+    return make_occluder(_sequence_rng(seed, subject, action, 200 + cam_index), track_px, width, height)
+
+
+def _lighting(seed, subject, action, cam_index):
+    rng = _sequence_rng(seed, subject, action, 300 + cam_index)
+    return rng.uniform(0.8, 1.15), float(rng.choice([-1.0, 1.0]))
+
+
+# Each take is moved on the floor by up to this much (x and y): people also stand and walk near the
+# edges of a camera's view, where part of the body leaves the frame (truncation), while Human3.6M's
+# own volume keeps everybody in view.
+FLOOR_WANDER_MM = 2500.0
+# ...as far as the pelvis stays this share of the image size inside every view of the subject: the
+# preparation drops frames whose pelvis is outside (as with Human3.6M), and a person whose centre
+# leaves the image is no longer the detector's input.
+PELVIS_MARGIN = 0.02
+
+
+def camera_view(world_mm, cam):
+    """(T,32,3) world mm -> (camera-frame mm (T,32,3), exact projection px (T,32,2))."""
+    cam_mm = world_mm @ cam["R"].T + cam["t_mm"]
+    return cam_mm, project_h36m(cam_mm, cam["f"], cam["c"], cam["k"], cam["p"])
+
+
+def place_in_view(world_mm, offset_xy_mm, cams, margin=PELVIS_MARGIN):
+    """Shift a take by the largest share (1, 0.9, ..., 0) of ``offset_xy_mm`` whose pelvis stays
+    inside every camera of ``cams`` ({id: camera}, scaled) for every frame; (T,32,3) mm."""
+    shares = np.linspace(1.0, 0.0, 11)
+    shift = shares[:, None] * np.r_[offset_xy_mm, 0.0]                       # (11,3)
+    pelvis = world_mm[None, :, 0] + shift[:, None]                           # (11,T,3)
+    ok = np.ones(len(shares), bool)
+    for cam in cams.values():
+        cam_mm, uv = camera_view(pelvis, cam)
+        lo = margin * np.array([cam["width"], cam["height"]])
+        hi = np.array([cam["width"], cam["height"]]) - lo
+        ok &= ((uv >= lo) & (uv <= hi)).all(axis=(1, 2)) & (cam_mm[..., 2] > 0).all(axis=1)
+    best = shift[np.argmax(ok)] if ok.any() else np.zeros(3)
+    return world_mm + best
+
+
+def h36m_take(seed, subject, action, num_frames, cams, take=1):
+    """World joints (T,32,3) mm of one take as the writers use it: :func:`generate_sequence` moved
+    on the floor by the take's own offset, within :func:`place_in_view` of the subject's ``cams``."""
+    world = generate_sequence(seed, subject, action, num_frames, take=take)
+    offset = _sequence_rng(seed, subject, action, 3, take).uniform(-FLOOR_WANDER_MM, FLOOR_WANDER_MM, 2)
+    return place_in_view(world, offset, cams)
+
+
+def joint_visibility(track_px, width, height, mask=None):
+    """Of the 17 used joints: (truncated (T,17) bool: outside the image, as the preparation's
+    joints_vis; occluded (T,17) bool: inside it but under the foreground object ``mask``)."""
+    pts = np.asarray(track_px)[:, list(H36M32_USED)]
+    x, y = pts[..., 0], pts[..., 1]
+    inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
+    occluded = np.zeros_like(inside)
+    if mask is not None:
+        xi = np.clip(np.floor(x), 0, width - 1).astype(np.int64)
+        yi = np.clip(np.floor(y), 0, height - 1).astype(np.int64)
+        occluded = inside & mask[yi, xi]
+    return ~inside, occluded
 
 
 def _encode_jpg(path, image, quality):
@@ -395,8 +656,100 @@ def _encode_jpg(path, image, quality):
     path.write_bytes(buf.tobytes())
 
 
+def _write_annot(path, subject, action, cam_ids, scaled, rows_2d, rows_3d, frames):
+    n = len(cam_ids) * frames
+    with h5py.File(path, "w") as f:
+        f.create_dataset("pose/2d", data=np.concatenate(rows_2d).astype(np.float32))
+        f.create_dataset("pose/3d", data=np.concatenate(rows_3d).astype(np.float32))
+        f.create_dataset("camera", data=np.repeat(np.array([int(c) for c in cam_ids], np.int64), frames))
+        f.create_dataset("frame", data=np.tile(np.arange(1, frames + 1, dtype=np.int64), len(cam_ids)))
+        f.create_dataset("subject", data=np.full(n, int(subject.lstrip("S")), np.int64))
+        f.create_dataset("action", data=np.full(n, H36M_ACTION_IDS[action], np.int64))
+        f.create_dataset("subaction", data=np.full(n, 1, np.int64))
+        for cam_id in cam_ids:
+            cam = scaled[subject][cam_id]
+            f.create_dataset(f"intrinsics/{cam_id}", data=np.array(
+                [cam["f"][0], cam["c"][0], cam["f"][1], cam["c"][1]], np.float64))
+
+
+def _render_view(img_dir, seed, subject, action, ci, cam, cam_mm, uv, jpeg_quality):
+    """Write one camera's frames of a take; -> (visibility counts (4,), middle frame image)."""
+    width, height = cam["width"], cam["height"]
+    background = h36m_background(seed, subject, action, ci, width, height)
+    occluder = h36m_occluder(seed, subject, action, ci, uv, width, height)
+    look = subject_look(seed, subject)
+    light, light_dx = _lighting(seed, subject, action, ci)
+    focal = float(cam["f"].mean())
+    img_dir.mkdir(parents=True, exist_ok=True)
+    middle = None
+    for i in range(len(uv)):
+        image = render_person(background.copy(), uv[i], cam_mm[i], focal, look, light, light_dx)
+        if occluder is not None:
+            np.copyto(image, occluder[0], where=occluder[1][..., None])
+        _encode_jpg(img_dir / f"img_{i + 1:06d}.jpg", image, jpeg_quality)
+        if i == len(uv) // 2:
+            middle = image
+    return _view_counts(uv, width, height, occluder), middle
+
+
+def _view_counts(uv, width, height, occluder):
+    """(truncated joints, occluded joints, frames with any truncated, frames with any occluded)."""
+    truncated, occluded = joint_visibility(uv, width, height, None if occluder is None else occluder[1])
+    return np.array([truncated.sum(), occluded.sum(), truncated.any(1).sum(), occluded.any(1).sum()])
+
+
+def _rates(seen, frames):
+    frames = max(int(frames), 1)
+    return dict(truncated_joints=float(seen[0]) / (17 * frames), occluded_joints=float(seen[1]) / (17 * frames),
+                truncated_frames=float(seen[2]) / frames, occluded_frames=float(seen[3]) / frames)
+
+
+def _demo_takes(seed, subjects, frames_per_seq, actions_per_subject, held_out_actions, held_out_frames):
+    """(subject, action, frames) of every rendered take of the demo."""
+    for subject in subjects:
+        held_out = subject not in TRAIN_SUBJECTS
+        n_actions = held_out_actions if held_out and held_out_actions else actions_per_subject
+        frames = held_out_frames if held_out and held_out_frames else frames_per_seq
+        for action in subject_actions(seed, subject, n_actions):
+            yield subject, action, frames
+
+
+def visibility_rates(seed=0, frames_per_seq=80, image_size=256, actions_per_subject=2,
+                     subjects=TRAIN_SUBJECTS + VALID_SUBJECTS, held_out_actions=None, held_out_frames=None):
+    """The truncation and occlusion shares :func:`make_h36m_demo` reports for the same arguments,
+    from the annotations and occluder masks alone (nothing rendered)."""
+    scaled = scaled_h36m_cameras(image_size)
+    seen, total = np.zeros(4, np.int64), 0
+    for subject, action, frames in _demo_takes(seed, subjects, frames_per_seq, actions_per_subject,
+                                               held_out_actions, held_out_frames):
+        world_mm = h36m_take(seed, subject, action, frames, scaled[subject])
+        for ci, cam_id in enumerate(sorted(H36M_CAMERA_IDS)):
+            cam = scaled[subject][cam_id]
+            _cam_mm, uv = camera_view(world_mm, cam)
+            occluder = h36m_occluder(seed, subject, action, ci, uv, cam["width"], cam["height"])
+            seen += _view_counts(uv, cam["width"], cam["height"], occluder)
+            total += frames
+    return _rates(seen, total)
+
+
+def split_subjects(subjects, test_split):
+    """{split: subjects} of the demo: train = the training subjects; without ``test_split`` every
+    held-out subject is ``valid`` (as Human3.6M's S9 + S11); with it S9 is ``valid`` (checkpoint
+    selection) and S11 is ``test`` (the reported figures), so choosing and reporting never share a
+    subject."""
+    plan = {"train": [s for s in subjects if s in TRAIN_SUBJECTS]}
+    held_out = [s for s in subjects if s not in TRAIN_SUBJECTS]
+    if test_split:
+        plan["valid"] = [s for s in held_out if s not in TEST_SUBJECTS]
+        plan["test"] = [s for s in held_out if s in TEST_SUBJECTS]
+    else:
+        plan["valid"] = held_out
+    return plan
+
+
 def make_h36m_demo(dst, seed=0, frames_per_seq=30, image_size=256, actions_per_subject=2,
-                   subjects=TRAIN_SUBJECTS + VALID_SUBJECTS, jpeg_quality=90, preview=True):
+                   subjects=TRAIN_SUBJECTS + VALID_SUBJECTS, jpeg_quality=90, preview=True,
+                   held_out_actions=None, held_out_frames=None, test_split=False):
     """Write the synthetic Human3.6M demo set under ``dst``; returns a summary dict.
 
     Layout: ``dst/processed/<S>/<Action>-1/annot.h5`` and ``.../imageSequence/<cam>/img_%06d.jpg``
@@ -404,6 +757,13 @@ def make_h36m_demo(dst, seed=0, frames_per_seq=30, image_size=256, actions_per_s
     ``dst/preview.jpg``. annot.h5: pose/2d (N,32,2) float32 px, pose/3d (N,32,3) float32
     camera-frame mm, camera/frame/subject/action/subaction (N,) int64, intrinsics/<cam> (4,)
     [fx, cx, fy, cy]; rows camera after camera (N = 4 * frames_per_seq).
+
+    Held-out subjects (not in TRAIN_SUBJECTS) perform ``held_out_actions`` actions (default
+    ``actions_per_subject``; 8 = every demo action, as Human3.6M's test subjects perform every action)
+    of ``held_out_frames`` frames (default ``frames_per_seq``). ``test_split``: also write
+    ``dst/splits.json`` (:func:`split_subjects`) for the preparation: S9 ``valid``, S11 ``test``.
+    The summary counts the 17 used joints outside the image (``truncated_joints``) and under a
+    foreground object (``occluded_joints``) as shares of all joints, and the shares of frames with any.
     """
     start = time.time()
     dst = Path(dst)
@@ -412,47 +772,143 @@ def make_h36m_demo(dst, seed=0, frames_per_seq=30, image_size=256, actions_per_s
     (dst / "processed").mkdir(parents=True, exist_ok=True)
     with open(dst / "camera_parameters.json", "w") as fh:
         json.dump(_l2d_camera_json(scaled, subjects), fh, indent=1)
-    counts, sheet = {}, []
-    for subject in subjects:
-        actions = subject_actions(seed, subject, actions_per_subject)
-        for action in actions:
-            world_mm = generate_sequence(seed, subject, action, frames_per_seq)
-            seq_dir = dst / "processed" / subject / f"{action}-1"
-            rows_2d, rows_3d = [], []
-            for ci, cam_id in enumerate(cam_ids):
-                cam = scaled[subject][cam_id]
-                cam_mm = world_mm @ cam["R"].T + cam["t_mm"]
-                uv = project_h36m(cam_mm, cam["f"], cam["c"], cam["k"], cam["p"])
-                rows_3d.append(cam_mm)
-                rows_2d.append(uv)
-                background = h36m_background(seed, subject, action, ci, cam["width"], cam["height"])
-                img_dir = seq_dir / "imageSequence" / cam_id
-                img_dir.mkdir(parents=True, exist_ok=True)
-                for i in range(frames_per_seq):
-                    image = render_person(background.copy(), uv[i], cam_mm[i, :, 2], float(cam["f"].mean()))
-                    _encode_jpg(img_dir / f"img_{i + 1:06d}.jpg", image, jpeg_quality)
-                    if preview and i == frames_per_seq // 2 and len(sheet) < 16 and ci in (0, 3):
-                        sheet.append((image, uv[i]))
-            n = 4 * frames_per_seq
-            with h5py.File(seq_dir / "annot.h5", "w") as f:
-                f.create_dataset("pose/2d", data=np.concatenate(rows_2d).astype(np.float32))
-                f.create_dataset("pose/3d", data=np.concatenate(rows_3d).astype(np.float32))
-                f.create_dataset("camera", data=np.repeat(np.array([int(c) for c in cam_ids], np.int64),
-                                                          frames_per_seq))
-                f.create_dataset("frame", data=np.tile(np.arange(1, frames_per_seq + 1, dtype=np.int64), 4))
-                f.create_dataset("subject", data=np.full(n, int(subject.lstrip("S")), np.int64))
-                f.create_dataset("action", data=np.full(n, H36M_ACTION_IDS[action], np.int64))
-                f.create_dataset("subaction", data=np.full(n, 1, np.int64))
-                for cam_id in cam_ids:
-                    cam = scaled[subject][cam_id]
-                    f.create_dataset(f"intrinsics/{cam_id}", data=np.array(
-                        [cam["f"][0], cam["c"][0], cam["f"][1], cam["c"][1]], np.float64))
-            counts[subject] = counts.get(subject, 0) + n
+    counts, sheet, seen = {}, [], np.zeros(4, np.int64)
+    for subject, action, frames in _demo_takes(seed, subjects, frames_per_seq, actions_per_subject,
+                                               held_out_actions, held_out_frames):
+        world_mm = h36m_take(seed, subject, action, frames, scaled[subject])
+        seq_dir = dst / "processed" / subject / f"{action}-1"
+        rows_2d, rows_3d = [], []
+        for ci, cam_id in enumerate(cam_ids):
+            cam_mm, uv = camera_view(world_mm, scaled[subject][cam_id])
+            rows_3d.append(cam_mm)
+            rows_2d.append(uv)
+            view_counts, middle = _render_view(seq_dir / "imageSequence" / cam_id, seed, subject, action, ci,
+                                               scaled[subject][cam_id], cam_mm, uv, jpeg_quality)
+            seen += view_counts
+            if preview and len(sheet) < 16 and ci in (0, 3):
+                sheet.append((middle, uv[frames // 2]))
+        _write_annot(seq_dir / "annot.h5", subject, action, cam_ids, scaled, rows_2d, rows_3d, frames)
+        counts[subject] = counts.get(subject, 0) + len(cam_ids) * frames
+    # a plan left by an earlier generation into dst would re-split this one
+    (dst / SPLIT_PLAN_FILE).unlink(missing_ok=True)
+    if test_split:
+        write_split_plan(dst, split_subjects(subjects, True))
     if preview and sheet:
         write_preview(dst / "preview.jpg", sheet, H36M_PREVIEW_BONES)
-    return dict(dst=str(dst), frames=counts, train_frames=sum(counts.get(s, 0) for s in TRAIN_SUBJECTS),
-                valid_frames=sum(counts.get(s, 0) for s in VALID_SUBJECTS), seconds=time.time() - start,
-                megabytes=_folder_mb(dst))
+    plan = split_subjects(subjects, test_split)
+    split_frames = {f"{k}_frames": sum(counts.get(s, 0) for s in v) for k, v in plan.items()}
+    return dict(dst=str(dst), frames=counts, **split_frames, **_rates(seen, sum(counts.values())),
+                seconds=time.time() - start, megabytes=_folder_mb(dst))
+
+
+# ---------------------------------------------------------------------------------------------
+# The split plan and the pose-only split for the lifters
+# ---------------------------------------------------------------------------------------------
+SPLIT_PLAN_FILE = "splits.json"
+POSE_ONLY_SPLIT = "train_poses"
+POSE_ONLY_TAKE_FRAMES = 80          # frames of one take, as a rendered demo sequence (--frames-per-seq 80)
+
+
+def read_split_plan(root):
+    """``root/splits.json`` -> dict (subjects, pose_only), or None when there is none."""
+    path = Path(root) / SPLIT_PLAN_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_split_plan(root, subjects=None, pose_only=None):
+    """Create or update ``root/splits.json``: ``subjects`` {split: [subject]} replaces the subject
+    lists, ``pose_only`` {split: file} is added to the pose-only splits; the rest is kept."""
+    plan = read_split_plan(root) or {
+        "_about": "Which subjects make which split (read by lib/datasets/prepare_h36m.py), and splits "
+                  "of poses without images, already in the prepared-index format.",
+        "subjects": split_subjects(TRAIN_SUBJECTS + VALID_SUBJECTS, False), "pose_only": {}}
+    if subjects is not None:
+        plan["subjects"] = {k: list(v) for k, v in subjects.items()}
+    plan["pose_only"].update(pose_only or {})
+    Path(root).mkdir(parents=True, exist_ok=True)
+    (Path(root) / SPLIT_PLAN_FILE).write_text(json.dumps(plan, indent=1))
+    return plan
+
+
+def _camera_arrays(cam):
+    """Index-format camera arrays of a scaled camera, as the preparation builds them from the
+    written camera_parameters.json: R, T cm (X_cam_cm = R X_world_cm + T), K, dist k1 k2 p1 p2 k3."""
+    K = np.array([[cam["f"][0], 0.0, cam["c"][0]], [0.0, cam["f"][1], cam["c"][1]], [0.0, 0.0, 1.0]])
+    dist = np.array([cam["k"][0], cam["k"][1], cam["p"][0], cam["p"][1], cam["k"][2]])
+    return cam["R"], cam["t_mm"] / 10.0, K, dist
+
+
+def _pose_rows(subject, action, cam_id, cam, cam_mm, uv):
+    """Index-format rows of one camera's view of a take (no image), pelvis-outside frames dropped."""
+    j2d = uv.astype(np.float32)[:, list(H36M32_TO_17)].astype(np.float64)
+    j3d = cam_mm.astype(np.float32)[:, list(H36M32_TO_17)].astype(np.float64) / 10.0   # as annot.h5 -> cm
+    w, h = cam["width"], cam["height"]
+    vis = ((j2d[..., 0] >= 0) & (j2d[..., 0] < w) & (j2d[..., 1] >= 0) & (j2d[..., 1] < h)).astype(np.uint8)
+    keep = vis[:, 0] > 0
+    n, frames = int(keep.sum()), np.flatnonzero(keep) + 1
+    R, T, K, dist = _camera_arrays(cam)
+    hip = j3d[keep, 0]
+    return {"image": np.full(n, ""), "joints_2d": j2d[keep], "joints_vis": vis[keep],
+            "joints_3d": j3d[keep] - hip[:, None], "hip_camera": hip, "width": np.full(n, w),
+            "height": np.full(n, h), "action": np.full(n, action), "subject": np.full(n, subject),
+            "camera": np.full(n, cam_id), "frame": frames, "cam_R": np.repeat(R[None], n, 0),
+            "cam_T": np.repeat(T[None], n, 0), "cam_K": np.repeat(K[None], n, 0),
+            "cam_dist": np.repeat(dist[None], n, 0)}
+
+
+def pose_only_arrays(seed, num_frames, image_size=256, subjects=TRAIN_SUBJECTS, actions_per_subject=2,
+                     take_frames=POSE_ONLY_TAKE_FRAMES):
+    """``num_frames`` image-free samples (index-format arrays, 17 joints) of the given subjects.
+
+    Same subjects, bodies and actions as the rendered training set (``actions_per_subject`` as
+    there), same floor placement and the same four scaled cameras with the exact projection, but
+    other takes (2, 3, ...: new phases, paths and headings from the same distribution), so no
+    sample repeats a rendered frame. Every (subject, action) pair gets the same number of takes of
+    at most ``take_frames`` frames (rounds of takes 2, 3, ...), so a small split is as balanced as a
+    large one; the rows past ``num_frames`` (fewer than one round) are dropped from the end.
+    """
+    scaled = scaled_h36m_cameras(image_size)
+    pairs = [(s, a) for s in subjects for a in subject_actions(seed, s, actions_per_subject)]
+    views = len(pairs) * len(H36M_CAMERA_IDS)
+    rounds = max(1, -(-num_frames // (views * take_frames)))
+    frames = max(1, -(-num_frames // (views * rounds)))
+    parts, made, take = [], 0, 2
+    while made < num_frames:            # one more round only if dropped pelvis-outside rows left it short
+        for subject, action in pairs:
+            world_mm = h36m_take(seed, subject, action, frames, scaled[subject], take=take)
+            for cam_id in sorted(H36M_CAMERA_IDS):
+                cam = scaled[subject][cam_id]
+                rows = _pose_rows(subject, action, cam_id, cam, *camera_view(world_mm, cam))
+                parts.append(rows)
+                made += len(rows["image"])
+        take += 1
+    return {k: np.concatenate([p[k] for p in parts])[:num_frames] for k in parts[0]}
+
+
+def write_pose_only_split(root, seed=0, num_frames=32000, image_size=256, subjects=TRAIN_SUBJECTS,
+                          actions_per_subject=2, name=POSE_ONLY_SPLIT):
+    """Write ``root/<name>.npz`` (:func:`pose_only_arrays`) in the prepared-index format and name it
+    in ``root/splits.json``, from which the preparation carries it into the index it writes; when
+    ``root`` already holds a prepared index it is added there too. -> number of samples.
+
+    Its ``image`` entries are empty: a lifter's training split of ground-truth 2D -> 3D only.
+    """
+    root = Path(root)
+    arrays = pose_only_arrays(seed, num_frames, image_size, subjects, actions_per_subject)
+    n = idx.write_split(root, name, arrays, 17)
+    write_split_plan(root, pose_only={name: f"{name}.npz"})
+    if (root / idx.INDEX_FILE).is_file():
+        info = idx.read_index(root, "h36m")
+        info["splits"][name] = pose_only_entry(name, arrays)
+        info.setdefault("counts", {})[name] = n
+        idx.write_index(root, info)
+    return n
+
+
+def pose_only_entry(name, arrays):
+    """The index.json entry of a pose-only split."""
+    subjects = sorted(set(np.asarray(arrays["subject"]).tolist()), key=lambda s: int(s[1:]))
+    return {"file": f"{name}.npz", "count": int(len(arrays["image"])), "pose_only": True, "subjects": subjects}
 
 
 # 17 used joints as (child, parent) pairs in the 32 layout, for the preview overlay
@@ -581,16 +1037,17 @@ def make_panoptic_demo(dst, seed=0, kept_frames=12, sequences=PANOPTIC_DEMO_SEQU
             with open(seq_dir / "hdPose3d_stage1_coco19" / f"body3DScene_{i:08d}.json", "w") as fh:
                 json.dump(scene, fh)
         raw32_cm = (world_mm / 10.0) @ PANOPTIC_AXIS_M.T
+        look = subject_look(seed, f"S{100 + si}")
         kept = np.arange(0, n, PANOPTIC_KEEP_EVERY)
         for ci, cam in enumerate(calib):
             R, t = np.asarray(cam["R"]), np.asarray(cam["t"]).reshape(3)
             uv = project_panoptic(raw32_cm[kept], cam["K"], cam["distCoef"], R, t)
-            depth_mm = 10.0 * (raw32_cm[kept] @ R.T + t)[..., 2]
+            cam_mm = 10.0 * (raw32_cm[kept] @ R.T + t)
             background = panoptic_background(seed, si, ci)
             img_dir = seq_dir / "hdImgs" / cam["name"]
             img_dir.mkdir(parents=True, exist_ok=True)
             for j, frame in enumerate(kept):
-                image = render_person(background.copy(), uv[j], depth_mm[j], float(cam["K"][0][0]))
+                image = render_person(background.copy(), uv[j], cam_mm[j], float(cam["K"][0][0]), look)
                 _encode_jpg(img_dir / f"{cam['name']}_{frame:08d}.jpg", image, jpeg_quality)
                 if preview and j == len(kept) // 2 and len(sheet) < 8:
                     sheet.append((image, uv[j][list(PANOPTIC_FROM_H36M32)]))
