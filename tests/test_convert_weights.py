@@ -385,7 +385,7 @@ def test_pretrain_recipes_and_paper_files_fit_one_converted_checkpoint():
 # COCO channel c is trained on Human3.6M target COCO_TARGET[c]: the 12 shared joints at their
 # COCO indices; nose, eyes and ears on the neck / head targets (not evaluated).
 COCO_TARGET = [9, 10, 10, 10, 10, 11, 14, 12, 15, 13, 16, 4, 1, 5, 2, 6, 3]
-STEPS = 40
+STEPS = 150
 
 
 @pytest.fixture(scope="module")
@@ -419,7 +419,7 @@ def coco_detector(tmp_path_factory):
 def _pdj_shared(net, batch, channel_of):
     """Per-sample, per-joint PDJ@0.2 hits (N, 12) of the shared joints; channel_of[h] = net channel."""
     from lib.core.heatmap import decode_argmax
-    # BatchNorm on batch statistics (40 steps leave the running ones far behind) and the hard
+    # BatchNorm on batch statistics (a few steps leave the running ones far behind) and the hard
     # argmax (a briefly trained map peaks at the joint before its mass concentrates there).
     with torch.no_grad():
         pred = decode_argmax(net.train()(batch["img"]), batch["center"], batch["scale"], True)[0].numpy()
@@ -442,18 +442,19 @@ def test_pdj_of_the_12_joints_survives_conversion(coco_detector, monkeypatch):
     src = build_pose_net(_cfg())
     load_pose_checkpoint(src, coco_detector["path"], strict=True)
     source_hits = _pdj_shared(src, batch, COCO_SHARED)
-    assert source_hits.mean() > 0.3, source_hits.mean()           # it did learn where the joints are
+    torch.manual_seed(1)
+    untrained = _pdj_shared(build_pose_net(_cfg()), batch, COCO_SHARED).mean()
+    assert source_hits.mean() > untrained + 0.1, (source_hits.mean(), untrained)   # it learned where joints are
     converted_hits = _pdj_shared(_converted(coco_detector["path"]), batch, {h: h for h in COCO_SHARED})
     assert np.array_equal(converted_hits, source_hits)
-    # A wrong channel map (left and right limbs swapped) does not survive: the test can fail.
+    # A wrong channel map does not survive: the test can fail. (Hips and shoulders swapped: a side
+    # swap would not do, since the synthetic people, like real ones, show no side by colour.)
     swapped = dict(cv.H36M_FROM["coco"])
-    for side, other in (("l_", "r_"), ("r_", "l_")):
-        for j in cv.SHARED_JOINTS:
-            if j.startswith(side):
-                swapped[j] = (other + j[2:],)
+    for side in ("l_", "r_"):
+        swapped[side + "hip"], swapped[side + "shoulder"] = swapped[side + "shoulder"], swapped[side + "hip"]
     monkeypatch.setitem(cv.H36M_FROM, "coco", swapped)
     wrong_hits = _pdj_shared(_converted(coco_detector["path"]), batch, {h: h for h in COCO_SHARED})
-    assert wrong_hits.mean() < source_hits.mean() - 0.2
+    assert wrong_hits.mean() < 0.75 * source_hits.mean()
 
 
 def test_path_from_an_official_coco_file_to_the_papers_first_command(coco_detector):

@@ -76,7 +76,7 @@ def test_sb_fits_training_poses(data):
     """Validating on the training split: MPJPE must fall well below predicting the mean pose."""
     base, root = data
     out = base / "sb.pth"
-    res = train_lifter.main(["--cfg", CFG, "--model_3d", "sb", "--epochs", "25", "--batch_size", "24",
+    res = train_lifter.main(["--cfg", CFG, "--model_3d", "sb", "--epochs", "60", "--batch_size", "24",
                              "--weights", str(out), "DATASET.TEST_SET", "train"] + _common(base, root))
     assert res["path"] == out and out.is_file()
     assert res["best"]["mpjpe"] < 0.6 * res["baseline_mean_pose_mm"], res["best"]

@@ -450,7 +450,7 @@ def test_guided_run_of_the_tiny_preset_lowers_the_training_loss(tmp_path):
     torch.save(model_3d.build_lifter_net("sb", 17).state_dict(), sb)
     common = ["DATASET.ROOT", str(data), "OUTPUT_DIR", str(tmp_path / "out"), "USE_CUDA", "False",
               "TRAIN.BATCH_SIZE_PER_GPU", "4", "TEST.BATCH_SIZE_PER_GPU", "16", "PRINT_FREQ", "1",
-              "TRAIN.MAX_STEPS_PER_EPOCH", "3", "MODEL_3D.WEIGHTS.SB", str(sb)]
+              "TRAIN.MAX_STEPS_PER_EPOCH", "6", "MODEL_3D.WEIGHTS.SB", str(sb)]
     out = train_hrnet.main(["--cfg", TINY, "--epochs", "1", "--loss_3d", "--loss_3d_z", "--model_3d", "sb",
                             "--ohklm", "TRAIN.WARMUP_ITERS", "2", "TRAIN.LR", "0.003"] + common)
     hist = json.loads((Path(out["run_dir"]) / "history.json").read_text())

@@ -240,7 +240,11 @@ class Pipeline:
             if p.SYNTHETIC and not self.index_file.is_file():
                 run_make_demo_data(["--dst", str(root)] + (["--panoptic"] if p.SYNTHETIC == "panoptic" else [])
                                    + _strs(p.SYNTH_ARGS))
-                every = ["--interval", "1"] if kind == "panoptic" else ["--train-interval", "1", "--valid-interval", "1"]
+                every = ["--interval", "1"] if kind == "panoptic" else ["--train-interval", "1", "--valid-interval", "1",
+                                                                          "--test-interval", "1"]
+                plan = root / "splits.json"           # the generator's split plan: prepare its test split too
+                if plan.is_file() and "test" in json.loads(plan.read_text()).get("subjects", {}):
+                    every += ["--splits", "train,valid,test"]
                 run_prepare(kind, ["--src", str(root), "--dst", str(root)] + every + _strs(p.PREPARE_ARGS))
                 return "made"
             if p.SOURCE:        # the preparation skips itself when its index is up to date
