@@ -1,6 +1,6 @@
 """Loading 2D detector weights: whole checkpoints strictly, pretrained subsets with a report.
 
-Accepted layouts (FORMATS.md §A1), tried in this order unless ``key=`` names one:
+Accepted layouts (docs/weights.md#official-checkpoint-layouts), tried in this order unless ``key=`` names one:
 
 * a plain state dict ``{param_name: tensor}`` (``model_best.pth``, ``final_state.pth``,
   released ``pose_hrnet_w32_*.pth``);

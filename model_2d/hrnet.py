@@ -4,7 +4,7 @@ Shapes: N batch, J = ``cfg.MODEL.NUM_JOINTS``; input ``(N, 3, H, W)`` image, out
 ``(N, J, ceil(H/4), ceil(W/4))`` heatmaps, no final activation.
 
 The module tree reproduces leoxiaobin/deep-high-resolution-net.pytorch
-``lib/models/pose_hrnet.py`` name for name and shape for shape (FORMATS.md §A1), so its
+``lib/models/pose_hrnet.py`` name for name and shape for shape (docs/weights.md#official-checkpoint-layouts), so its
 ``state_dict`` files load with ``strict=True``:
 
 * stem ``conv1, bn1, conv2, bn2`` (two 3x3 stride-2 convs, 64 channels), ``layer1`` (Bottlenecks);

@@ -1,7 +1,8 @@
 """The frozen ``Lifter`` wrapper: image-pixel 2D joints -> root-relative 3D joints in metres.
 
 Shapes: N batch, J joints. ``Lifter.forward(pose_2d_px (N, J, 2), image_size (N, 2) = (w, h))``
--> ``pose_3d_m (N, J, 3)``. The wrapper owns the network's input normalisation (SPEC §2.6):
+-> ``pose_3d_m (N, J, 3)``. The wrapper owns the network's input normalisation
+(docs/original.md#lifter-inputs-and-units):
 
 * ``zscore`` (``sb``): ``(p - mean_2d) / (std_2d + 1e-8)``, flattened joint-major to ``(N, 2J)``;
   the output ``(N, 3J)`` is reshaped to ``(N, J, 3)``, unnormalised as ``z * std_3d + mean_3d``
@@ -15,7 +16,8 @@ frame is processed independently, so both give identical results (VideoPose: 1x1
 frozen BN; IGANet: frames are merged into the batch; MixSTE: temporal attention over one frame).
 
 Units / root: outputs are kept exactly as the networks give them. VideoPose and IGANet were
-trained on root-zeroed targets, so their root is ~0; MixSTE's root is NOT subtracted (SPEC §4.4).
+trained on root-zeroed targets, so their root is ~0; MixSTE's root is NOT subtracted
+(docs/original.md#3d-errors-per-lifter).
 
 The lifter is frozen: no parameter requires grad, and ``train()`` keeps every submodule in eval
 mode (BN statistics never change, dropout is off); gradients still flow to ``pose_2d_px``.

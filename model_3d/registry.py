@@ -140,5 +140,5 @@ def build_lifter_net(name: str, num_joints: int, arch: Optional[Dict] = None) ->
 
 
 def default_weight_path(name: str, dataset: str) -> Path:
-    """Absolute default weight file of lifter ``name`` for ``dataset`` (SPEC §6)."""
+    """Absolute default weight file of lifter ``name`` for ``dataset`` (docs/original.md#networks)."""
     return get_spec(name).default_weight_path(dataset)

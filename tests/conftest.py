@@ -36,7 +36,7 @@ def make_tiny_h36m(root, seed, frames_per_seq=3, image_size=128):
 
 
 def ref_p_mpjpe_one(pred, gt):
-    """One sample, SPEC §4.4 step by step with np.linalg.svd."""
+    """One sample, docs/original.md#3d-errors-per-lifter step by step with np.linalg.svd."""
     mu_x, mu_y = gt.mean(axis=0), pred.mean(axis=0)
     x0, y0 = gt - mu_x, pred - mu_y
     norm_x, norm_y = np.sqrt((x0 ** 2).sum()), np.sqrt((y0 ** 2).sum())

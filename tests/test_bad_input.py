@@ -1,4 +1,4 @@
-"""Issue 13 (part A): bad input, untrusted files, corrupt files and the one-line CLI errors.
+"""Bad input, untrusted files, corrupt files and the one-line CLI errors.
 
 Every test first reproduces what went wrong (a pickle payload, a truncated file, a half JPEG) and
 then checks what the user now gets: the payload does not run, the error names the file and the fix,
@@ -53,7 +53,7 @@ def _cli(main, argv, capsys):
     return rc, err
 
 
-# ------------------------------------------------------------------------------------- item 2: no pickle
+# ------------------------------------------------------------------------------------- no pickle
 def test_stats_pickle_payload_runs_only_for_the_named_file(tmp_path):
     target = tmp_path / "created_by_payload"
     evil = _write_payload(tmp_path / "h36m_stats.pkl", target, wrap=lambda p: {"mean_2d": p})
@@ -146,7 +146,7 @@ def test_config_must_be_yaml_and_python_is_never_run(tmp_path, capsys):
     assert not target.exists()
 
 
-# ------------------------------------------------------------------------------------- item 7: corrupt files
+# ------------------------------------------------------------------------------------- corrupt files
 @pytest.fixture(scope="module")
 def bad_checkpoints(tmp_path_factory):
     base = tmp_path_factory.mktemp("bad_ckpt")
@@ -334,7 +334,7 @@ def test_plain_enospc_from_any_writer_is_one_line(capsys):
                                  "re-run (set L2D_DEBUG=1 for the traceback)"]
 
 
-# ------------------------------------------------------------------------------------- item 8: smaller ones
+# ------------------------------------------------------------------------------------- smaller ones
 def _jpeg_bytes(h=64, w=48):
     # noise: the scan data dominates the file, so cutting it in half leaves a complete header
     image = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)

@@ -138,7 +138,7 @@ def test_unknown_layout_names_file_and_layouts(tmp_path):
 
 
 def _panoptic_reference(p_world_cm, K, dist, R, t):
-    """Slow per-point transcription of SPEC §5.3 with L2D's R' = R M and p' = p M."""
+    """Slow per-point transcription of docs/original.md#cmu-panoptic-data with L2D's R' = R M and p' = p M."""
     M = [[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]]
     R2 = [[sum(R[i][m] * M[m][j] for m in range(3)) for j in range(3)] for i in range(3)]
     p2 = [sum(p_world_cm[m] * M[m][j] for m in range(3)) for j in range(3)]

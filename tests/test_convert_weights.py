@@ -1,4 +1,4 @@
-"""Public HRNet-family checkpoints -> starting checkpoints of our 17-joint detector (issue 12).
+"""Public HRNet-family checkpoints -> starting checkpoints of our 17-joint detector.
 
 The "official" files are built here from key names and shapes enumerated from the official
 network definitions (leoxiaobin/deep-high-resolution-net.pytorch pose_hrnet.py for the COCO / MPII

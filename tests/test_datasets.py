@@ -173,7 +173,7 @@ def test_stats_match_loop_definition(prepared):
     train = _load(dst, "train")
     stats = idx.load_stats(dst)
     keep2d = []
-    for i in range(len(train["image"])):        # slow reference of SPEC §0
+    for i in range(len(train["image"])):        # slow reference of docs/differences.md
         W, H = train["width"][i], train["height"][i]
         if all(-200 < x < W + 200 and -200 < y < H + 200 for x, y in train["joints_2d"][i].astype(np.float64)):
             keep2d.append(train["joints_2d"][i].astype(np.float64))
@@ -266,7 +266,7 @@ def test_old_index_version_rejected_then_rebuilt(tmp_path, prepared):
 
 
 def slow_target(joints_crop, vis, image_size, heatmap_size, sigma):
-    """SPEC §5.1 step 7 written as the original's per-joint loop."""
+    """docs/original.md#sample-pipeline step 7 written as the original's per-joint loop."""
     J = len(joints_crop)
     target = np.zeros((J, heatmap_size[1], heatmap_size[0]), np.float32)
     weight = np.array(vis, np.float32).reshape(J, 1).copy()
@@ -401,7 +401,7 @@ PAN_NODES = (3, 6, 12, 13, 23)
 
 
 def _pan_project(p_world, cam):
-    """SPEC §5.3 projection, joint by joint, with its in-place order."""
+    """docs/original.md#cmu-panoptic-data projection, joint by joint, with its in-place order."""
     M = np.array([[1.0, 0, 0], [0, 0, -1.0], [0, 1.0, 0]])
     R, t = np.array(cam["R"]) @ M, np.array(cam["t"]).reshape(3)
     K, (k1, k2, p1, p2, k3) = np.array(cam["K"]), cam["distCoef"]

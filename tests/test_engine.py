@@ -1,4 +1,6 @@
-"""Engine units: LR schedule (SPEC §2.9), run naming (§2.11 + §0), checkpoints, accuracy, validate() (§4)."""
+"""Engine units: LR schedule (docs/original.md#optimiser-and-learning-rate-schedule), run naming
+(docs/original.md#run-folders-and-names + docs/differences.md), checkpoints, accuracy, validate()
+(docs/original.md#validation-metrics)."""
 import math
 import random
 import warnings
@@ -10,9 +12,10 @@ import torch
 from conftest import ref_p_mpjpe_one
 from lib.config import get_cfg, load_cfg
 from lib.engine import checkpoint as ckpt_io
+from lib.utils.atomic_io import atomic_save
 from lib.engine.evaluator import median_over_lifters, validate
-from lib.engine.run_dir import loss_type, run_dir
 from lib.engine.builders import lr_factor, make_scheduler
+from lib.engine.run_dir import loss_type, run_dir
 from lib.engine.train_epoch import heatmap_accuracy
 from lib.utils.logger import log_file_name
 
@@ -117,7 +120,7 @@ def test_rng_state_roundtrip_weights_only(tmp_path):
     random.seed(3)
     np.random.standard_normal()            # leaves a cached gaussian in numpy's state
     state = ckpt_io.rng_state()
-    path = ckpt_io.atomic_save(ckpt_io.plain({"rng": state}), tmp_path / "rng.pth")
+    path = atomic_save(ckpt_io.plain({"rng": state}), tmp_path / "rng.pth")
     first = (torch.rand(3), np.random.rand(3), [random.random() for _ in range(3)])
     loaded = torch.load(path, weights_only=True)
     ckpt_io.set_rng_state(loaded["rng"])
@@ -129,7 +132,7 @@ def test_rng_state_roundtrip_weights_only(tmp_path):
 
 def test_plain_config_loads_weights_only(tmp_path):
     cfg = load_cfg(H36M_YAML)
-    path = ckpt_io.atomic_save({"config": ckpt_io.plain(cfg), "t": torch.ones(2)}, tmp_path / "c.pth")
+    path = atomic_save({"config": ckpt_io.plain(cfg), "t": torch.ones(2)}, tmp_path / "c.pth")
     back = ckpt_io.load_checkpoint(path)
     assert back["config"]["TRAIN"]["LR_STEP"] == list(cfg.TRAIN.LR_STEP)
     assert back["config"]["MODEL"]["IMAGE_SIZE"] == [288, 384]
@@ -137,7 +140,7 @@ def test_plain_config_loads_weights_only(tmp_path):
 
 def test_atomic_save_crash_keeps_old_file(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pth"
-    ckpt_io.atomic_save({"epoch": 1, "w": torch.arange(4.0)}, path)
+    atomic_save({"epoch": 1, "w": torch.arange(4.0)}, path)
     real_save = torch.save
 
     def crashing_save(obj, fh, *a, **k):
@@ -146,7 +149,7 @@ def test_atomic_save_crash_keeps_old_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", crashing_save)
     with pytest.raises(KeyboardInterrupt):
-        ckpt_io.atomic_save({"epoch": 2, "w": torch.zeros(4)}, path)
+        atomic_save({"epoch": 2, "w": torch.zeros(4)}, path)
     monkeypatch.setattr(torch, "save", real_save)
     back = ckpt_io.load_checkpoint(path)
     assert back["epoch"] == 1 and torch.equal(back["w"], torch.arange(4.0))

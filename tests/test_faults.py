@@ -1,4 +1,4 @@
-"""Faults during a run (issue 13, items 3-5): the non-finite guard before any index arithmetic, a
+"""Faults during a run: the non-finite guard before any index arithmetic, a
 validation that is never "best" when it should not be, --resume with changed options, and the
 run log's last line saying why the run stopped."""
 import json
@@ -65,7 +65,7 @@ def _hook_detector(monkeypatch, poison):
     monkeypatch.setattr(trainer, "build_detector", build)
 
 
-# ----------------------------------------------------------------------------- item 3: decoding
+# ----------------------------------------------------------------------------- decoding
 def test_decoding_nan_heatmaps_gives_nan_joints_not_an_index_error():
     # The quarter-pixel shift once did NaN.long() = INT64_MIN and crashed gather().
     heat = torch.zeros(2, 3, 8, 10)
@@ -157,7 +157,7 @@ def test_valid_hrnet_on_nan_weights_reports_instead_of_crashing(env, tmp_path, c
     assert "non-finite heatmaps or joints" in capsys.readouterr().err
 
 
-# ----------------------------------------------------------------------------- item 4: --resume
+# ----------------------------------------------------------------------------- --resume
 def test_resume_applies_safe_changes_and_refuses_the_others(env):
     first = train_hrnet.main(_args(env, "res", "--epochs", "0"))
     run = Path(first["run_dir"])
@@ -191,7 +191,7 @@ def test_resume_applies_safe_changes_and_refuses_the_others(env):
     assert "--resume with changed options (applied)" in _log(run)
 
 
-# ----------------------------------------------------------------------------- item 5: the log's last line
+# ----------------------------------------------------------------------------- the log's last line
 @pytest.mark.parametrize("how", ["sigint", "sigterm", "error"])
 def test_log_names_why_the_run_stopped(env, monkeypatch, how):
     real_epoch = trainer.train_one_epoch
@@ -221,7 +221,7 @@ def test_log_names_why_the_run_stopped(env, monkeypatch, how):
     assert signal.getsignal(signal.SIGTERM) == handler_before       # the trainer's handler is gone again
 
 
-# ----------------------------------------------------------------------------- item 6: infer.py
+# ----------------------------------------------------------------------------- infer.py
 def test_infer_skips_bad_frames_clips_boxes_and_writes_valid_json(tmp_path, caplog):
     import cv2
     import numpy as np

@@ -1,5 +1,5 @@
 """Lifter recipes at every scale: step-based schedules, mean-pose initialisation, BN re-estimation,
-network sizes as config keys recorded in the checkpoint (issue 11, part A)."""
+network sizes as config keys recorded in the checkpoint."""
 import math
 
 import numpy as np

@@ -1,4 +1,5 @@
-"""run/train_lifter.py: GT-2D -> 3D training of every registered lifter (SPEC §8), checkpoints, flip."""
+"""run/train_lifter.py: GT-2D -> 3D training of every registered lifter (docs/original.md#lifters-own-training),
+checkpoints, flip."""
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Loss terms against slow loop versions of the original formulas and SPEC §10 #3-4."""
+"""Loss terms against slow loop versions of the original formulas and docs/original.md#worked-examples, examples 3-4."""
 import math
 
 import numpy as np
@@ -44,7 +44,7 @@ def ref_per_joint(output, target, weight):
 
 
 def ref_ohklm(loss_2d, loss_3d, top_k):
-    """The original's per-sample loop (SPEC §3.3)."""
+    """The original's per-sample loop (docs/original.md#ohklm)."""
     total_2d = total_3d = 0.0
     for b in range(loss_2d.shape[0]):
         _, idx = torch.topk(loss_3d[b], k=top_k, dim=0, sorted=False)
@@ -138,7 +138,8 @@ def test_average_and_consistency_terms():
     assert consistency_loss(preds[:1]).item() == 0.0
 
 
-# ----------------------------------------------------------------------------- DWA (SPEC §10 #3)
+# ----------------------------------------------------------------------------- DWA
+# (docs/original.md#worked-examples, example 3)
 def test_dwa_worked_example_three_steps():
     ones = [1.0, 1.0]
     l1, l2, l3 = [0.02, 0.04], [0.01, 0.04], [0.03, 0.05]
@@ -186,7 +187,8 @@ def test_dwa_state_detaches_round_trips_and_k1():
         assert single.weights().tolist() == [1.0]
 
 
-# ----------------------------------------------------------------------------- dropout (SPEC §10 #4)
+# ----------------------------------------------------------------------------- dropout
+# (docs/original.md#worked-examples, example 4)
 def test_dropout_frequencies_are_one_over_k_plus_one():
     rng = np.random.RandomState(42)
     draws = 8000

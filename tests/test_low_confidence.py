@@ -1,4 +1,4 @@
-"""DATASET.MASK_LOW_CONFIDENCE (issue 13 item 9): Panoptic joints with confidence <= 0.1 sit at the
+"""DATASET.MASK_LOW_CONFIDENCE: Panoptic joints with confidence <= 0.1 sit at the
 world origin in the toolbox's files; with the switch they leave the 3D losses, the metrics, the
 normalisation stats and lifter training, and the numbers with them are reported beside."""
 import json

@@ -1,4 +1,5 @@
-"""Metrics against hand numbers (SPEC §10 #8) and a per-sample Procrustes written like the original."""
+"""Metrics against hand numbers (docs/original.md#worked-examples, example 8) and a per-sample Procrustes written
+like the original."""
 import math
 
 import numpy as np

@@ -1,7 +1,7 @@
 """model_2d: registry, HRNet / PoseResNet structure (official key layout), checkpoint loading.
 
 Shapes: images (N, 3, H, W) -> heatmaps (N, J, H/4, W/4). Expected key names and shapes of the
-official HRNet are generated here by an independent enumerator written from FORMATS.md §A1.
+official HRNet are generated here by an independent enumerator written from docs/weights.md#official-checkpoint-layouts.
 """
 import logging
 
@@ -144,7 +144,8 @@ def test_factory_must_return_module():
 # ----------------------------------------------------------------------------- HRNet structure
 
 def reference_hrnet_shapes(extra, num_joints):
-    """Official pose_hrnet state_dict {key: shape}, enumerated from the FORMATS.md §A1 rules."""
+    """Official pose_hrnet state_dict {key: shape}, enumerated from the docs/weights.md#official-checkpoint-layouts
+    rules."""
     shapes = {}
 
     def conv(name, cout, cin, k, bias=False):

@@ -1,6 +1,7 @@
 """model_3d: registry, frozen Lifter wrapper, normalisation numbers, checkpoint layouts.
 
-Shapes: N batch, J joints (17 H36M, 15 Panoptic). Hand numbers from SPEC §2.6 / §6.4 / §10.5.
+Shapes: N batch, J joints (17 H36M, 15 Panoptic). Hand numbers from docs/original.md#lifter-inputs-and-units /
+docs/original.md#iganet-network / docs/original.md#example-5-screen-normalisation.
 """
 import io
 import pickle

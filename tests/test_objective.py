@@ -1,5 +1,6 @@
-"""L2DObjective: every named term against an independent float64 computation (SPEC §2.7-2.8, §3),
-the SPEC §10 #7 composition, 2D-only and Panoptic modes, gradients and resume state."""
+"""L2DObjective: every named term against an independent float64 computation
+(docs/original.md#dwa-and-lifter-dropout, docs/original.md#losses),
+the docs/original.md#worked-examples, example 7 composition, 2D-only and Panoptic modes, gradients and resume state."""
 import io
 
 import numpy as np
@@ -63,7 +64,7 @@ def lifters_dict(num_joints=17, names=("sb", "videopose", "iganet")):
 
 
 def expected_terms(hm, target, weight, meta, lifters, loss_cfg, dwa_w, post_process=True, dataset="h36m"):
-    """Independent float64 computation of SPEC §2.8 from the same decoded 2D pose."""
+    """Independent float64 computation of docs/original.md#the-total-loss from the same decoded 2D pose."""
     if dataset == "panoptic":
         hm = remap_h36m_to_panoptic(hm)
     pose = decode_soft(hm, meta["center"], meta["scale"], 100.0, post_process).double()
@@ -116,7 +117,8 @@ def full_loss_cfg(loss_3d_z):
                 LOSS_3D_XY_W=0.02, LOSS_3D_Z_W=0.04, LOSS_3D_AVG_W=0.05, LOSS_3D_CONS_W=0.1)
 
 
-# ----------------------------------------------------------------------------- SPEC §10 #7
+# ----------------------------------------------------------------------------- docs/original.md#worked-examples,
+# example 7
 def test_loss_composition_worked_example():
     one = torch.ones(1)
     out = combine_losses(torch.tensor(2e-4), torch.tensor([5e-4]), torch.tensor([9.9]), torch.tensor([1e-3]),

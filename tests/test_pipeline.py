@@ -59,7 +59,7 @@ def first(tmp_path_factory, one_thread):
     return {"base": base, "preset": preset, "out": base / "out", "report": report, "made": _made(base / "out")}
 
 
-def test_every_stage_runs_and_the_report_has_the_issue_keys(first):
+def test_every_stage_runs_and_the_report_has_every_key(first):
     out, report = first["out"], first["report"]
     assert set(report["status"].values()) == {"made", "trained"}
     assert len(first["made"]) == 3 + 1 + 5                 # lifters, pre-training, five fine-tunings
@@ -145,7 +145,7 @@ def test_only_and_bad_presets_fail_with_a_user_error(first, tmp_path):
     assert run_cli(cli.main, ["--preset", str(tmp_path / "missing.yaml")]) == 2
 
 
-def test_presets_load_and_plan_the_issue_runs():
+def test_presets_load_and_plan_their_runs():
     from lib.config import load_cfg
     from lib.apps.pipeline import load_preset, plan_runs
     demo = load_preset(str(ROOT / "experiments/pipeline/demo.yaml"))
@@ -202,3 +202,37 @@ def test_pipeline_takes_the_detector_as_a_parameter_vitpose(tmp_path, one_thread
         (state,) = (tmp_path / "out" / "finetune" / name).rglob("final_state.pth")
         keys = torch.load(state, weights_only=True)
         assert "backbone.blocks.0.attn.qkv.weight" in keys and "keypoint_head.final_layer.weight" in keys
+
+
+def test_several_seeds_give_means_per_seed_figures_and_the_verdict(tmp_path):
+    """PIPELINE.SEEDS: lifters trained once, one pre-training and its fine-tunings per seed; the tables
+    are the means over the seeds, per_seed keeps each seed's claims, the verdict summarises them
+    (recomputed here with numpy and scipy), and every detector has its error diagnosis."""
+    import numpy as np
+    from run import reproduce
+    scipy_stats = pytest.importorskip("scipy.stats")
+    preset = _preset(tmp_path / "seeds.yaml", tmp_path, SEEDS=[3, 4])
+    report = reproduce.main(["--preset", str(preset), "--gpu_id", "-1"])
+    out = tmp_path / "out"
+    assert report["seeds"] == [3, 4] and set(report["per_seed"]) == {"3", "4"}
+    assert sorted(p.name for p in out.glob("seed_*")) == ["seed_3", "seed_4"]
+    assert len(list((out / "lifters").glob("*/*_h36m.pth"))) == len(LIFTERS)        # trained once
+    for seed in (3, 4):
+        (cfg_file,) = (out / f"seed_{seed}" / "pretrain").rglob("config.yaml")
+        assert yaml.safe_load(cfg_file.read_text())["SEED"] == seed
+    singles = [report["per_seed"][s]["single_improvement_pct"]["sb"] for s in ("3", "4")]
+    held = [report["per_seed"][s]["held_out_mean_improvement_pct"] for s in ("3", "4")]
+    v = report["verdict"]
+    assert v["single_lifter"] == "sb" and v["single"]["n"] == 2
+    assert v["single"]["mean"] == pytest.approx(np.mean(singles)) and v["single"]["sd"] == pytest.approx(np.std(singles, ddof=1))
+    assert v["held_out_mean"]["mean"] == pytest.approx(np.mean(held))
+    if np.std(singles) > 0:
+        assert v["single"]["p_value"] == pytest.approx(scipy_stats.ttest_1samp(singles, 0.0).pvalue, rel=1e-8)
+    means = np.mean([[r["mpjpe"]["sb"] for r in report["per_seed"][s]["runs"]] for s in ("3", "4")], axis=0)
+    assert [r["mpjpe"]["sb"] for r in report["runs"]] == pytest.approx(list(means))
+    for model, shares in report["error_taxonomy"].items():
+        assert sum(shares.values()) == pytest.approx(1.0) and set(shares) == {"good", "jitter", "inversion", "miss"}
+    assert set(report["error_taxonomy"]) == {"pretrained", "2d_only", "single_sb", "without_sb", "without_videopose",
+                                             "without_iganet"}
+    text = (out / "report.md").read_text()
+    assert "## Verdict over the seeds" in text and "mean over 2 seeds" in text and "Machine:" in text

@@ -1,4 +1,4 @@
-"""Reliability (issue 4): resume after a kill equals an uninterrupted run, refusal to overwrite,
+"""Reliability: resume after a kill equals an uninterrupted run, refusal to overwrite,
 non-finite loss stop, weights_only loading of every checkpoint, and the error messages."""
 from pathlib import Path
 
@@ -129,7 +129,7 @@ def test_bad_config_key_is_named(env):
 
 
 def test_train_lifter_refuses_to_overwrite_weights(env, capsys):
-    """Issue 13 item 1: re-running train_lifter used to replace trained weights silently."""
+    """Re-running train_lifter used to replace trained weights silently."""
     from lib.engine.lifter_trainer import WeightsExistError
     from lib.utils.errors import run_cli
     sb = env["base"] / "sb.pth"

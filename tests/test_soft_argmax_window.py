@@ -323,3 +323,26 @@ def test_zero_tolerance_takes_the_full_map_everywhere(beta):
     # the window path leaves the gradient exactly 0 outside its window; the full path does not
     _, grad_win = run(maps, beta, upstream)
     assert (grad_win == 0).sum() > (grad == 0).sum()
+
+
+def test_config_tolerance_reaches_training_and_validation_decodes(monkeypatch):
+    """MODEL.SOFT_ARGMAX_TOL_PX is the tolerance of both decodes (0 forces the full map in both)."""
+    import model_3d
+    from lib.config import load_cfg
+    from lib.core import heatmap as hm_mod
+    from lib.core.objective import L2DObjective
+    from lib.engine.evaluator import predict_2d
+    seen = []
+    real = hm_mod.windowed_soft_argmax
+    monkeypatch.setattr(hm_mod, "windowed_soft_argmax", lambda h, b, tol: seen.append(tol) or real(h, b, tol))
+    cfg = load_cfg("experiments/demo/tiny_96x128.yaml", ["MODEL.SOFT_ARGMAX_TOL_PX", 0.0, "LOSS.LOSS_3D", True])
+    n, (w, h) = 2, cfg.MODEL.HEATMAP_SIZE
+    maps = torch.from_numpy(peaked_maps(np.random.default_rng(12), n, 17, h, w)).float()
+    meta = {"center": torch.full((n, 2), 500.0), "scale": torch.full((n, 2), 2.0),
+            "joints_3d": torch.zeros(n, 17, 3), "image_size": torch.full((n, 2), 1000.0)}
+    stats = {"mean_2d": np.full((17, 2), 500.0), "std_2d": np.full((17, 2), 80.0),
+             "mean_3d": np.zeros((17, 3)), "std_3d": np.full((17, 3), 20.0)}
+    objective = L2DObjective(cfg, {"sb": model_3d.build_lifter("sb", 17, stats=stats)})
+    objective(maps, maps, torch.ones(n, 17, 1), meta)
+    predict_2d(cfg, lambda x: maps, torch.zeros(n, 3, 4, 4), meta, torch.device("cpu"))
+    assert len(seen) == 2 and seen == [0.0, 0.0]

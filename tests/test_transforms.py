@@ -1,4 +1,5 @@
-"""Box -> centre/scale -> crop affine: SPEC §10 worked examples and parity with HRNet's 3-point solve."""
+"""Box -> centre/scale -> crop affine: docs/original.md#worked-examples worked examples and parity with HRNet's
+3-point solve."""
 import cv2
 import numpy as np
 import pytest
@@ -33,7 +34,7 @@ def hrnet_affine_reference(center, scale, rot, output_size, shift=(0.0, 0.0), in
 
 
 def test_worked_example_box_center_scale():
-    # SPEC §10.1: joints spanning x 400..600, y 300..700 in a 1000x1000 image.
+    # docs/original.md#example-1-box-centre-and-scale: joints spanning x 400..600, y 300..700 in a 1000x1000 image.
     joints = np.array([[400.0, 300.0], [600.0, 700.0], [500.0, 500.0]])
     box = box_from_joints(joints, 1000, 1000)
     assert box.tolist() == [385, 270, 615, 730]
@@ -48,10 +49,10 @@ def test_worked_example_inverse_and_forward():
     inv = get_affine_transform(center, scale, 0, (72, 96), inv=True)
     got = affine_points(np.array([[36.0, 48.0], [0.0, 0.0], [72.0, 96.0]]), inv)
     np.testing.assert_allclose(got, [[500.0, 500.0], [284.375, 212.5], [715.625, 787.5]], atol=1e-9)
-    # SPEC §10.2: image (500, 500) -> crop (144, 192) of a 288x384 input
+    # docs/original.md#example-2-heatmap-target-centre: image (500, 500) -> crop (144, 192) of a 288x384 input
     fwd = get_affine_transform(center, scale, 0, (288, 384))
     np.testing.assert_allclose(affine_points(np.array([[500.0, 500.0]]), fwd), [[144.0, 192.0]], atol=1e-9)
-    # forward formula of SPEC §2.5: x_crop = W/2 + (x - cx) * W / (sx * 200)
+    # forward formula of docs/original.md#heatmap-to-image-coordinates: x_crop = W/2 + (x - cx) * W / (sx * 200)
     x = np.array([[123.0, 777.0]])
     k = 288 / (2.15625 * 200)
     np.testing.assert_allclose(affine_points(x, fwd), [[144 + (123 - 500) * k, 192 + (777 - 500) * k]], atol=1e-9)

@@ -31,18 +31,20 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import model_3d
+from lib.apps.pipeline_report import TAXONOMY_KEYS, build_report, combine_seeds, write_json, write_report
 from lib.apps.report import write_run_report
 from lib.apps.stages import find_run, mark_stage, reuse_stage, stage_done, stage_inputs
 from lib.config import load_cfg
 from lib.config.flags import lifter_flag_opts, parse_lifter_list, train_flags_to_opts
+from lib.core.skeleton import get_skeleton
 from lib.datasets.commands import run_make_demo_data, run_prepare
 from lib.engine import distributed as ddp
 from lib.engine.evaluator import evaluate_checkpoint, evaluation_context
 from lib.engine.lifter_trainer import train_lifter
 from lib.engine.trainer import train
-from lib.utils.atomic_io import write_text_atomic
+from lib.eval.error_taxonomy import error_taxonomy
 from lib.utils.errors import UserError
-from lib.utils.plots import plot_metric_table
+from lib.utils.machine import machine_info, machine_line
 
 STAGES = ("data", "lifters", "pretrain", "finetune", "validate", "report")
 
@@ -171,8 +173,13 @@ class Pipeline:
             self.common += ["CUSTOM_IMPORTS", str(list(cfg.CUSTOM_IMPORTS))]
         self.common += _strs(p.OPTS)
         self.runs = plan_runs(cfg)
+        # PIPELINE.SEEDS: one pre-training, fine-tunings and validation per seed (seed_<s>/...); [] = SEED alone
+        self.seeds = [int(x) for x in p.SEEDS] or [int(cfg.SEED)]
+        self.multi_seed = bool(p.SEEDS)
+        self.seed = self.seeds[0]
         self.status: Dict[str, str] = {}        # stage name -> trained | reused | skipped
         self.seconds: Dict[str, float] = {}
+        self._context = None                    # the evaluation set, built at the first validation
 
     # ------------------------------------------------------------------ helpers
     def _weight_path(self, name: str) -> Path:
@@ -183,6 +190,17 @@ class Pipeline:
     @property
     def index_file(self) -> Path:
         return self.root / "index.json"
+
+    @property
+    def seed_dir(self) -> Path:
+        """Where the current seed's detectors go: ``<out>/seed_<s>`` with PIPELINE.SEEDS, else ``<out>``."""
+        return self.out / f"seed_{self.seed}" if self.multi_seed else self.out
+
+    def _key(self, name: str) -> str:
+        return f"seed_{self.seed}/{name}" if self.multi_seed else name
+
+    def _seed_opts(self) -> List[str]:
+        return ["SEED", str(self.seed)]
 
     def _wants(self, stage: str) -> bool:
         """Whether ``stage`` may make (train) its outputs in this call."""
@@ -268,18 +286,18 @@ class Pipeline:
                 raise UserError(f"PIPELINE.PRETRAINED {p.PRETRAINED!r} not found: name a detector checkpoint, "
                                 f"or '' to pre-train one")
             return Path(p.PRETRAINED)
-        folder = self.out / "pretrain"
+        folder = self.seed_dir / "pretrain"
         first = self.lifters[0]
         cfg_file = p.PRETRAIN_CFG or self.detector_cfg
-        opts = (_lifter_list([first]) + _epochs(p.PRETRAIN_EPOCHS) + self.common + _strs(p.PRETRAIN_OPTS)
-                + ["OUTPUT_DIR", str(folder)])
-        self._stage("pretrain", "pretrain", folder,
+        opts = (_lifter_list([first]) + _epochs(p.PRETRAIN_EPOCHS) + self.common + self._seed_opts()
+                + _strs(p.PRETRAIN_OPTS) + ["OUTPUT_DIR", str(folder)])
+        self._stage(self._key("pretrain"), "pretrain", folder,
                     stage_inputs([self.index_file, self.weights[first]], ["--cfg", cfg_file] + opts),
                     lambda: train_detector(cfg_file, opts, self.gpu_id), "final_state.pth")
         return find_run(folder) / "model_best.pth"
 
     def run_folder(self, run: GuidedRun) -> Path:
-        return self.out / "finetune" / run.name
+        return self.seed_dir / "finetune" / run.name
 
     def stage_finetune(self, start: Path) -> None:
         p = self.cfg.PIPELINE
@@ -287,11 +305,12 @@ class Pipeline:
             folder = self.run_folder(run)
             lifters = run.guided_by or self.lifters[:1]     # the baseline validates with the first lifter
             opts = (_lifter_list(lifters) + _epochs(p.FINETUNE_EPOCHS) + _strs(train_flags_to_opts(run.flags))
-                    + self.common + _strs(p.FINETUNE_OPTS) + ["TRAIN.FINETUNE", str(start), "OUTPUT_DIR", str(folder)])
+                    + self.common + self._seed_opts() + _strs(p.FINETUNE_OPTS)
+                    + ["TRAIN.FINETUNE", str(start), "OUTPUT_DIR", str(folder)])
             # held-out lifters are validated during training too: all weights are inputs
             inputs = stage_inputs([start, self.index_file] + [self.weights[n] for n in self.lifters],
                                   ["--cfg", self.detector_cfg] + opts)
-            self._stage(run.name, "finetune", folder, inputs,
+            self._stage(self._key(run.name), "finetune", folder, inputs,
                         lambda o=opts: train_detector(self.detector_cfg, o, self.gpu_id), "final_state.pth")
 
     def detectors(self, start: Path) -> Dict[str, Optional[Path]]:
@@ -304,10 +323,11 @@ class Pipeline:
 
     def stage_validate(self, start: Path) -> Dict[str, Dict]:
         """-> {model name: {'per_lifter': {lifter: {mpjpe, p_mpjpe}}, 'pdj', 'mpjpe', 'p_mpjpe'}}."""
-        folder = self.out / "validation"
+        folder = self.seed_dir / "validation"
         models = self.detectors(start)
         weights = [self.weights[n] for n in self.lifters]
-        options = ["--cfg", self.detector_cfg] + _lifter_list(self.lifters) + self.common
+        options = (["--cfg", self.detector_cfg] + _lifter_list(self.lifters) + self.common
+                   + ["--split", self.report_split, "--taxonomy"])
         inputs = {name: stage_inputs(([ckpt] if ckpt else []) + weights + [self.index_file], options)
                   for name, ckpt in models.items()}
 
@@ -328,18 +348,50 @@ class Pipeline:
         if todo and not self._wants("validate"):
             raise UserError(f"--only {self.only}: validation of {todo} is not up to date; run without --only first")
         if todo:
-            cfg = _stage_cfg(self.detector_cfg, self.common + _lifter_list(self.lifters))
-            context = evaluation_context(cfg, gpu_id=self.gpu_id)
+            context = self.evaluation_set()
             for name in todo:
-                results[name] = _scores(evaluate_checkpoint(cfg, models[name], context=context))
+                res = evaluate_checkpoint(context.cfg, models[name], context=context, keep_2d=models[name] is not None)
+                results[name] = _scores(res)
                 if ddp.is_main_process():
                     folder.mkdir(parents=True, exist_ok=True)
-                    _write_json(folder / f"{name}.json", {"inputs": inputs[name], "metrics": results[name]})
+                    write_json(folder / f"{name}.json", {"inputs": inputs[name], "metrics": results[name]})
             ddp.barrier()
-        self.status["validate"] = "trained" if todo else "reused"
+        self.status[self._key("validate")] = "trained" if todo else "reused"
         return results
 
+    @property
+    def report_split(self) -> str:
+        """The split the report's figures come from: PIPELINE.REPORT_SET, else DATASET.TEST_SET (on which the
+        fine-tunings also choose their checkpoint, as the original does)."""
+        return str(self.cfg.PIPELINE.REPORT_SET or self.cfg.DATASET.TEST_SET)
+
+    def evaluation_set(self):
+        """The report split and every lifter, built once for all the validations of this call."""
+        if self._context is None:
+            cfg = _stage_cfg(self.detector_cfg, self.common + _lifter_list(self.lifters))
+            self._context = evaluation_context(cfg, gpu_id=self.gpu_id, split=self.report_split)
+        return self._context
+
     # ------------------------------------------------------------------ the whole
+    def _timed(self, stage: str, fn: Callable):
+        t = time.time()
+        value = fn()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.time() - t
+        return value
+
+    def _one_seed(self) -> Optional[Dict]:
+        """Pre-training, fine-tunings and validation of the current seed -> its report (None with --only)."""
+        start = self._timed("pretrain", self.stage_pretrain)
+        if self.only == "pretrain":
+            return None
+        self._timed("finetune", lambda: self.stage_finetune(start))
+        if self.only == "finetune":
+            return None
+        results = self._timed("validate", lambda: self.stage_validate(start))
+        if self.only == "validate":
+            return None
+        return build_report(self.cfg, self.runs, results, self.lifters)
+
     def run(self) -> Dict:
         t_all = time.time()
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:      # torchrun: one group for every stage
@@ -347,30 +399,25 @@ class Pipeline:
         if ddp.is_main_process():
             self.out.mkdir(parents=True, exist_ok=True)
         ddp.barrier()
-        report = None
         try:
-            steps = (("data", self.stage_data), ("lifters", self.stage_lifters), ("pretrain", self.stage_pretrain))
-            start = None
-            for stage, fn in steps:
-                t = time.time()
-                value = fn()
-                if stage == "pretrain":
-                    start = value
-                self.seconds[stage] = time.time() - t
+            for stage, fn in (("data", self.stage_data), ("lifters", self.stage_lifters)):
+                self._timed(stage, fn)
                 if self.only == stage:
                     return {"status": dict(self.status)}
-            for stage in ("finetune", "validate"):
-                t = time.time()
-                value = self.stage_finetune(start) if stage == "finetune" else self.stage_validate(start)
-                self.seconds[stage] = time.time() - t
-                if self.only == stage:
-                    return {"status": dict(self.status)}
-            results = value
-            report = build_report(self.cfg, self.runs, results, self.lifters)
-            report["status"] = dict(self.status)
+            per_seed = {}
+            for seed in self.seeds:
+                self.seed = seed
+                per_seed[seed] = self._one_seed()
+            if self.only is not None:
+                return {"status": dict(self.status)}
+            p = self.cfg.PIPELINE
+            report = (combine_seeds(per_seed, p.SINGLE[0] if p.SINGLE else None) if self.multi_seed
+                      else per_seed[self.seeds[0]])
+            report.update(status=dict(self.status), preset=self.preset, seed=self.seeds[0],
+                          report_split=self.report_split, machine=machine_line(machine_info(self.evaluation_set().device)))
             report["seconds"] = {k: round(v, 1) for k, v in self.seconds.items()}
             report["seconds"]["total"] = round(time.time() - t_all, 1)
-            report["preset"] = self.preset
+            self.seed = self.seeds[0]
             if ddp.is_main_process():
                 write_report(self.out, report, {r.name: self.run_folder(r) for r in self.runs})
                 print(f"[pipeline] report: {self.out / 'report.md'} ({report['seconds']['total'] / 60:.1f} min)")
@@ -381,148 +428,15 @@ class Pipeline:
 
 
 def _scores(res: Dict) -> Dict:
-    """What the report keeps of an evaluation: per-lifter MPJPE / P-MPJPE, the pooled ones, PDJ, samples."""
+    """What the report keeps of an evaluation: per-lifter MPJPE / P-MPJPE, the pooled ones, PDJ, samples,
+    and for a detector the error diagnosis of its 2D joints (good / jitter / inversion / miss)."""
     per = {n: {"mpjpe": float(v["mpjpe"]), "p_mpjpe": float(v["p_mpjpe"])} for n, v in res["per_lifter"].items()}
-    return {"per_lifter": per, "mpjpe": float(res["mpjpe"]), "p_mpjpe": float(res["p_mpjpe"]),
-            "pdj": float(res["pdj"]), "num_samples": int(res["num_samples"])}
-
-
-# ---------------------------------------------------------------------------------------------- report
-def improvement_pct(base: float, value: float) -> float:
-    """How much lower ``value`` is than ``base``, in percent of ``base`` (positive = better)."""
-    return 100.0 * (base - value) / base
-
-
-def build_report(cfg, runs: Sequence[GuidedRun], results: Dict[str, Dict], lifters: Sequence[str]) -> Dict:
-    """The report.json content from the validation results (module docstring; README 'Reproduction')."""
-    lifters = list(lifters)
-    pick = lambda r, key: {n: r["per_lifter"][n][key] for n in lifters}   # noqa: E731
-    report: Dict = {"dataset": cfg.DATASET.DATASET, "lifters": lifters,
-                    "lifters_gt2d": {n: dict(results["gt_2d"]["per_lifter"][n]) for n in lifters},
-                    "pretrained_detector": {"mpjpe": pick(results["pretrained"], "mpjpe"),
-                                   "p_mpjpe": pick(results["pretrained"], "p_mpjpe"),
-                                   "pdj": results["pretrained"]["pdj"]},
-                    "runs": []}
-    for run in runs:
-        r = results[run.name]
-        report["runs"].append({"name": run.name, "guided_by": list(run.guided_by), "held_out": list(run.held_out),
-                               "mpjpe": pick(r, "mpjpe"), "p_mpjpe": pick(r, "p_mpjpe"), "pdj": r["pdj"]})
-    base = report["runs"][0]
-    summary = {}
-    for run in report["runs"][1:]:
-        summary[run["name"]] = {n: {"mpjpe_improvement_pct": improvement_pct(base["mpjpe"][n], run["mpjpe"][n]),
-                                    "p_mpjpe_improvement_pct": improvement_pct(base["p_mpjpe"][n], run["p_mpjpe"][n]),
-                                    "held_out": n in run["held_out"]}
-                                for n in lifters}
-    report["summary"] = summary
-    report["claims"] = claims(report)
-    # make demo's table, unchanged: the first single-lifter run is "3d_guided", scored by its lifter
-    single = [r for r in runs if len(r.guided_by) == 1]
-    if single:
-        one = single[0].guided_by[0]
-        row = lambda r: {"mpjpe": r["per_lifter"][one]["mpjpe"], "p_mpjpe": r["per_lifter"][one]["p_mpjpe"],  # noqa
-                         "pdj": r["pdj"]}
-        report["gt_2d"] = row(results["gt_2d"])
-        report["pretrained"] = row(results["pretrained"])
-        report["2d_only"] = row(results["2d_only"])
-        report["3d_guided"] = row(results[single[0].name])
-    return report
-
-
-def claims(report: Dict) -> Dict:
-    """The issue's three figures: each lifter's GT-2D MPJPE over SimpleBaseline's; each single-lifter
-    run's improvement of its own lifter; the held-out lifter's improvement averaged over the
-    leave-one-out runs (None where the preset has no such runs)."""
-    gt = report["lifters_gt2d"]
-    out: Dict = {"gt2d_ratio_vs_sb": ({n: v["mpjpe"] / gt["sb"]["mpjpe"] for n, v in gt.items()} if "sb" in gt else None)}
-    single = {r["name"]: r for r in report["runs"] if len(r["guided_by"]) == 1}
-    out["single_improvement_pct"] = {r["guided_by"][0]: report["summary"][name][r["guided_by"][0]]["mpjpe_improvement_pct"]
-                                     for name, r in single.items()} or None
-    loo = [r for r in report["runs"] if len(r["held_out"]) == 1 and len(r["guided_by"]) > 1]
-    if loo:
-        per = {r["held_out"][0]: report["summary"][r["name"]][r["held_out"][0]]["mpjpe_improvement_pct"] for r in loo}
-        out["held_out_improvement_pct"] = per
-        out["held_out_mean_improvement_pct"] = sum(per.values()) / len(per)
-    else:
-        out["held_out_improvement_pct"] = out["held_out_mean_improvement_pct"] = None
+    out = {"per_lifter": per, "mpjpe": float(res["mpjpe"]), "p_mpjpe": float(res["p_mpjpe"]),
+           "pdj": float(res["pdj"]), "num_samples": int(res["num_samples"])}
+    if "pred_2d" in res:
+        shares = error_taxonomy(res["pred_2d"], res["gt_2d"], get_skeleton(res["dataset"]).flip_pairs)
+        out["taxonomy"] = {k: shares[k] for k in TAXONOMY_KEYS}
     return out
-
-
-def _write_json(path: Path, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2))
-
-
-def _fmt(v) -> str:
-    return "-" if v is None else f"{v:.1f}"
-
-
-def report_markdown(report: Dict, curves: Dict[str, str]) -> List[str]:
-    lifters = report["lifters"]
-    lines = [f"# L2D-Pose reproduction ({report['dataset']})", ""]
-    if report.get("preset"):
-        lines += [f"Preset: `{report['preset']}`. MPJPE in mm on the validation split; `*` = held-out lifter "
-                  f"(evaluated, never guided the run); improvements are over 2D-only fine-tuning.", ""]
-    head = "| model | guided by | " + " | ".join(lifters) + " | PDJ@0.2 (%) |"
-    lines += ["## MPJPE per lifter", "", head, "|---|---|" + "---:|" * (len(lifters) + 1)]
-    gt = report["lifters_gt2d"]
-    lines.append("| lifters on ground-truth 2D | - | " + " | ".join(_fmt(gt[n]["mpjpe"]) for n in lifters) + " | 100.00 |")
-    pre = report["pretrained_detector"]
-    lines.append("| pre-trained detector | - | " + " | ".join(_fmt(pre["mpjpe"][n]) for n in lifters)
-                 + f" | {pre['pdj']:.2f} |")
-    for r in report["runs"]:
-        cells = [_fmt(r["mpjpe"][n]) + ("*" if n in r["held_out"] else "") for n in lifters]
-        lines.append(f"| {r['name']} | {'+'.join(r['guided_by']) or '2D only'} | " + " | ".join(cells)
-                     + f" | {r['pdj']:.2f} |")
-    if report["summary"]:
-        lines += ["", "## MPJPE improvement over 2D-only fine-tuning (%)", "",
-                  "| run | " + " | ".join(lifters) + " |", "|---|" + "---:|" * len(lifters)]
-        for name, per in report["summary"].items():
-            cells = [f"{per[n]['mpjpe_improvement_pct']:+.1f}" + ("*" if per[n]["held_out"] else "") for n in lifters]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    c = report["claims"]
-    lines += ["", "## The three figures", ""]
-    if c["gt2d_ratio_vs_sb"]:
-        lines.append("- GT-2D MPJPE / SimpleBaseline's: "
-                     + ", ".join(f"{n} {v:.2f}" for n, v in c["gt2d_ratio_vs_sb"].items()))
-    if c["single_improvement_pct"]:
-        lines.append("- single-lifter guidance, own lifter vs 2D-only: "
-                     + ", ".join(f"{n} {v:+.1f} %" for n, v in c["single_improvement_pct"].items()))
-    if c["held_out_mean_improvement_pct"] is not None:
-        lines.append(f"- held-out lifter vs 2D-only, mean over the leave-one-out runs: "
-                     f"{c['held_out_mean_improvement_pct']:+.1f} % ("
-                     + ", ".join(f"{n} {v:+.1f}" for n, v in c["held_out_improvement_pct"].items()) + ")")
-    if "3d_guided" in report:
-        lines += ["", "## make demo table", "", "| model | MPJPE (mm) | P-MPJPE (mm) | PDJ@0.2 (%) |", "|---|---:|---:|---:|"]
-        for key, label in (("gt_2d", "lifter on ground-truth 2D"), ("pretrained", "pre-trained detector"),
-                           ("2d_only", "2D-only fine-tuning"), ("3d_guided", "3D-guided fine-tuning")):
-            r = report[key]
-            lines.append(f"| {label} | {r['mpjpe']:.2f} | {r['p_mpjpe']:.2f} | {r['pdj']:.2f} |")
-    secs = report.get("seconds") or {}
-    if secs:
-        lines += ["", "Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in secs.items()), ""]
-    lines += ["", "![results](report.png)", ""]
-    for name, rel in curves.items():
-        lines += [f"## {name}: training curves", "", f"![{name} curves]({rel})", ""]
-    return lines
-
-
-def write_report(out: Path, report: Dict, run_folders: Dict[str, Path]) -> None:
-    """report.json, report.md and report.png (MPJPE per lifter and PDJ for every model) into ``out``."""
-    lifters = report["lifters"]
-    rows = {"GT 2D": {**{f"mpjpe/{n}": report["lifters_gt2d"][n]["mpjpe"] for n in lifters}, "pdj": 100.0},
-            "pre-trained": {**{f"mpjpe/{n}": report["pretrained_detector"]["mpjpe"][n] for n in lifters},
-                            "pdj": report["pretrained_detector"]["pdj"]}}
-    for r in report["runs"]:
-        rows[r["name"]] = {**{f"mpjpe/{n}": r["mpjpe"][n] for n in lifters}, "pdj": r["pdj"]}
-    titles = {f"mpjpe/{n}": f"MPJPE {n} (mm)" for n in lifters}
-    plot_metric_table(rows, out / "report.png", titles=titles)
-    curves = {}
-    for name, folder in run_folders.items():
-        hits = sorted(Path(folder).rglob("curves.png"))
-        if hits:
-            curves[name] = Path(os.path.relpath(hits[-1], out)).as_posix()
-    _write_json(out / "report.json", report)
-    write_text_atomic(out / "report.md", "\n".join(report_markdown(report, curves)).rstrip() + "\n")
 
 
 def reproduce(preset: str, out=None, data_root=None, fresh: bool = False, only=None, gpu_id: int = 0,

@@ -84,7 +84,8 @@ def plot_per_action(per_action: Mapping[str, Mapping[str, float]], out_dir: Path
                     prefix: str = "per_action", unit: str = "MPJPE (mm)") -> List[Path]:
     """One bar chart per lifter of ``{lifter: {action: value}}`` -> ``<out_dir>/<prefix>_<lifter>.png``.
 
-    Bars follow the Human3.6M action order (SPEC §4.5) with the paper's abbreviations; an 'Avg.'
+    Bars follow the Human3.6M action order (docs/original.md#per-action-breakdown) with the paper's abbreviations; an
+    'Avg.'
     bar (mean over the actions shown) closes each chart.
     """
     paths = []

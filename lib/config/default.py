@@ -38,6 +38,7 @@ _C.MODEL.TARGET_TYPE = "gaussian"  # heatmap target type (gaussian only)
 _C.MODEL.IMAGE_SIZE = [256, 256]   # (width, height)
 _C.MODEL.HEATMAP_SIZE = [64, 64]   # (width, height)
 _C.MODEL.SIGMA = 2.0               # Gaussian sigma of the targets, heatmap pixels
+_C.MODEL.SOFT_ARGMAX_TOL_PX = 1e-6  # CPU soft-argmax: largest error (heatmap px) its window may cause; 0 = the full map everywhere
 _C.MODEL.EXTRA = CN(new_allowed=True)   # network table (HRNet stages / ResNet depth)
 _C.MODEL.VIT = CN()                # MODEL.NAME vitpose only
 _C.MODEL.VIT.SIZE = "base"         # tiny | small | base | large | huge (or S/B/L/H): width, depth, heads
@@ -151,9 +152,10 @@ _C.TEST.VIS_NUM = 0                # --vis_num
 
 # ----------------------------------------------------------------- lifter training (run/train_lifter.py)
 _C.LIFTER_TRAIN = CN()
-_C.LIFTER_TRAIN.EPOCHS = 0         # 0 = the lifter's own default (SPEC §8)
+_C.LIFTER_TRAIN.EPOCHS = 0         # 0 = the lifter's own default (docs/original.md#lifters-own-training)
 _C.LIFTER_TRAIN.BATCH_SIZE = 0      # 0 = the lifter's recipe (model_3d/recipes.py)
 _C.LIFTER_TRAIN.LR = 0.0           # 0 = the lifter's recipe
+_C.LIFTER_TRAIN.TRAIN_SET = ""     # split the lifters train on ('' = DATASET.TRAIN_SET; e.g. a pose-only split)
 _C.LIFTER_TRAIN.MAX_STEPS_PER_EPOCH = 0
 _C.LIFTER_TRAIN.FLIP = True        # flip augmentation for the screen-normalised lifters
 _C.LIFTER_TRAIN.INIT_MEAN_POSE = True   # output layer fitted to the training poses (recipes with init_mean_pose)
@@ -187,6 +189,8 @@ _C.PIPELINE.SINGLE_FLAGS = ["--loss_3d_z", "--ohklm"]   # run/train_hrnet.py fla
 _C.PIPELINE.LEAVE_ONE_OUT = False  # one multi-model run per lifter of LIFTERS, guided by all the others (>= 3 lifters)
 _C.PIPELINE.MULTI_FLAGS = ["--loss_3d_z", "--ohklm"]    # run/train_hrnet.py flags of those runs (--loss_3d implied)
 _C.PIPELINE.VALID_CHECKPOINT = "model_best.pth"          # which file of each detector run is validated
+_C.PIPELINE.REPORT_SET = ""        # split the report's figures come from ('' = DATASET.TEST_SET, where checkpoints are chosen)
+_C.PIPELINE.SEEDS = []             # one pre-training + fine-tunings per seed, and the verdict over them ([] = SEED alone)
 _C.PIPELINE.OPTS = []              # KEY VALUE pairs for every stage (e.g. USE_CUDA False, DATASET.MAX_SAMPLES 64)
 
 _C.CFG_NAME = ""                   # basename of the experiment file (for log names)

@@ -4,13 +4,14 @@ Shapes: N batch, J joints, heatmaps (N, J, H, W) with W x H = ``heatmap_size`` (
 coordinates are (x, y) = (column, row). Units are in the names: ``_hm`` heatmap pixels, ``_px``
 original-image pixels, ``_crop_px`` network-input (crop) pixels.
 
-Decoding follows SPEC §2.4-2.5 and §4.2: a softmax over each map scaled by ``beta`` (or a hard
+Decoding follows docs/original.md#soft-argmax-decoding and docs/original.md#2d-predictions: a softmax over each map
+scaled by ``beta`` (or a hard
 argmax), the optional quarter-pixel shift towards the higher raw neighbour (``TEST.POST_PROCESS``,
 applied in training as in the original), then the inverse of the crop's isotropic affine. All
 torch functions are batched and stay on the input's device; off the CPU they never synchronise
 with the host (on the CPU the soft-argmax picks its window or full-map path per map there).
 Encoding (``encode_heatmaps``) is numpy, for the data loader, and reproduces HRNet's per-joint
-Gaussian target loop (SPEC §5.1 step 7) for any sigma.
+Gaussian target loop (docs/original.md#sample-pipeline step 7) for any sigma.
 """
 import functools
 from typing import Sequence, Tuple, Union
@@ -30,7 +31,8 @@ def soft_argmax(heatmaps: torch.Tensor, beta: float = 100.0, *, tol_px: float = 
     """(N, J, H, W) heatmaps -> (N, J, 2) expected (x, y) in heatmap pixels (differentiable).
 
     Softmax of ``beta * heatmap`` over all H*W pixels of each map, then the probability-weighted
-    mean of the column and row indices (SPEC §2.4 steps 1-3). Output dtype is at least float32.
+    mean of the column and row indices (docs/original.md#soft-argmax-decoding steps 1-3). Output dtype is at least
+    float32.
     Where a bound proves that the pixels outside a 16 x 16 window holding the peak move the result
     by at most ``tol_px`` heatmap px, only the window is summed (``lib.core.soft_argmax``).
     """
@@ -73,7 +75,8 @@ def to_image_coords(coords: torch.Tensor, center: torch.Tensor, scale: torch.Ten
                     heatmap_size: SizeLike) -> torch.Tensor:
     """(N, J, 2) heatmap px, center (N, 2) px, scale (N, 2) /200 -> (N, J, 2) image px (differentiable).
 
-    Inverse of the crop affine with rotation 0 (SPEC §2.5). The original builds it from ``scale[:, 0]``
+    Inverse of the crop affine with rotation 0 (docs/original.md#heatmap-to-image-coordinates). The original builds
+    it from ``scale[:, 0]``
     only, so it is isotropic: ``x = cx + k (x_hm - W/2)``, ``y = cy + k (y_hm - H/2)`` with
     ``k = sx * 200 / W``; ``heatmap_size`` = (W, H).
     """
@@ -91,7 +94,7 @@ def _quarter_pixel_shift(heatmaps: torch.Tensor, coords_hm: torch.Tensor) -> tor
 
     HRNet's post-processing: ``p = floor(c + 0.5)``; only when ``1 < px < W-1`` and ``1 < py < H-1``
     (strict), add ``0.25 * sign`` of the raw heatmap differences right-left and below-above.
-    No gradient flows through it (SPEC §2.4 step 4, §9 #23).
+    No gradient flows through it (docs/original.md#soft-argmax-decoding step 4, quirk 23).
     """
     with torch.no_grad():
         n, j, h, w = heatmaps.shape
@@ -115,7 +118,7 @@ def decode_soft(heatmaps: torch.Tensor, center: torch.Tensor, scale: torch.Tenso
                 post_process: bool = True, *, tol_px: float = WINDOW_TOL_PX) -> torch.Tensor:
     """(N, J, H, W) raw heatmaps, center (N, 2), scale (N, 2) -> (N, J, 2) image px (differentiable).
 
-    The decoding of training and validation (SPEC §2.4-2.5): soft-argmax, optional quarter-pixel
+    The decoding of training and validation (docs/original.md#soft-argmax-decoding): soft-argmax, optional quarter-pixel
     shift (a constant w.r.t. gradients), inverse crop affine. ``tol_px`` as in :func:`soft_argmax`.
     """
     _check_maps(heatmaps)
@@ -132,7 +135,7 @@ def decode_argmax(heatmaps: torch.Tensor, center: torch.Tensor, scale: torch.Ten
 
     Argmax of each flattened map (first maximum), ``x = idx mod W``, ``y = idx // W``; coordinates
     are zeroed where the maximum is <= 0, then the same optional quarter-pixel shift and inverse
-    affine as :func:`decode_soft` (SPEC §4.2). Not differentiable.
+    affine as :func:`decode_soft` (docs/original.md#2d-predictions). Not differentiable.
     """
     with torch.no_grad():
         n, j, h, w = heatmaps.shape
@@ -152,7 +155,7 @@ def decode_argmax(heatmaps: torch.Tensor, center: torch.Tensor, scale: torch.Ten
 
 # ----------------------------------------------------------------------------- joint sets
 def remap_h36m_to_panoptic(heatmaps: torch.Tensor) -> torch.Tensor:
-    """(N, 17, H, W) H36M-ordered maps -> (N, 15, H, W) Panoptic order (SPEC §2.3)."""
+    """(N, 17, H, W) H36M-ordered maps -> (N, 15, H, W) Panoptic order (docs/original.md#panoptic-heatmap-remapping)."""
     if heatmaps.shape[1] != H36M.num_joints:
         raise ValueError(f"remap_h36m_to_panoptic: expected {H36M.num_joints} H36M channels, "
                          f"got shape {tuple(heatmaps.shape)}")
@@ -180,7 +183,8 @@ def encode_heatmaps(joints_crop_px: np.ndarray, joints_vis: np.ndarray, image_si
     """Gaussian targets. joints_crop_px (..., J, 2), joints_vis (..., J) or (..., J, 1) ->
     (target (..., J, H, W) float32, target_weight (..., J, 1) float32).
 
-    HRNet's loop, vectorised (SPEC §5.1 step 7): stride = image_size / heatmap_size (both (w, h));
+    HRNet's loop, vectorised (docs/original.md#sample-pipeline step 7): stride = image_size / heatmap_size (both (w,
+    h));
     ``mu = int(c / stride + 0.5)`` (truncation towards zero, as Python's ``int``); window
     ``ul = int(mu - 3 sigma)``, ``br = int(mu + 3 sigma + 1)``; a window wholly outside the map gives
     weight 0 and no blob; otherwise the weight is the visibility and, if it is > 0.5, the clipped

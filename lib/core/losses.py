@@ -1,4 +1,5 @@
-"""Loss terms of L2D training (SPEC §2.7, §3): heatmap MSE, OHKLM, 3D MSE terms, DWA, lifter dropout.
+"""Loss terms of L2D training (docs/original.md#dwa-and-lifter-dropout, docs/original.md#losses): heatmap MSE, OHKLM,
+3D MSE terms, DWA, lifter dropout.
 
 Shapes: N batch, J joints, K lifters, heatmaps (N, J, H, W), target_weight (N, J, 1) (0/1),
 3D poses (N, J, 3) in metres. Every torch function is batched and device-side (no host sync);
@@ -25,12 +26,13 @@ def _weighted_sq_err(output: torch.Tensor, target: torch.Tensor, target_weight: 
 
 def joints_mse_per_joint(output: torch.Tensor, target: torch.Tensor, target_weight: torch.Tensor,
                          use_target_weight: bool = True) -> torch.Tensor:
-    """(N, J, H, W) x2, (N, J, 1) -> (N, J): ``0.5 * mean_pixels (v (P - G))^2`` (SPEC §3.2)."""
+    """(N, J, H, W) x2, (N, J, 1) -> (N, J): ``0.5 * mean_pixels (v (P - G))^2``
+    (docs/original.md#per-joint-heatmap-loss)."""
     return 0.5 * _weighted_sq_err(output, target, target_weight, use_target_weight).mean(dim=(2, 3))
 
 
 class JointsMSELoss(nn.Module):
-    """HRNet heatmap loss: ``0.5 * mean over N*J*H*W of (v P - v G)^2`` (SPEC §3.1).
+    """HRNet heatmap loss: ``0.5 * mean over N*J*H*W of (v P - v G)^2`` (docs/original.md#heatmap-loss).
 
     forward(output (N, J, H, W), target (N, J, H, W), target_weight (N, J, 1)) -> scalar.
     """
@@ -67,7 +69,7 @@ def ohklm_per_group(loss_2d: torch.Tensor, loss_3d: torch.Tensor, top_k: int) ->
 def ohklm(loss_2d: torch.Tensor, loss_3d: torch.Tensor, top_k: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """(N, J), (N, J) -> (loss_2d, loss_3d) scalars over each sample's ``top_k`` hardest-to-lift joints.
 
-    SPEC §3.3: ``O = (1/N) sum_b (1/top_k) sum_{j in S_b} l2d[b, j]`` with ``S_b`` the ``top_k``
+    docs/original.md#ohklm: ``O = (1/N) sum_b (1/top_k) sum_{j in S_b} l2d[b, j]`` with ``S_b`` the ``top_k``
     largest ``loss_3d[b]``; the 3D value is the same mean of the selected 3D losses.
     """
     if loss_2d.dim() != 2:
@@ -122,7 +124,8 @@ def consistency_loss(preds_3d_m: torch.Tensor) -> torch.Tensor:
 def dwa_weights(history: Sequence[Sequence[float]], T: float = 2.0) -> list:
     """History of per-step lists of K losses (oldest first, >= 3 entries) -> K floats summing to 1.
 
-    SPEC §2.7: ``r_k = Q[-2][k] / Q[-3][k]``, ``w = softmax(r / T)``; the newest entry Q[-1] is
+    docs/original.md#dwa-and-lifter-dropout: ``r_k = Q[-2][k] / Q[-3][k]``, ``w = softmax(r / T)``; the newest entry
+    Q[-1] is
     deliberately not used (the original's one-step lag).
     """
     if len(history) < 3:
@@ -137,7 +140,7 @@ def dwa_weights(history: Sequence[Sequence[float]], T: float = 2.0) -> list:
 class DWAState:
     """Dynamic Weight Average history kept on the device of the losses (no host sync).
 
-    A FIFO of capacity 3 holding per-step (K,) losses, initially two all-ones entries (SPEC §2.1
+    A FIFO of capacity 3 holding per-step (K,) losses, initially two all-ones entries (docs/original.md#training-setup
     step 13). Call ``update(losses)`` with the current step's detached losses, then ``weights()``,
     which uses the two entries BEFORE the current one: step 1 -> uniform, step 2 -> softmax(L1 / T),
     step t >= 3 -> softmax(L(t-1) / L(t-2) / T).
@@ -190,7 +193,7 @@ def draw_dropout_index(K: int, rng: RngLike) -> int:
 
 
 def lifter_dropout_mask(K: int, rng: RngLike, enabled: bool) -> np.ndarray:
-    """(K,) float32 mask of 1s with at most one 0 (SPEC §2.7).
+    """(K,) float32 mask of 1s with at most one 0 (docs/original.md#dwa-and-lifter-dropout).
 
     ``d`` is drawn on every call, even when disabled, so the RNG stream matches the original.
     Lifter ``d`` is dropped iff enabled, ``K > 1`` and ``d < K``: each lifter with probability

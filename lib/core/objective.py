@@ -1,4 +1,4 @@
-"""The L2D training objective: heatmap loss plus multi-lifter 3D guidance, combined as SPEC §2.8.
+"""The L2D training objective: heatmap loss plus multi-lifter 3D guidance, combined as docs/original.md#the-total-loss
 
 Shapes: N batch, J dataset joints (17 H36M / 15 Panoptic), K training lifters, heatmaps
 (N, 17, H, W) raw detector output. Units: heatmap MSE on heatmap values; 3D terms in m^2.
@@ -33,7 +33,7 @@ META_KEYS = ("center", "scale", "joints_3d", "image_size")
 def combine_losses(loss_2d, ohklm_k, l3d_k, l3d_xy_k, l3d_z_k, weights, avg, cons, *, loss_2d_w, ohklm_w,
                    loss_3d_w, loss_3d_xy_w, loss_3d_z_w, loss_3d_avg_w, loss_3d_cons_w, loss_single_w,
                    use_ohklm, use_3d_z, use_avg, use_cons) -> Dict[str, torch.Tensor]:
-    """SPEC §2.8 on already computed terms: (K,) per-lifter tensors, (K,) weights, scalars.
+    """docs/original.md#the-total-loss on already computed terms: (K,) per-lifter tensors, (K,) weights, scalars.
 
     Returns (still attached) ``weighted_2d``, ``weighted_3d``, ``total`` and the weighted sums
     ``loss_ohklm``, ``loss_3d``, ``loss_3d_xy``, ``loss_3d_z``.
@@ -49,7 +49,7 @@ def combine_losses(loss_2d, ohklm_k, l3d_k, l3d_xy_k, l3d_z_k, weights, avg, con
     else:
         weighted_3d = loss_3d_w * out["loss_3d"]
     total = loss_single_w * (weighted_2d + weighted_3d)
-    # The avg / consistency terms sit outside LOSS_SINGLE_W and the DWA weights (SPEC §9 #14).
+    # The avg / consistency terms sit outside LOSS_SINGLE_W and the DWA weights (docs/original.md#quirks, quirk 14).
     if use_avg:
         total = total + loss_3d_avg_w * avg
     if use_cons:
@@ -65,7 +65,7 @@ class L2DObjective(nn.Module):
     ``meta`` holds tensors on the heatmaps' device: ``center (N, 2)`` px, ``scale (N, 2)`` (/200),
     ``joints_3d (N, J, 3)`` cm root-relative camera frame, ``image_size (N, 2)`` (width, height).
     ``lifters``: name -> frozen lifter ``(pose_2d_px (N, J, 2), image_size (N, 2)) -> (N, J, 3) m``,
-    in SPEC §2.1 step 10 order (dropout index and DWA entries follow it). They are kept in a plain
+    in docs/original.md#training-setup step 10 order (dropout index and DWA entries follow it). They are kept in a plain
     dict, not registered as submodules, so this module's ``state_dict`` carries only the DWA
     history and the dropout RNG (as ``_extra_state``, plain Python types).
 
@@ -84,6 +84,7 @@ class L2DObjective(nn.Module):
         # DATASET.MASK_LOW_CONFIDENCE: GT joints flagged invalid (meta['joints_3d_valid']) leave the 3D losses
         self.mask_low_confidence = bool(cfg.DATASET.MASK_LOW_CONFIDENCE)
         self.beta = float(loss.BETA)
+        self.tol_px = float(cfg.MODEL.SOFT_ARGMAX_TOL_PX)
         self.lifters = dict(lifters or {})
         self.use_3d = bool(loss.LOSS_3D) and len(self.lifters) > 0
         self.use_ohklm = bool(loss.OHKLM)
@@ -135,7 +136,8 @@ class L2DObjective(nn.Module):
 
         self._check_meta(meta)
         image_size = meta["image_size"]
-        pose_2d_px = decode_soft(heatmaps, meta["center"], meta["scale"], self.beta, self.post_process)
+        pose_2d_px = decode_soft(heatmaps, meta["center"], meta["scale"], self.beta, self.post_process,
+                                 tol_px=self.tol_px)
         gt_3d_m = meta["joints_3d"].to(pose_2d_px.dtype) / CM_PER_M
         preds_3d_m = torch.stack([self.lifters[name](pose_2d_px, image_size) for name in self.names])
         if preds_3d_m.shape[1:] != gt_3d_m.shape:

@@ -1,7 +1,7 @@
 """Joint orders, bones and dataset constants for the two skeletons L2D uses.
 
 Human3.6M-17 is the detector's native order (HRNet always predicts 17 maps);
-CMU Panoptic-15 is reached from it by ``H36M_TO_PANOPTIC`` (SPEC §2.3).
+CMU Panoptic-15 is reached from it by ``H36M_TO_PANOPTIC`` (docs/original.md#panoptic-heatmap-remapping).
 """
 from dataclasses import dataclass
 from typing import Tuple
@@ -55,7 +55,8 @@ H36M_TO_PANOPTIC = (8, 9, 0, 11, 12, 13, 4, 5, 6, 14, 15, 16, 1, 2, 3)
 # Human3.6M 32-joint annotation -> the 17 joints above.
 H36M32_TO_17 = (0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 15, 17, 18, 19, 25, 26, 27)
 
-# Per-action evaluation order and printed abbreviations (SPEC §4.5, §4.8).
+# Per-action evaluation order and printed abbreviations (docs/original.md#per-action-breakdown,
+# docs/original.md#printed-output).
 H36M_ACTIONS = ("Directions", "Discussion", "Eating", "Greeting", "Phoning", "TakingPhoto",
                 "Posing", "Purchases", "Sitting", "SittingDown", "Smoking", "Waiting",
                 "WalkingDog", "Walking", "WalkingTogether")

@@ -1,4 +1,5 @@
-"""Person box, centre/scale and the crop affine of the HRNet pipeline, vectorised (SPEC §5.1, §2.5).
+"""Person box, centre/scale and the crop affine of the HRNet pipeline, vectorised (docs/original.md#sample-pipeline,
+docs/original.md#heatmap-to-image-coordinates).
 
 Shapes: ``...`` any leading batch dims, ``J`` joints. Coordinates are ``(x, y)`` = (column, row) in
 pixels; ``scale`` is the box size divided by ``pixel_std`` (200), HRNet's convention.

@@ -1,4 +1,4 @@
-"""The common sample pipeline of L2D's datasets (SPEC §5.1), over a prepared index.
+"""The common sample pipeline of L2D's datasets (docs/original.md#sample-pipeline), over a prepared index.
 
 Shapes: ``N`` samples, ``J`` dataset joints (17 H36M, 15 Panoptic), ``(H, W)`` network input
 (``MODEL.IMAGE_SIZE`` = (W, H)), ``(Hm, Wm)`` heatmap (``MODEL.HEATMAP_SIZE`` = (Wm, Hm)).
@@ -9,7 +9,7 @@ targets and weights. Boxes, centres, scales, crop affines and crop-space joints 
 the whole split at construction (vectorised), so ``__getitem__`` only decodes, warps and encodes.
 
 Augmentation (scale, rotation, flip, half-body; HRNet's recipe) only when ``is_train`` and
-``DATASET.AUGMENT`` (off by default: the original never augments, SPEC §9 #27).
+``DATASET.AUGMENT`` (off by default: the original never augments, docs/original.md#quirks, quirk 27).
 
 A missing or unreadable image never stops an epoch: it is reported once (one warning line per image
 and process) and the next readable sample of the split is returned in its place.
@@ -102,7 +102,7 @@ class JointsDataset3D(Dataset):
         lookup = {a: i for i, a in enumerate(H36M_ACTIONS)}
         self.action_idx = np.array([lookup.get(a, -1) for a in self.actions.tolist()], dtype=np.int64)
 
-        # Whole-split geometry, once (SPEC §5.1 steps 2-4, 6).
+        # Whole-split geometry, once (docs/original.md#sample-pipeline steps 2-4, 6).
         self.boxes = box_from_joints(self.joints_2d, self.width, self.height)
         self.centers, self.scales = box_to_center_scale(self.boxes, self.aspect_ratio)
         self.affines = get_affine_transform(self.centers, self.scales, 0.0, self.image_size)
@@ -175,7 +175,7 @@ class JointsDataset3D(Dataset):
         which OpenCV would decode with a grey part; warned once per file)."""
         path = self.image_path(i)
         image, why = read_image(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-        if image is None:                      # checked before any colour conversion (SPEC §9 #26)
+        if image is None:                      # checked before any colour conversion (docs/original.md#quirks, quirk 26)
             if str(path) not in self.bad_images:
                 self.bad_images.add(str(path))
                 logger.warning("unreadable or missing image %s (%s; sample %d of %s/%s): using another sample",

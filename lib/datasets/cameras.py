@@ -11,7 +11,7 @@ Image points follow the Human3.6M distortion model (see :func:`project_h36m`),
 which is *not* OpenCV's Brown model: the tangential terms differ by factors of 2.
 
 CMU Panoptic: world in cm, ``x = R' p' + t`` with the axis change ``M``
-(:data:`PANOPTIC_AXIS_M`) and the original L2D distortion order (SPEC §5.3).
+(:data:`PANOPTIC_AXIS_M`) and the original L2D distortion order (docs/original.md#cmu-panoptic-data).
 """
 from pathlib import Path
 
@@ -145,7 +145,7 @@ def project_h36m(points_cam, f, c, k, p):
 
 
 def project_panoptic(points_world_cm, K, dist, R, t):
-    """L2D's Panoptic projection (SPEC §5.3): (...,J,3) world cm -> (...,J,2) pixels.
+    """L2D's Panoptic projection (docs/original.md#cmu-panoptic-data): (...,J,3) world cm -> (...,J,2) pixels.
 
     Pass either the raw calibration ``R`` with raw world points, or L2D's ``R' = R M`` with
     ``p' = p M``: both give the same image points since M is orthogonal. ``t`` in cm. Keeps the original

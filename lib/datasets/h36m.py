@@ -1,4 +1,4 @@
-"""Human3.6M (17 joints, SPEC §5.2) over the index written by ``run/prepare_h36m.py``."""
+"""Human3.6M (17 joints, docs/original.md#human36m-data) over the index written by ``run/prepare_h36m.py``."""
 from lib.core.skeleton import H36M
 from lib.datasets import register_dataset
 from lib.datasets.base import JointsDataset3D

@@ -1,4 +1,5 @@
-"""CMU Panoptic (15 joints, SPEC §5.3) over the index written by ``run/prepare_panoptic.py``."""
+"""CMU Panoptic (15 joints, docs/original.md#cmu-panoptic-data) over the index written by
+``run/prepare_panoptic.py``."""
 from lib.core.skeleton import PANOPTIC
 from lib.datasets import register_dataset
 from lib.datasets.base import JointsDataset3D

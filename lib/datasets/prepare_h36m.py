@@ -1,4 +1,4 @@
-"""Human3.6M -> the prepared index of :mod:`lib.datasets.index` (SPEC §5.2, §0).
+"""Human3.6M -> the prepared index of :mod:`lib.datasets.index` (docs/original.md#human36m-data, docs/differences.md).
 
 Shapes: ``N`` annotation rows, ``32`` annotated joints, ``J`` = 17 kept joints.
 
@@ -10,13 +10,13 @@ Accepted inputs (``src``):
 
 Rows are grouped by their ``camera`` column and sampled every ``interval``-th row of each camera,
 which equals the original's ``int(N/4)`` camera-major blocks whenever those are well formed
-(SPEC §9 #38) and stays right when they are not.
+(docs/original.md#quirks, quirk 38) and stays right when they are not.
 
 Calibration: ``--cameras FILE`` if given, else a ``camera_parameters.json`` found in ``src`` (or
 beside its ``processed/``), else the shipped ``lib/datasets/h36m_cameras.json``; the image size of
 every sample comes from it.
 
-Skips (SPEC §5.2): pelvis outside the image; image missing or unreadable; image whose first
+Skips (docs/original.md#human36m-data): pelvis outside the image; image missing or unreadable; image whose first
 (blue) channel is all zero ("black"; checked when ``check_images``, the default, as the original
 does -- it reads every kept image once, in a thread pool). The same check also skips a JPEG cut
 short (no end-of-image marker), which OpenCV would decode silently with a grey lower part; each
@@ -166,13 +166,15 @@ def _fingerprint(files, camera_file, intervals, check_images, splits):
 
 
 def is_black(path):
-    """-> None if unreadable, else True when the first (blue) channel is entirely zero (SPEC §5.2)."""
+    """-> None if unreadable, else True when the first (blue) channel is entirely zero
+    (docs/original.md#human36m-data)."""
     status = check_image(path)
     return None if status in ("unreadable", "truncated") else status == "black"
 
 
 def check_image(path):
-    """-> 'ok', 'black' (blue channel all zero, SPEC §5.2), 'unreadable', or 'truncated' (a JPEG cut
+    """-> 'ok', 'black' (blue channel all zero, docs/original.md#human36m-data), 'unreadable', or 'truncated' (a JPEG
+    cut
     short: OpenCV would decode it with its missing part grey and no error)."""
     image, why = read_image(path)
     if image is None:

@@ -1,4 +1,5 @@
-"""CMU Panoptic (panoptic-toolbox layout) -> the prepared index of :mod:`lib.datasets.index` (SPEC §5.3).
+"""CMU Panoptic (panoptic-toolbox layout) -> the prepared index of :mod:`lib.datasets.index`
+(docs/original.md#cmu-panoptic-data).
 
 Shapes: ``C`` = 5 HD cameras, ``J`` = 15 kept joints of coco19. Units: world cm.
 
@@ -10,7 +11,7 @@ projection with the original's distortion order (``lib.datasets.cameras.project_
 = 3D confidence > 0.1 and inside ``[0, W-1] x [0, H-1]``; a camera-sample whose root (2) is not 2D
 visible is skipped, as are missing, unreadable and (with ``check_images``) black images.
 3D: ``R'(p' - t)`` minus the root (root-relative camera frame, cm); ``hip_camera = R'(p'_root - t)``
-as the original (SPEC §9 #29). ``cam_R`` = R', ``cam_T`` = t (cm).
+as the original (docs/original.md#quirks, quirk 29). ``cam_R`` = R', ``cam_T`` = t (cm).
 """
 import hashlib
 import json

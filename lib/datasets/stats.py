@@ -1,4 +1,5 @@
-"""Normalisation statistics of a prepared training split (SPEC §0, replacing §5.5's broken path).
+"""Normalisation statistics of a prepared training split (docs/differences.md; the original's own path,
+docs/original.md#normalisation-statistics, cannot run).
 
 Shapes: ``N`` samples, ``J`` joints.
 2D: pixels, over the samples whose joints ALL lie strictly within ±``margin_px`` of the image

@@ -12,7 +12,7 @@ Two writers share one pose generator and one renderer:
   factor; 1000x1002 cameras become ``image_size x round(1.002 image_size)``, e.g. 256x257), and the
   2D annotations are exact projections (Human3.6M distortion model) into those scaled images.
 * :func:`make_panoptic_demo` writes the CMU panoptic-toolbox layout with a synthetic ring of 5 HD
-  cameras (1920x1080) and the L2D projection model of SPEC §5.3.
+  cameras (1920x1080) and the L2D projection model of docs/original.md#cmu-panoptic-data
 
 Everything is deterministic for a given seed (one numpy Generator per sequence keyed by
 (seed, subject, action)).
@@ -554,7 +554,7 @@ def make_panoptic_demo(dst, seed=0, kept_frames=12, sequences=PANOPTIC_DEMO_SEQU
     Per sequence: ``calibration_<seq>.json`` (5 HD cameras, 1920x1080, t in cm),
     ``hdPose3d_stage1_coco19/body3DScene_%08d.json`` for 15 * kept_frames frames (29.97 fps) and
     ``hdImgs/00_XX/00_XX_%08d.jpg`` only for the frames the loader keeps (index % 15 == 0).
-    Ground truth follows L2D's projection (SPEC §5.3, :func:`project_panoptic`).
+    Ground truth follows L2D's projection (docs/original.md#cmu-panoptic-data, :func:`project_panoptic`).
     """
     start = time.time()
     dst = Path(dst)

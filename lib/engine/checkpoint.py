@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lib.utils.atomic_io import atomic_save  # noqa: F401 - re-exported for the engine's callers
 from lib.utils.safe_io import torch_load
 
 TRAIN_FORMAT = "l2d-train-state"

@@ -1,17 +1,18 @@
-"""Validation (SPEC §4): 2D decode, PDJ@0.2, per-lifter MPJPE / P-MPJPE, cross lifters, median
+"""Validation (docs/original.md#validation-metrics): 2D decode, PDJ@0.2, per-lifter MPJPE / P-MPJPE, cross lifters,
+median
 ensemble and per-action means, vectorised on the model's device.
 
 Shapes: N batch, J dataset joints, K lifters. Units: 2D in original-image pixels, 3D in mm
 (lifter outputs in metres x 1000; ground truth ``joints_3d`` in cm x 10).
 
-Numbers are those of the original ``validate()`` (SPEC §4.2-4.6):
+Numbers are those of the original ``validate()`` (docs/original.md#2d-predictions):
 
 * PDJ: every joint of every sample counts (no visibility); detected iff error < 0.2 x the GT
   left-shoulder/right-hip distance (strict); reported in %.
 * Per-lifter errors are per-sample means over joints; the main MPJPE pools the per-sample errors
   of all main lifters (= their average for equal counts); cross lifters are pooled apart.
 * For z-scored lifters (``sb``) the GT goes through the original's normalise -> unnormalise round
-  trip (``(x - m) / (s + 1e-8) * s + m``; SPEC §9 #22) before the x10.
+  trip (``(x - m) / (s + 1e-8) * s + m``; docs/original.md#quirks, quirk 22) before the x10.
 * Ensemble: element-wise median over ALL evaluated lifters (main + cross, as the original),
   mean of the two middle values for an even count (numpy semantics); with ``ensemble=True`` it
   replaces the main MPJPE / P-MPJPE, as the original does.
@@ -169,7 +170,7 @@ def predict_2d(cfg, model_2d, images, meta, device, *, soft_argmax: bool = True,
     heatmaps = prepare_heatmaps(heatmaps.float(), cfg.DATASET.DATASET)
     post_process = bool(cfg.TEST.POST_PROCESS)
     if soft_argmax:
-        return decode_soft(heatmaps, center, scale, beta, post_process)
+        return decode_soft(heatmaps, center, scale, beta, post_process, tol_px=float(cfg.MODEL.SOFT_ARGMAX_TOL_PX))
     return decode_argmax(heatmaps, center, scale, post_process)[0]
 
 
@@ -177,7 +178,7 @@ def predict_2d(cfg, model_2d, images, meta, device, *, soft_argmax: bool = True,
 def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
              cross_lifters: Optional[Mapping] = None, *, gt_2d: bool = False, soft_argmax: bool = True,
              beta: Optional[float] = None, ensemble: bool = False, action_valid: bool = False,
-             max_batches: int = 0) -> Dict:
+             max_batches: int = 0, keep_2d: bool = False) -> Dict:
     """Evaluate ``model_2d`` (heatmaps) + lifters on ``loader`` (module docstring for the result).
 
     ``lifters``: main name -> frozen lifter; ``cross_lifters``: held-out ones. ``gt_2d`` feeds the
@@ -185,7 +186,8 @@ def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
     Under DDP each rank evaluates its shard (e.g. :class:`lib.engine.distributed.ShardSampler`);
     the per-sample values are gathered from every rank, put back in dataset order by
     ``meta['index']`` and de-duplicated (a padding sampler repeats a few samples), so every metric
-    equals the single-process value on every rank.
+    equals the single-process value on every rank. ``keep_2d``: the result also holds the predicted
+    and ground-truth 2D joints, ``pred_2d`` and ``gt_2d`` (num_samples, J, 2) numpy, in dataset order.
     """
     skel = get_skeleton(cfg.DATASET.DATASET)
     beta = float(cfg.TEST.BETA if beta is None else beta)
@@ -199,7 +201,7 @@ def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
         model_2d.eval()
     # DATASET.MASK_LOW_CONFIDENCE: main numbers over the valid joints; the unmasked ones kept beside
     masking = bool(cfg.DATASET.MASK_LOW_CONFIDENCE)
-    hits, non_finite, actions = [], [], []
+    hits, non_finite, actions, joints = [], [], [], ([], []) if keep_2d else None
     sample_index = [] if is_dist() else None
     for step, (images, _target, _weight, meta) in enumerate(loader):
         if max_batches and step >= max_batches:
@@ -214,6 +216,9 @@ def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
         # maps); -inf pixels get weight 0 in the soft-argmax, as in the original's softmax.
         bad = ~torch.isfinite(pred_2d).flatten(1).all(dim=1)
         non_finite.append(bad)
+        if joints is not None:
+            joints[0].append(pred_2d.detach().float())
+            joints[1].append(joints_2d)
         hits.append(pdj_hits(pred_2d, joints_2d, skel.left_shoulder, skel.right_hip) & ~bad[:, None])
         if sample_index is not None:
             if "index" in meta:
@@ -233,11 +238,11 @@ def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
     if model_2d is not None and was_training:
         model_2d.train()
     return _summarise(cfg, device, skel, scorer, lifters, cross_lifters, hits, non_finite, actions, sample_index,
-                      masking, ensemble, action_valid)
+                      masking, ensemble, action_valid, joints)
 
 
 def _summarise(cfg, device, skel, scorer: _LiftScorer, lifters, cross_lifters, hits, non_finite, actions,
-               sample_index, masking: bool, ensemble: bool, action_valid: bool) -> Dict:
+               sample_index, masking: bool, ensemble: bool, action_valid: bool, joints=None) -> Dict:
     """Per-batch results -> the result dict, gathered over the ranks in dataset order."""
     names = list(scorer.evaluated)
     # Every rank reaches the same collectives, even one whose shard gave no batch (empty tensors).
@@ -288,6 +293,9 @@ def _summarise(cfg, device, skel, scorer: _LiftScorer, lifters, cross_lifters, h
                            "per_lifter": {n: {"mpjpe": _mean(um[n]), "p_mpjpe": _mean(um_p[n])} for n in names}}
     if action_valid and names:
         out["per_action"] = _per_action(gather(actions, empty_f.long()), cat)
+    if joints is not None:                # one host copy, at the end
+        empty_j = torch.zeros(0, skel.num_joints, 2, device=device)
+        out["pred_2d"], out["gt_2d"] = (gather(part, empty_j).cpu().numpy() for part in joints)
     return out
 
 
@@ -306,9 +314,12 @@ def _per_action(action_idx: torch.Tensor, errors: Dict[str, torch.Tensor]) -> Di
     return out
 
 
+PER_SAMPLE_KEYS = ("per_sample_mpjpe", "pred_2d", "gt_2d")
+
+
 def results_for_json(results: Dict) -> Dict:
-    """The JSON-able part of :func:`validate`'s result (drops per-sample arrays)."""
-    return {k: v for k, v in results.items() if k != "per_sample_mpjpe"}
+    """The JSON-able part of :func:`validate`'s result (drops the per-sample arrays)."""
+    return {k: v for k, v in results.items() if k not in PER_SAMPLE_KEYS}
 
 
 # ----------------------------------------------------------------------------- one checkpoint

@@ -357,7 +357,8 @@ def _load_data(cfg, name: str, spec, device) -> LifterData:
     root = dataset_root(cfg)
     max_samples = int(cfg.DATASET.MAX_SAMPLES)
     masking = bool(cfg.DATASET.MASK_LOW_CONFIDENCE)
-    x_tr, size_tr, y_tr, v_tr = _load_arrays(root, cfg.DATASET.TRAIN_SET, dataset, max_samples, device, masking)
+    train_set = str(cfg.LIFTER_TRAIN.TRAIN_SET or cfg.DATASET.TRAIN_SET)      # e.g. a pose-only split
+    x_tr, size_tr, y_tr, v_tr = _load_arrays(root, train_set, dataset, max_samples, device, masking)
     x_va, size_va, y_va, v_va = _load_arrays(root, cfg.DATASET.TEST_SET, dataset, max_samples, device, masking)
     if masking and dataset == "panoptic" and v_tr is None:
         raise idx.DatasetIndexError(f"DATASET.MASK_LOW_CONFIDENCE needs the per-joint confidence flags "

@@ -1,4 +1,5 @@
-"""Run folder naming (SPEC §2.11) with every loss-relevant option in the name (SPEC §0, §9 #15).
+"""Run folder naming (docs/original.md#run-folders-and-names) with every loss-relevant option in the name
+(docs/differences.md; docs/original.md#quirks, quirk 15).
 
 Folder: ``<OUTPUT_DIR>/<DATASET>[_<HYBRID_JOINTS_TYPE>]/<MODEL.NAME>/<loss_type>[/<lifters>]``;
 ``<lifters>`` is the sorted ``MODEL_3D.NAMES`` joined by ``_`` (absent in 2D-only mode).

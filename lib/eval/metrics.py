@@ -1,4 +1,4 @@
-"""Evaluation protocols (SPEC §4.3-4.6): MPJPE, P-MPJPE (Procrustes), N-MPJPE, PDJ, per-action means.
+"""Evaluation protocols (docs/original.md#pdj02): MPJPE, P-MPJPE (Procrustes), N-MPJPE, PDJ, per-action means.
 
 Shapes: N samples, J joints; 3D poses (N, J, 3) and 2D poses (N, J, 2) in any one unit (the
 results are in that unit). numpy functions take and return numpy arrays; ``*_torch`` versions
@@ -28,7 +28,7 @@ def mpjpe(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 def procrustes_align(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """(N, J, 3) x2 -> (N, J, 3) ``pred`` similarity-aligned (rotation, scale, translation) onto ``gt``.
 
-    SPEC §4.4: centre both, divide by their Frobenius norms, SVD of ``X0^T Y0 = U S V^T``,
+    docs/original.md#3d-errors-per-lifter: centre both, divide by their Frobenius norms, SVD of ``X0^T Y0 = U S V^T``,
     ``R = V U^T``; a reflection (det R < 0) is removed by negating V's last column and the last
     singular value; scale ``b = sum(S) |X0| / |Y0|``, ``t = mu_X - b mu_Y R``.
     """
@@ -72,7 +72,7 @@ def pdj(pred: np.ndarray, gt: np.ndarray, left_shoulder: int, right_hip: int,
         fraction: float = 0.2) -> np.ndarray:
     """(N, J, 2) x2 image px -> (N, J) bool: error strictly below ``fraction`` x torso diameter.
 
-    Torso diameter = |gt[left_shoulder] - gt[right_hip]| per sample (SPEC §4.3); no visibility
+    Torso diameter = |gt[left_shoulder] - gt[right_hip]| per sample (docs/original.md#pdj02); no visibility
     mask (every joint counts, as in the original). PDJ@0.2 in percent = ``100 * pdj(...).mean()``.
     """
     pred, gt = np.asarray(pred), np.asarray(gt)
@@ -85,7 +85,7 @@ def per_action_mean(values: Sequence[float], actions: Sequence[str],
                     names: Optional[Sequence[str]] = None) -> Dict[str, float]:
     """(N,) per-sample values and their (N,) action names -> {action: mean} (NaN if no sample).
 
-    ``names`` defaults to the 15 H36M actions in evaluation order (SPEC §4.5).
+    ``names`` defaults to the 15 H36M actions in evaluation order (docs/original.md#per-action-breakdown).
     """
     values = np.asarray(values, dtype=np.float64).reshape(-1)
     actions = np.asarray(actions).reshape(-1)

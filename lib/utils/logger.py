@@ -1,4 +1,5 @@
-"""Run logging: ``<run_dir>/<cfg name>_<YYYY-mm-dd-HH-MM>_<phase>.log`` plus a console echo (SPEC §2.11).
+"""Run logging: ``<run_dir>/<cfg name>_<YYYY-mm-dd-HH-MM>_<phase>.log`` plus a console echo
+(docs/original.md#run-folders-and-names).
 
 Format ``"%(asctime)-15s %(message)s"`` as the original. Handlers are attached to the ``l2d``
 logger (and thereby to ``lib.*``/``model_*`` loggers through the root); calling

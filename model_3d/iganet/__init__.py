@@ -1,4 +1,4 @@
-"""IGANet lifter ``iganet`` (3 blocks, 512 channels by default; SPEC §6.4)."""
+"""IGANet lifter ``iganet`` (3 blocks, 512 channels by default; docs/original.md#iganet-network)."""
 from ..registry import register_lifter
 from .graph import spatial_adjacency
 from .model import IGANet

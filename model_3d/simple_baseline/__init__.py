@@ -1,4 +1,4 @@
-"""SimpleBaseline lifter ``sb``: z-scored (N, 2J) -> z-scored (N, 3J) (SPEC §6.2)."""
+"""SimpleBaseline lifter ``sb``: z-scored (N, 2J) -> z-scored (N, 3J) (docs/original.md#simplebaseline-network)."""
 from ..registry import register_lifter
 from .model import SimpleBaseline
 

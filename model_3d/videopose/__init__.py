@@ -1,4 +1,4 @@
-"""VideoPose3D lifter ``videopose`` with receptive field 1 (arc 1,1,1; SPEC §6.3)."""
+"""VideoPose3D lifter ``videopose`` with receptive field 1 (arc 1,1,1; docs/original.md#videopose3d-network)."""
 from ..registry import register_lifter
 from .model import TemporalModel
 
