@@ -1,8 +1,8 @@
 """Speed and memory of the L2D training step, its parts, data loading and validation.
 
     python benchmarks/benchmark.py --cfg experiments/demo/tiny_96x128.yaml [--batch 32] [--steps 10]
-        [--warmup 2] [--device cpu|cuda|cuda:N] [--json] [--compare-original] [--make-data]
-        [KEY VALUE ...]
+        [--warmup 2] [--device cpu|cuda|cuda:N] [--json] [--json-out FILE] [--compare-original]
+        [--make-data] [KEY VALUE ...]
 
 Shapes: N = --batch, J dataset joints (17 h36m / 15 panoptic), heatmaps (N, 17, Hm, Wm) and
 images (N, 3, H, W) of the configured sizes. Times are medians in milliseconds; the three
@@ -33,46 +33,42 @@ lifter, post-processing in a Python double loop, one OpenCV affine solve per sam
 read back to the host) and its ratio to ours.
 
 Nothing needs weights or data: the detector and the lifters are randomly initialised (plausible
-normalisation stats for ``sb``) and the step inputs are random tensors. With --json the table
-goes to stderr and stdout holds only the JSON object.
+normalisation stats for ``sb``) and the step inputs are random tensors (``benchmarks/common.py``;
+the original's step is ``benchmarks/reference.py``). With --json the table goes to stderr and stdout
+holds only the JSON object; --json-out FILE writes the same object to FILE.
 """
 import argparse
 import json
 import math
-import resource
 import shutil
-import statistics
 import sys
 import tempfile
 import time
-from collections import deque
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 if __package__ in (None, ""):  # `python benchmarks/benchmark.py`: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import cv2
-import numpy as np
 import torch
 
 import model_2d
 import model_3d
+from benchmarks.common import (Timer, add_json_out, build_lifters, make_synthetic_h36m,
+                               peak_memory_mb, pick_device, random_batch, write_json_out)
+from benchmarks.lifters import time_lifter
+from benchmarks.reference import make_original_step
 from lib.config import load_cfg
-from lib.core.heatmap import decode_soft, prepare_heatmaps
-from lib.core.losses import JointsMSELoss, joints_mse_per_joint, ohklm
+from lib.core.heatmap import decode_soft
 from lib.core.objective import L2DObjective
 from lib.core.skeleton import get_skeleton
+from lib.datasets import build_dataset
+from lib.datasets.base import dataset_root
 from lib.engine.builders import make_loader, make_optimizer
+from lib.engine.evaluator import validate
 from lib.engine.train_epoch import backward_and_step
 from lib.utils.device import autocast
 from lib.utils.machine import machine_info, machine_text
-
-IMAGE_SIZE_PX = (1000.0, 1000.0)                          # a Human3.6M frame (w, h)
-PIXEL_STD = 200.0
-CM_PER_M = 100.0
-MIB = 1024.0 * 1024.0
-
 
 # ----------------------------------------------------------------------------- setup helpers
 def parse_args(argv=None):
@@ -83,6 +79,7 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=2, help="untimed repeats before timing")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout (table on stderr)")
+    add_json_out(p)
     p.add_argument("--compare-original", action="store_true",
                    help="also time the guided steps the original's way and print the ratio")
     p.add_argument("--make-data", action="store_true",
@@ -99,31 +96,6 @@ def parse_args(argv=None):
     return args
 
 
-def pick_device(name: Optional[str]) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available here; use --device cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible")
-    return device
-
-
-def plausible_stats(num_joints: int, seed: int = 0) -> Dict[str, np.ndarray]:
-    """Normalisation stats of the right shapes and Human3.6M-like magnitudes (px / cm)."""
-    rng = np.random.RandomState(seed)
-    return {"mean_2d": 500.0 + rng.uniform(-60, 60, (num_joints, 2)),
-            "std_2d": rng.uniform(60, 120, (num_joints, 2)),
-            "mean_3d": rng.uniform(-40, 40, (num_joints, 3)),
-            "std_3d": rng.uniform(10, 40, (num_joints, 3))}
-
-
-def build_lifters(names, num_joints: int, device) -> Dict[str, torch.nn.Module]:
-    stats = plausible_stats(num_joints)
-    return {n: model_3d.build_lifter(n, num_joints, stats=stats).to(device) for n in names}
-
-
 def step_config(cfg, names):
     """A copy of ``cfg`` for a step kind: 2D-only (``names`` empty) or guided by ``names``."""
     c = cfg.clone()
@@ -134,75 +106,6 @@ def step_config(cfg, names):
         c.LOSS.OHKLM = True
         c.MODEL_3D.NAMES = list(names)
     return c
-
-
-def random_batch(cfg, batch: int, device, seed: int = 0):
-    """(images (N,3,H,W), target (N,J,Hm,Wm), target_weight (N,J,1), meta) of the configured sizes."""
-    g = torch.Generator().manual_seed(seed)
-    w, h = (int(v) for v in cfg.MODEL.IMAGE_SIZE)
-    wm, hm = (int(v) for v in cfg.MODEL.HEATMAP_SIZE)
-    joints = get_skeleton(cfg.DATASET.DATASET).num_joints
-    images = torch.randn(batch, 3, h, w, generator=g)
-    target = torch.rand(batch, joints, hm, wm, generator=g)
-    target_weight = torch.ones(batch, joints, 1)
-    # A person box of ~300-500 px in a 1000 px frame, with the crop's aspect ratio.
-    box_w_px = 300.0 + 200.0 * torch.rand(batch, generator=g)
-    scale = torch.stack((box_w_px, box_w_px * h / w), dim=-1) / PIXEL_STD
-    center = torch.tensor(IMAGE_SIZE_PX) / 2 + 100.0 * (torch.rand(batch, 2, generator=g) - 0.5)
-    joints_3d_cm = 30.0 * torch.randn(batch, joints, 3, generator=g)
-    joints_3d_cm[:, get_skeleton(cfg.DATASET.DATASET).root] = 0.0
-    joints_2d_px = center[:, None] + (torch.rand(batch, joints, 2, generator=g) - 0.5) * box_w_px[:, None, None]
-    meta = {"center": center, "scale": scale, "joints_3d": joints_3d_cm,
-            "image_size": torch.tensor(IMAGE_SIZE_PX).expand(batch, 2).contiguous(),
-            "joints_2d": joints_2d_px, "action_idx": torch.randint(0, 15, (batch,), generator=g)}
-    if bool(cfg.TRAIN.CHANNELS_LAST):
-        images = images.contiguous(memory_format=torch.channels_last)
-    move = lambda t: t.to(device)   # noqa: E731
-    return move(images), move(target), move(target_weight), {k: move(v) for k, v in meta.items()}
-
-
-class Timer:
-    """Wall-clock of a callable in ms, synchronising CUDA before and after."""
-
-    def __init__(self, device):
-        self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-
-    def __call__(self, fn: Callable) -> float:
-        self.sync()
-        start = time.perf_counter()
-        fn()
-        self.sync()
-        return 1000.0 * (time.perf_counter() - start)
-
-    def median(self, fn: Callable, steps: int, warmup: int) -> float:
-        for _ in range(warmup):
-            fn()
-        return statistics.median(self(fn) for _ in range(steps))
-
-    def interleaved(self, fns: Dict[str, Callable], steps: int, warmup: int,
-                    prepare: Optional[Callable] = None) -> Dict[str, float]:
-        """Median ms of each callable, timed in turns (a, b, c, then b, c, a, then c, a, b, ...): a
-        drift of the machine's speed (frequency, background load on a shared host) hits every one
-        alike, and each repeat starts one further along, so that no callable always runs right
-        after the same one (one that fills the cache or makes the allocator give memory back would
-        otherwise always slow the next). With ``prepare``, each call is ``fn(prepare(name))`` and
-        ``prepare`` runs outside the timing."""
-        def call(name, fn):
-            if prepare is None:
-                return fn
-            arg = prepare(name)
-            return lambda: fn(arg)
-
-        names = list(fns)
-        for _ in range(warmup):
-            for k in names:
-                call(k, fns[k])()
-        times = {k: [] for k in names}
-        for step in range(steps):
-            first = step % len(names)
-            for k in names[first:] + names[:first]:
-                times[k].append(self(call(k, fns[k])))
-        return {k: statistics.median(v) for k, v in times.items()}
 
 
 # ----------------------------------------------------------------------------- our training step
@@ -218,97 +121,6 @@ def make_train_step(model, objective, optimizer, scaler, batch, device, amp: str
     return step
 
 
-# ----------------------------------------------------------------------------- the original's way
-def original_decode(heatmaps_cpu: torch.Tensor, center: np.ndarray, scale: np.ndarray, beta: float,
-                    post_process: bool) -> torch.Tensor:
-    """Reference of the original ``get_final_preds_softargmax`` (docs/original.md#soft-argmax-decoding), CPU tensors.
-
-    (N, J, H, W) -> (N, J, 2) image px: softmax over the full-size grids, a Python double loop
-    over samples and joints for the quarter-pixel shift, and one OpenCV 3-point affine per sample.
-    """
-    n, j, h, w = heatmaps_cpu.shape
-    prob = torch.softmax(beta * heatmaps_cpu.reshape(n, j, h * w), dim=-1).reshape(n, j, h, w)
-    grid_x = (torch.linspace(0, 1, w) * (w - 1)).reshape(1, 1, 1, w).expand(n, j, h, w)
-    grid_y = (torch.linspace(0, 1, h) * (h - 1)).reshape(1, 1, h, 1).expand(n, j, h, w)
-    coords = torch.stack(((prob * grid_x).sum(dim=(2, 3)), (prob * grid_y).sum(dim=(2, 3))), dim=-1)
-    if post_process:
-        maps = heatmaps_cpu.detach().numpy()
-        values = coords.detach().numpy()
-        shift = np.zeros((n, j, 2), np.float32)
-        for b in range(n):
-            for p in range(j):
-                hm = maps[b][p]
-                px = int(math.floor(values[b][p][0] + 0.5))
-                py = int(math.floor(values[b][p][1] + 0.5))
-                if 1 < px < w - 1 and 1 < py < h - 1:
-                    diff = np.array([hm[py][px + 1] - hm[py][px - 1], hm[py + 1][px] - hm[py - 1][px]])
-                    shift[b][p] = np.sign(diff) * 0.25
-        coords = coords + torch.from_numpy(shift)
-    rows = []
-    for b in range(n):
-        src_w = scale[b][0] * PIXEL_STD
-        src = np.zeros((3, 2), np.float32)
-        dst = np.zeros((3, 2), np.float32)
-        src[0] = center[b]
-        src[1] = center[b] + np.array([0.0, -0.5 * src_w])
-        dst[0] = [w * 0.5, h * 0.5]
-        dst[1] = dst[0] + np.array([0.0, -0.5 * w])
-        for pts in (src, dst):
-            d = pts[0] - pts[1]
-            pts[2] = pts[1] + np.array([-d[1], d[0]], np.float32)
-        inv = torch.from_numpy(cv2.getAffineTransform(dst, src)).float()       # heatmap -> image
-        homog = torch.cat((coords[b], torch.ones(j, 1)), dim=1)
-        rows.append(homog @ inv.t())
-    return torch.stack(rows)
-
-
-def make_original_step(model, lifters, optimizer, batch, device, cfg, amp: str):
-    """The original's guided step (docs/original.md#one-training-step, docs/original.md#dwa-and-lifter-dropout,
-    docs/original.md#the-total-loss) with the same lifters and losses."""
-    images, target, target_weight, meta = batch
-    L = cfg.LOSS
-    dataset = cfg.DATASET.DATASET
-    beta, post_process = float(L.BETA), bool(cfg.TEST.POST_PROCESS)
-    criterion = JointsMSELoss(bool(L.USE_TARGET_WEIGHT))
-    history = deque([[1.0] * len(lifters), [1.0] * len(lifters)], maxlen=3)
-    rng = np.random.RandomState(0)
-
-    def step():
-        with autocast(device, amp):
-            heatmaps = model(images)
-        heatmaps = prepare_heatmaps(heatmaps.float(), dataset)
-        center = meta["center"].cpu().numpy()
-        scale = meta["scale"].cpu().numpy()
-        gt_3d_m = meta["joints_3d"] / CM_PER_M
-        loss_2d = criterion(heatmaps, target, target_weight)
-        loss_2d_pj = joints_mse_per_joint(heatmaps, target, target_weight, bool(L.USE_TARGET_WEIGHT))
-        l3d, l3d_xy, l3d_z, ohk = [], [], [], []
-        for lifter in lifters.values():
-            pose_2d_px = original_decode(heatmaps.cpu().clone(), center, scale, beta, post_process).to(device)
-            pred_3d_m = lifter(pose_2d_px, meta["image_size"])
-            sq = (pred_3d_m - gt_3d_m) ** 2
-            l3d.append(sq.mean())
-            l3d_xy.append(sq[..., :2].mean())
-            l3d_z.append(sq[..., 2].mean())
-            ohk.append(ohklm(loss_2d_pj, sq.mean(dim=-1), int(L.OHKLM_TOP_K))[0])
-        history.append(l3d)
-        ratio = np.array([float(a) / float(b) for a, b in zip(history[-2], history[-3])])   # host sync
-        weights = np.exp(ratio / float(L.DWA_T))
-        weights = weights / weights.sum()
-        drop = rng.randint(0, len(lifters) + 1)
-        if bool(L.DROPOUT) and len(lifters) > 1 and drop < len(lifters):
-            weights[drop] = 0.0
-        w2d = float(L.LOSS_2D_W) * loss_2d + float(L.OHKLM_W) * sum(wk * o for wk, o in zip(weights, ohk))
-        w3d = (float(L.LOSS_3D_XY_W) * sum(wk * v for wk, v in zip(weights, l3d_xy))
-               + float(L.LOSS_3D_Z_W) * sum(wk * v for wk, v in zip(weights, l3d_z)))
-        loss = float(L.LOSS_SINGLE_W) * (w2d + w3d)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        history[-1] = [float(v.detach()) for v in l3d]   # the original reads them back as numbers
-    return step
-
-
 # ----------------------------------------------------------------------------- parts
 def time_decode(cfg, batch_size, device, timer, steps, warmup) -> float:
     _, target, _, meta = random_batch(cfg, batch_size, device, seed=1)
@@ -321,60 +133,22 @@ def time_decode(cfg, batch_size, device, timer, steps, warmup) -> float:
     return timer.median(run, steps, warmup)
 
 
-def time_lifters(lifters, num_joints, batch_size, device, timer, steps, warmup) -> Dict[str, float]:
-    g = torch.Generator().manual_seed(2)
-    pose_2d_px = (400.0 + 200.0 * torch.rand(batch_size, num_joints, 2, generator=g)).to(device).requires_grad_(True)
-    image_size = torch.tensor(IMAGE_SIZE_PX, device=device).expand(batch_size, 2)
-    out = {}
-    for name, lifter in lifters.items():
-        def run(lifter=lifter):
-            lifter(pose_2d_px, image_size).square().sum().backward()
-            pose_2d_px.grad = None
-        out[name] = timer.median(run, steps, warmup)
-    return out
+def time_lifters(lifters, num_joints, batch_size, device, steps, warmup) -> Dict[str, float]:
+    return {name: time_lifter(lifter, batch_size, num_joints, steps, device, warmup)
+            for name, lifter in lifters.items()}
 
 
-def time_validation(cfg, model, lifters, batch_size, device, num_batches, notes) -> Optional[float]:
-    """Samples/s of the evaluator's validate() on synthetic batches (a local loop without the engine)."""
-    batches = []
-    for i in range(num_batches):
-        images, target, weight, meta = random_batch(cfg, batch_size, device, seed=10 + i)
-        batches.append((images, target, weight, meta))
-    try:
-        from lib.engine.evaluator import validate
-    except ImportError:
-        validate = None
-        notes.append("valid_samples_per_s: lib.engine.evaluator not importable; timed a local "
-                     "detector + decode + lifters + MPJPE loop instead")
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    amp = str(cfg.TRAIN.AMP)
+def time_validation(cfg, model, lifters, batch_size, device, num_batches) -> float:
+    """Samples/s of the evaluator's ``validate`` (detector + decode + lifters + metrics) on synthetic batches."""
+    batches = [random_batch(cfg, batch_size, device, seed=10 + i) for i in range(num_batches)]
 
     def run(loader):
-        if validate is not None:
-            validate(cfg, loader, model, device, lifters, soft_argmax=bool(cfg.TEST.SOFT_ARGMAX))
-            return
-        from lib.eval.metrics import mpjpe_torch, p_mpjpe_torch
-        model.eval()
-        with torch.no_grad():
-            for images, _, _, meta in loader:
-                with autocast(device, amp):
-                    heatmaps = model(images)
-                heatmaps = prepare_heatmaps(heatmaps.float(), cfg.DATASET.DATASET)
-                pose_2d = decode_soft(heatmaps, meta["center"], meta["scale"], float(cfg.TEST.BETA),
-                                      bool(cfg.TEST.POST_PROCESS))
-                for lifter in lifters.values():
-                    pred_mm = lifter(pose_2d, meta["image_size"]) * 1000.0
-                    gt_mm = meta["joints_3d"] * 10.0
-                    mpjpe_torch(pred_mm, gt_mm).mean().item()
-                    p_mpjpe_torch(pred_mm, gt_mm).mean().item()
-        model.train()
+        validate(cfg, loader, model, device, lifters, soft_argmax=bool(cfg.TEST.SOFT_ARGMAX))
 
     run(batches[:1])        # warm-up (allocator, cudnn autotuning)
-    sync()
-    start = time.perf_counter()
-    run(batches)
-    sync()
-    return num_batches * batch_size / (time.perf_counter() - start)
+    samples_per_s = Timer(device).rate(lambda: run(batches), num_batches * batch_size)
+    model.train()
+    return samples_per_s
 
 
 def _prepared(root: Path) -> bool:
@@ -383,7 +157,6 @@ def _prepared(root: Path) -> bool:
 
 def time_loader(cfg, batch_size, device, num_batches, make_data, notes) -> Optional[float]:
     """Samples/s of the training DataLoader (as the trainer builds it) over ``num_batches`` batches."""
-    from lib.datasets.base import dataset_root
     root = dataset_root(cfg)
     tmp = None
     if not _prepared(root):
@@ -395,24 +168,20 @@ def time_loader(cfg, batch_size, device, num_batches, make_data, notes) -> Optio
             notes.append(f"loader_samples_per_s: --make-data generates Human3.6M only "
                          f"(DATASET.DATASET={cfg.DATASET.DATASET})")
             return None
-        from lib.datasets.prepare_h36m import prepare_h36m
-        from lib.datasets.synthetic import make_h36m_demo
         tmp = Path(tempfile.mkdtemp(prefix="l2d_bench_"))
         # 5 training subjects x 4 cameras x frames: enough frames for every timed batch.
         frames = max(4, math.ceil((num_batches + 1) * batch_size / 20))
-        make_h36m_demo(tmp, frames_per_seq=frames, actions_per_subject=1, preview=False)
-        prepare_h36m(tmp, tmp, train_interval=1, valid_interval=1, progress=False, log=lambda *_: None)
+        make_synthetic_h36m(tmp, frames_per_seq=frames)
         cfg = cfg.clone()
         cfg.defrost()
         cfg.DATA_DIR, cfg.DATASET.ROOT = "", str(tmp)
         notes.append(f"loader_samples_per_s: synthetic Human3.6M set generated by --make-data ({frames} frames "
                      f"per sequence)")
     try:
-        from lib.datasets import build_dataset
         dataset = build_dataset(cfg, cfg.DATASET.TRAIN_SET, True)
         sampler = torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(0))
         loader = make_loader(dataset, batch_size, sampler, cfg, device)
-        seen, start = 0, None
+        timer, seen, start = Timer(device), 0, None
         for i, (images, *_rest) in enumerate(loader):
             if i == 0:              # the first batch pays for the worker start-up
                 start = time.perf_counter()
@@ -421,6 +190,7 @@ def time_loader(cfg, batch_size, device, num_batches, make_data, notes) -> Optio
             seen += images.shape[0]
             if i >= num_batches:
                 break
+        timer.sync()                # the last copy to the device has arrived
         elapsed = time.perf_counter() - start if start is not None else 0.0
         del loader
         if seen == 0:
@@ -431,14 +201,6 @@ def time_loader(cfg, batch_size, device, num_batches, make_data, notes) -> Optio
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def peak_memory_mb(device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / MIB
-    # ru_maxrss is KiB on Linux, bytes on macOS.
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (MIB if sys.platform == "darwin" else 1024.0)
 
 
 # ----------------------------------------------------------------------------- report
@@ -515,10 +277,10 @@ def run_benchmark(args) -> Dict:
            "step_ms_guided_multi": med["guided_multi"],
            "overhead_guided_sb": med["guided_sb"] / med["2d_only"],
            "decode_ms": time_decode(cfg, batch_size, device, timer, steps, warmup),
-           "lifter_ms": time_lifters(lifters, num_joints, batch_size, device, timer, steps, warmup)}
+           "lifter_ms": time_lifters(lifters, num_joints, batch_size, device, steps, warmup)}
     valid_lifters = {n: lifters[n] for n in cfg.MODEL_3D.NAMES if n in lifters} or {"sb": lifters["sb"]}
     res["valid_samples_per_s"] = time_validation(cfg, model, valid_lifters, batch_size, device,
-                                                 max(int(args.valid_batches), 1), notes)
+                                                 max(int(args.valid_batches), 1))
     res["loader_samples_per_s"] = time_loader(cfg, batch_size, device, max(int(args.loader_batches), 1),
                                               args.make_data, notes)
     res["peak_mem_mb"] = peak_memory_mb(device)
@@ -549,6 +311,7 @@ def main(argv=None) -> Dict:
         print(json.dumps(res, allow_nan=False))
     else:
         print(table)
+    write_json_out(args.json_out, "benchmark", res)
     return res
 
 

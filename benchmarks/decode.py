@@ -3,8 +3,9 @@
 Shapes: heatmaps (N, J, H, W) = (batch, 17, 96, 72) by default. Printed beside it (median of
 repeats, milliseconds): the same with every map forced down the full-map path (``tol_px=0``,
 the decode before the windowed soft-argmax), ``torch.softmax`` alone (forward only, and with
-autograd's backward) and a per-sample loop in the style of the original ``get_final_preds_softargmax`` (Python loop over
-N x J for the quarter-pixel shift, one OpenCV affine solve per sample).
+autograd's backward) and the original ``get_final_preds_softargmax`` (``original_decode`` in
+``benchmarks/reference.py``: a Python loop over N x J for the quarter-pixel shift, one OpenCV
+affine solve per sample).
 
 ``--maps peaked`` (default) gives maps that look like a trained detector's (a unit Gaussian per
 joint over a background near 0): with beta = 100 most exponents then fall in float32's denormal
@@ -16,51 +17,25 @@ turns, each repeat starting one row further (no row always follows the same one)
 ``memory floor`` times what any decode + backward must do (read the maps once, write a zeroed
 gradient as large as them): ``loop / floor`` is the largest speed-up this machine allows. Usage::
 
-    python benchmarks/decode.py [--batch 64] [--repeats 20] [--maps peaked|noise] [--device cpu] [--threads 0]
+    python benchmarks/decode.py [--batch 64] [--repeats 20] [--maps peaked|noise] [--device cpu|cuda:N]
+                                [--threads 0] [--json-out FILE]
 """
 import argparse
-import math
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # `python benchmarks/decode.py`: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import (Timer, add_device_args, add_json_out, device_from_args, peaked_heatmaps,  # noqa: E402
+                               print_machine, write_json_out)
+from benchmarks.reference import original_decode  # noqa: E402
 from lib.core.heatmap import decode_soft  # noqa: E402
 from lib.core.soft_argmax import window_plan  # noqa: E402
-from lib.utils.machine import machine_info, machine_line  # noqa: E402
-from benchmarks.benchmark import Timer  # noqa: E402
 
-
-def loop_decode(heatmaps, center, scale, beta=100.0):
-    """The original's structure: batched softmax, then Python loops and per-sample affine solves."""
-    n, j, h, w = heatmaps.shape
-    prob = torch.softmax(beta * heatmaps.reshape(n, j, -1), dim=-1).reshape(n, j, h, w)
-    grid_x = (torch.linspace(0, 1, w, device=heatmaps.device) * (w - 1)).expand(h, w)
-    grid_y = (torch.linspace(0, 1, h, device=heatmaps.device) * (h - 1)).unsqueeze(1).expand(h, w)
-    coords = torch.stack(((prob * grid_x).sum(dim=(2, 3)), (prob * grid_y).sum(dim=(2, 3))), dim=-1)
-    raw = heatmaps.detach().cpu().numpy()
-    values = coords.detach().cpu().numpy()
-    shift = np.zeros_like(values)
-    for b in range(n):
-        for p in range(j):
-            hm = raw[b, p]
-            px, py = int(math.floor(values[b, p, 0] + 0.5)), int(math.floor(values[b, p, 1] + 0.5))
-            if 1 < px < w - 1 and 1 < py < h - 1:
-                shift[b, p] = np.sign([hm[py][px + 1] - hm[py][px - 1], hm[py + 1][px] - hm[py - 1][px]]) * 0.25
-    coords = coords + torch.from_numpy(shift).to(coords.device)
-    out = []
-    centers, scales = center.cpu().numpy(), scale.cpu().numpy()
-    for b in range(n):
-        src_w = scales[b, 0] * 200.0
-        src = np.float32([centers[b], centers[b] + [0, -0.5 * src_w], centers[b] + [-0.5 * src_w, 0]])
-        dst = np.float32([[w / 2, h / 2], [w / 2, h / 2 - w / 2], [0, h / 2]])
-        matrix = torch.from_numpy(cv2.getAffineTransform(dst, src)).to(coords)
-        out.append(coords[b] @ matrix[:, :2].T + matrix[:, 2])
-    return torch.stack(out)
+LOOP = "per-sample loop (original style)"
 
 
 def softmax_only(heatmaps, center, scale, beta=100.0):
@@ -83,27 +58,21 @@ def main(argv=None):
     parser.add_argument("--width", type=int, default=72)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--maps", choices=("peaked", "noise"), default="peaked")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    add_device_args(parser)
+    add_json_out(parser)
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = device_from_args(args)
     gen = torch.Generator().manual_seed(0)
     shape = (args.batch, args.joints, args.height, args.width)
     if args.maps == "peaked":
-        mu = torch.rand(args.batch, args.joints, 2, generator=gen) * torch.tensor([args.width - 6.0, args.height - 6.0]) + 3
-        xs = torch.arange(args.width, dtype=torch.float32)
-        ys = torch.arange(args.height, dtype=torch.float32)[:, None]
-        d2 = (xs - mu[..., 0, None, None]) ** 2 + (ys - mu[..., 1, None, None]) ** 2
-        heatmaps = torch.exp(-d2 / 8.0) + 0.01 * torch.randn(shape, generator=gen)
+        heatmaps = peaked_heatmaps(*shape, sigma=2.0, seed=1)
     else:
         heatmaps = 0.1 * torch.randn(shape, generator=gen)
     heatmaps = heatmaps.to(device)
     center = (400 + 200 * torch.rand(args.batch, 2, generator=gen)).to(device)
     scale = (1.5 + torch.rand(args.batch, 2, generator=gen)).to(device)
 
-    print(machine_line(machine_info(device)))
+    machine = print_machine(device)
     print(f"device {device}, {args.maps} heatmaps {tuple(shape)}; median of {args.repeats} repeats")
     plan = window_plan(heatmaps.float().reshape(-1, args.height, args.width), 100.0)
     windowed = int(plan["use_window"].sum())
@@ -115,7 +84,7 @@ def main(argv=None):
             ("decode_soft, post-process", lambda h, c, s: decode_soft(h, c, s, 100.0, True), True),
             # tol_px = 0 sends every map down the full-map path: the decode before the window existed
             ("decode_soft, full map forced", lambda h, c, s: decode_soft(h, c, s, 100.0, True, tol_px=0.0), True),
-            ("per-sample loop (original style)", loop_decode, True)]
+            (LOOP, lambda h, c, s: original_decode(h, c, s, 100.0, True), True)]
     # Each call gets a fresh copy of the maps, made outside the timing (the rows take turns).
     backward = {label: bw for label, _, bw in rows}
 
@@ -128,9 +97,14 @@ def main(argv=None):
 
     ms = Timer(device).interleaved({label: run_row(fn, label) for label, fn, _ in rows}, args.repeats, 3,
                                    prepare=lambda label: heatmaps.detach().clone().requires_grad_(backward[label]))
-    loop = ms["per-sample loop (original style)"]
+    loop = ms[LOOP]
     for label, value in ms.items():
         print(f"{label:<34} {value:8.2f} ms   loop / this {loop / value:5.1f}x")
+    out = {"device": str(device), "machine": machine, "maps": args.maps, "shape": list(shape),
+           "repeats": args.repeats, "window_maps": windowed, "maps_total": int(plan["use_window"].numel()),
+           "ms": ms, "loop_over_row": {label: loop / value for label, value in ms.items()}}
+    write_json_out(args.json_out, "decode", out)
+    return out
 
 
 if __name__ == "__main__":

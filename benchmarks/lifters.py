@@ -1,45 +1,38 @@
-"""Forward + backward-to-input time of every registered lifter (CPU, median of repeats).
+"""Forward + backward-to-input time of every registered lifter (median of repeats).
 
-The first line names the machine (CPU model).
+The first line names the machine (CPU model, GPU when used). The lifters are randomly initialised
+at their published sizes, with plausible normalisation stats (``benchmarks/common.py``).
 
 Shapes: batch N (default 64), J joints (default 17). Usage::
 
-    python benchmarks/lifters.py [--batch 64] [--joints 17] [--repeats 10] [--threads 2]
+    python benchmarks/lifters.py [--batch 64] [--joints 17] [--repeats 10] [--device cpu|cuda:N]
+                                 [--threads 2] [--lifters sb,...] [--json-out FILE]
 """
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # `python benchmarks/lifters.py`: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import model_3d  # noqa: E402
-from lib.utils.machine import machine_info, machine_line  # noqa: E402
+from benchmarks.common import (IMAGE_SIZE_PX, Timer, add_device_args, add_json_out, build_lifters,  # noqa: E402
+                               device_from_args, print_machine, write_json_out)
 
 
-def dummy_stats(num_joints):
-    return {"mean_2d": np.full((num_joints, 2), 500.0), "std_2d": np.full((num_joints, 2), 100.0),
-            "mean_3d": np.zeros((num_joints, 3)), "std_3d": np.full((num_joints, 3), 20.0)}
+def time_lifter(lifter, batch, num_joints, repeats, device, warmup=2) -> float:
+    """Median ms of one forward + backward to the (N, J, 2) input (joints in a 200 px square of a
+    1000 px frame)."""
+    gen = torch.Generator().manual_seed(2)
+    pose = (400.0 + 200.0 * torch.rand(batch, num_joints, 2, generator=gen)).to(device).requires_grad_(True)
+    size = torch.tensor([IMAGE_SIZE_PX], device=device).expand(batch, 2)
 
-
-def time_lifter(name, batch, num_joints, repeats, warmup=2):
-    lifter = model_3d.build_lifter(name, num_joints, stats=dummy_stats(num_joints))
-    pose = (torch.rand(batch, num_joints, 2) * 1000).requires_grad_(True)
-    size = torch.tensor([[1000.0, 1000.0]]).expand(batch, 2)
-    times = []
-    for i in range(warmup + repeats):
-        start = time.perf_counter()
+    def step():
         lifter(pose, size).square().sum().backward()
-        elapsed = time.perf_counter() - start
         pose.grad = None
-        if i >= warmup:
-            times.append(elapsed)
-    params = sum(p.numel() for p in lifter.parameters())
-    return statistics.median(times), params
+    return Timer(device).median(step, repeats, warmup)
 
 
 def main(argv=None):
@@ -47,17 +40,25 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--joints", type=int, default=17)
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     parser.add_argument("--lifters", nargs="*", default=None)
+    add_device_args(parser)
+    add_json_out(parser)
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(machine_line(machine_info()))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, J={args.joints}")
+    device = device_from_args(args)
+    machine = print_machine(device)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, J={args.joints}, "
+          f"device {device}")
     print(f"{'lifter':<10} {'params':>12} {'fwd+bwd ms (median)':>22}")
-    for name in args.lifters or sorted(model_3d.LIFTERS):
-        seconds, params = time_lifter(name, args.batch, args.joints, args.repeats)
-        print(f"{name:<10} {params:>12,} {seconds * 1e3:>22.1f}")
+    names = args.lifters or sorted(model_3d.LIFTERS)
+    ms, params = {}, {}
+    for name, lifter in build_lifters(names, args.joints, device).items():
+        ms[name] = time_lifter(lifter, args.batch, args.joints, args.repeats, device)
+        params[name] = sum(p.numel() for p in lifter.parameters())
+        print(f"{name:<10} {params[name]:>12,} {ms[name]:>22.1f}")
+    out = {"device": str(device), "machine": machine, "batch": args.batch, "joints": args.joints,
+           "repeats": args.repeats, "ms": ms, "params": params}
+    write_json_out(args.json_out, "lifters", out)
+    return out
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ and reads report.json's ``claims``; prints per seed and the mean over seeds:
 
     python benchmarks/multi_model_claim.py                      # 3 seeds, about 3x make demo-multi
     python benchmarks/multi_model_claim.py --seeds 0 --json     # one seed, machine-readable
+    python benchmarks/multi_model_claim.py --json-out claim.json # the figures with the machine, to a file
     python benchmarks/multi_model_claim.py --out /tmp/c PIPELINE.FINETUNE_EPOCHS 0   # trailing preset overrides
 """
 import argparse
@@ -18,8 +19,10 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # `python benchmarks/multi_model_claim.py`: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import add_json_out, write_json_out  # noqa: E402
 from lib.apps.pipeline import reproduce  # noqa: E402
 
 TARGET_RATIO = 1.3
@@ -33,6 +36,7 @@ def parse_args(argv=None):
     p.add_argument("--out", default="output/multi_model_claim", help="<out>/seed<S> per seed")
     p.add_argument("--gpu_id", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    add_json_out(p)
     p.add_argument("opts", nargs="*", metavar="KEY VALUE", help="preset overrides")
     return p.parse_args(argv)
 
@@ -78,6 +82,7 @@ def main(argv=None):
                            opts=list(args.opts) + ["SEED", str(seed)])
         per_seed[seed] = figures(report)
     summary = summarize(per_seed)
+    write_json_out(args.json_out, "multi_model_claim", {"preset": args.preset, "per_seed": per_seed, "summary": summary})
     if args.json:
         print(json.dumps({"per_seed": per_seed, "summary": summary}, indent=1))
         return summary

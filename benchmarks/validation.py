@@ -8,11 +8,11 @@ default:
 * ours: ``lib.engine.evaluator.validate`` (soft-argmax decode with post-processing, one affine for
   the batch, PDJ; lifters, MPJPE and batched-SVD P-MPJPE on the device over chunks of
   ``LIFT_CHUNK`` samples; one host sync per pass);
-* original (docs/original.md#soft-argmax-decoding, docs/original.md#pdj02, docs/original.md#3d-errors-per-lifter):
-softmax over the batch, then a Python double loop over samples
-  and joints for the quarter-pixel shift and one OpenCV 3-point affine per sample
-  (``benchmarks/benchmark.py::original_decode``), the lifters per batch, PDJ and MPJPE per sample, and a
-  per-sample numpy Procrustes (SVD, reflection fix) per lifter.
+* original (docs/original.md#soft-argmax-decoding, #validation-metrics; ``benchmarks/reference.py``):
+  softmax over the batch, then a Python double loop over samples and joints for the quarter-pixel
+  shift and one OpenCV 3-point affine per sample (``original_decode``), the lifters per batch, PDJ
+  and MPJPE per sample, and a per-sample numpy Procrustes (SVD, reflection fix) per lifter
+  (``original_validate``).
 
 ``--with-detector`` adds the detector forward to both sides (end-to-end samples/s; the forward is
 identical in both, so the ratio shrinks towards 1 as the detector dominates on a CPU). The forward
@@ -22,7 +22,8 @@ boundary of the quarter-pixel shift, where float32 round-off alone would decide 
 The output (table or JSON ``machine``) names the CPU model and, on CUDA, the GPU. Usage::
 
     python benchmarks/validation.py [--cfg FILE] [--batch 64] [--batches 8] [--lifters sb,videopose]
-                                    [--device cpu|cuda] [--repeats 3] [--with-detector] [--json]
+                                    [--device cpu|cuda|cuda:N] [--threads N] [--repeats 5]
+                                    [--with-detector] [--json] [--json-out FILE]
 """
 import argparse
 import json
@@ -32,14 +33,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # `python benchmarks/validation.py`: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import (Timer, add_device_args, add_json_out, build_lifters, device_from_args,  # noqa: E402
+                               peaked_heatmaps, random_batch, write_json_out)
+from benchmarks.reference import original_decode, original_validate, procrustes_error_mm  # noqa: E402
 from lib.config import load_cfg  # noqa: E402
-from lib.core.heatmap import prepare_heatmaps  # noqa: E402
+from lib.core.heatmap import decode_soft, prepare_heatmaps  # noqa: E402
 from lib.core.skeleton import get_skeleton  # noqa: E402
-from lib.engine.evaluator import LIFT_CHUNK, MM_PER_M, gt_mm_for, validate  # noqa: E402
+from lib.engine.evaluator import LIFT_CHUNK, validate  # noqa: E402
+from lib.eval.metrics import mpjpe_torch, p_mpjpe_torch  # noqa: E402
 from lib.utils.machine import machine_info, machine_line  # noqa: E402
-from benchmarks.benchmark import Timer, build_lifters, original_decode, random_batch  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -48,28 +53,15 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=64, help="samples per batch (TEST.BATCH_SIZE_PER_GPU)")
     p.add_argument("--batches", type=int, default=8, help="batches per validation pass")
     p.add_argument("--lifters", default="sb,videopose", help="comma-separated lifters evaluated per batch")
-    p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=5, help="timed passes per side, taking turns (median)")
     p.add_argument("--with-detector", action="store_true", help="include the detector forward on both sides")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    add_device_args(p)
+    add_json_out(p)
     return p.parse_args(argv)
 
 
 # ----------------------------------------------------------------------------- inputs
-def peaked_heatmaps(cfg, n: int, seed: int) -> torch.Tensor:
-    """(N, 17, Hm, Wm): a unit Gaussian per joint at a random point plus weak noise (a trained
-    detector's look, so the quarter-pixel shift of the post-processing really happens)."""
-    g = torch.Generator().manual_seed(seed)
-    wm, hm = (int(v) for v in cfg.MODEL.HEATMAP_SIZE)
-    mu = torch.rand(n, 17, 2, generator=g) * torch.tensor([wm - 6.0, hm - 6.0]) + 3.0
-    xs = torch.arange(wm, dtype=torch.float32).view(1, 1, 1, wm)
-    ys = torch.arange(hm, dtype=torch.float32).view(1, 1, hm, 1)
-    d2 = (xs - mu[..., 0, None, None]) ** 2 + (ys - mu[..., 1, None, None]) ** 2
-    sigma = float(cfg.MODEL.SIGMA)
-    return torch.exp(-d2 / (2 * sigma ** 2)) + 0.01 * torch.randn(n, 17, hm, wm, generator=g)
-
-
 class Replay(torch.nn.Module):
     """A stand-in detector that returns its input: lets ``validate`` start from given heatmaps.
 
@@ -86,62 +78,9 @@ class Replay(torch.nn.Module):
         return heatmaps
 
 
-# ----------------------------------------------------------------------------- the original's way
-def procrustes_error_mm(pred_mm: np.ndarray, gt_mm: np.ndarray) -> float:
-    """(J, 3) x2 -> MPJPE after aligning ``pred`` to ``gt`` (docs/original.md#3d-errors-per-lifter), one sample,
-    float64."""
-    mu_x, mu_y = gt_mm.mean(axis=0), pred_mm.mean(axis=0)
-    x0, y0 = gt_mm - mu_x, pred_mm - mu_y
-    norm_x, norm_y = np.sqrt((x0 ** 2).sum()), np.sqrt((y0 ** 2).sum())
-    x0, y0 = x0 / norm_x, y0 / norm_y
-    u, s, vt = np.linalg.svd(x0.T @ y0)
-    v = vt.T
-    r = v @ u.T
-    if np.linalg.det(r) < 0:
-        v[:, -1] *= -1
-        s[-1] *= -1
-        r = v @ u.T
-    b = s.sum() * norm_x / norm_y
-    t = mu_x - b * (mu_y @ r)
-    aligned = b * (pred_mm @ r) + t
-    return float(np.linalg.norm(aligned - gt_mm, axis=-1).mean())
-
-
-@torch.no_grad()
-def original_validate(cfg, batches, model, lifters, device):
-    """The original's loop: per-sample decode, PDJ, MPJPE and Procrustes; -> (pdj %, {name: (mpjpe, p_mpjpe)})."""
-    skel = get_skeleton(cfg.DATASET.DATASET)
-    beta, post = float(cfg.TEST.BETA), bool(cfg.TEST.POST_PROCESS)
-    detected, counted = 0, 0
-    errors = {n: ([], []) for n in lifters}
-    for images, _, _, meta in batches:
-        heatmaps = prepare_heatmaps(model(images.to(device)).float(), cfg.DATASET.DATASET)
-        center = meta["center"].cpu().numpy()
-        scale = meta["scale"].cpu().numpy()
-        pred_2d = original_decode(heatmaps.cpu(), center, scale, beta, post)           # (N, J, 2) CPU
-        gt_2d = meta["joints_2d"].cpu().numpy()
-        pred_np = pred_2d.numpy()
-        for b in range(pred_np.shape[0]):
-            torso = np.linalg.norm(gt_2d[b][skel.left_shoulder] - gt_2d[b][skel.right_hip])
-            for j in range(pred_np.shape[1]):
-                detected += int(np.linalg.norm(pred_np[b][j] - gt_2d[b][j]) < 0.2 * torso)
-                counted += 1
-        image_size = meta["image_size"].to(device).float()
-        joints_3d_cm = meta["joints_3d"].to(device).float()
-        for name, lifter in lifters.items():
-            pred_mm = (lifter(pred_2d.to(device), image_size).float() * MM_PER_M).cpu().numpy().astype(np.float64)
-            gt_mm = gt_mm_for(lifter, joints_3d_cm).cpu().numpy().astype(np.float64)
-            for b in range(pred_mm.shape[0]):
-                errors[name][0].append(float(np.linalg.norm(pred_mm[b] - gt_mm[b], axis=-1).mean()))
-                errors[name][1].append(procrustes_error_mm(pred_mm[b], gt_mm[b]))
-    return 100.0 * detected / counted, {n: (float(np.mean(e)), float(np.mean(p))) for n, (e, p) in errors.items()}
-
-
 # ----------------------------------------------------------------------------- run
 def run(args) -> dict:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = device_from_args(args)
     cfg = load_cfg(args.cfg, [])
     names = [n for n in args.lifters.split(",") if n]
     torch.manual_seed(0)                   # the same (untrained) lifters every run
@@ -151,7 +90,8 @@ def run(args) -> dict:
     batches = []
     for i in range(args.batches):
         _, target, weight, meta = random_batch(cfg, args.batch, device, seed=100 + i)
-        images = peaked_heatmaps(cfg, args.batch, seed=200 + i).to(device)
+        wm, hm = (int(v) for v in cfg.MODEL.HEATMAP_SIZE)
+        images = peaked_heatmaps(args.batch, 17, hm, wm, float(cfg.MODEL.SIGMA), seed=200 + i).to(device)
         batches.append((images, target, weight, meta))
     model = Replay()
     if args.with_detector:
@@ -208,13 +148,11 @@ def run(args) -> dict:
                 raise RuntimeError(f"{name} {key} differs: ours {got[key]} vs original {want}")
 
     # where the time goes: the decode alone, and the metrics alone (given the same predictions)
-    from lib.core.heatmap import decode_soft
-    from lib.eval.metrics import mpjpe_torch, p_mpjpe_torch
     hm0, meta0 = prepare_heatmaps(batches[0][0].float(), cfg.DATASET.DATASET), batches[0][3]
     beta, post = float(cfg.TEST.BETA), bool(cfg.TEST.POST_PROCESS)
     dec = timer.interleaved({"ours": lambda: decode_soft(hm0, meta0["center"], meta0["scale"], beta, post),
-                             "orig": lambda: original_decode(hm0.cpu(), meta0["center"].cpu().numpy(),
-                                                             meta0["scale"].cpu().numpy(), beta, post)}, reps, 1)
+                             "orig": lambda: original_decode(hm0.cpu(), meta0["center"], meta0["scale"], beta, post)},
+                            reps, 1)
     pred = torch.randn(args.batch, 17, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64) * 300
     gt = torch.randn(args.batch, 17, 3, generator=torch.Generator().manual_seed(6), dtype=torch.float64) * 300
     pred_d, gt_d = pred.float().to(device), gt.float().to(device)
@@ -241,6 +179,7 @@ def run(args) -> dict:
 def main(argv=None):
     args = parse_args(argv)
     out = run(args)
+    write_json_out(args.json_out, "validation", out)
     if args.json:
         print(json.dumps(out))
         return out

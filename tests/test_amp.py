@@ -13,7 +13,7 @@ from lib.core.objective import L2DObjective
 from lib.engine.evaluator import validate
 from lib.engine.builders import build_detector
 from lib.engine.train_epoch import train_one_epoch
-from benchmarks.benchmark import build_lifters, random_batch
+from benchmarks.common import build_lifters, random_batch
 
 CFG = "experiments/demo/tiny_96x128.yaml"
 CPU = torch.device("cpu")

@@ -1,126 +1,20 @@
-"""Heatmap encoding / decoding against hand numbers (docs/original.md#worked-examples, examples 1-2) and slow loop
-references of the
-original formulas (docs/original.md#soft-argmax-decoding, docs/original.md#2d-predictions,
-docs/original.md#sample-pipeline step 7), written here independently."""
+"""Heatmap encoding / decoding against hand numbers (docs/original.md#worked-examples) and the
+original's formulas as slow loops (docs/original.md#soft-argmax-decoding,
+#heatmap-to-image-coordinates, #sample-pipeline), from benchmarks/reference.py: float64 per-joint
+and per-sample loops, independent of the vectorised code under test."""
 import math
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
+from benchmarks.reference import (apply_affine, original_affine, original_decode, original_decode_argmax,
+                                  original_target)
 from lib.core.heatmap import (decode_argmax, decode_soft, encode_heatmaps, prepare_heatmaps,
                               remap_h36m_to_panoptic, soft_argmax, to_image_coords)
 from lib.core.skeleton import H36M_TO_PANOPTIC
 
 W_HM, H_HM = 72, 96
-
-
-# ----------------------------------------------------------------------------- references
-def ref_inverse_affine(center, scale, heatmap_size):
-    """HRNet's 3-point construction (rotation 0, shift 0), solved as a linear system in float64."""
-    src_w = scale[0] * 200.0
-    dst_w, dst_h = heatmap_size
-    src = np.zeros((3, 2))
-    dst = np.zeros((3, 2))
-    src[0] = center
-    src[1] = center + np.array([0.0, -0.5 * src_w])
-    dst[0] = [0.5 * dst_w, 0.5 * dst_h]
-    dst[1] = dst[0] + np.array([0.0, -0.5 * dst_w])
-
-    def third(a, b):
-        d = a - b
-        return b + np.array([-d[1], d[0]])
-
-    src[2] = third(src[0], src[1])
-    dst[2] = third(dst[0], dst[1])
-    # Solve [x y 1] M^T = src for the heatmap->image matrix M (2x3).
-    homog = np.concatenate([dst, np.ones((3, 1))], axis=1)
-    return np.linalg.solve(homog, src).T
-
-
-def ref_transform(points, matrix):
-    return np.concatenate([points, np.ones((len(points), 1))], axis=1) @ matrix.T
-
-
-def ref_post_shift(hm, x, y):
-    h, w = hm.shape
-    px, py = int(math.floor(x + 0.5)), int(math.floor(y + 0.5))
-    if 1 < px < w - 1 and 1 < py < h - 1:
-        x += 0.25 * np.sign(hm[py][px + 1] - hm[py][px - 1])
-        y += 0.25 * np.sign(hm[py + 1][px] - hm[py - 1][px])
-    return x, y
-
-
-def ref_decode_soft(heatmaps, centers, scales, beta, post_process):
-    """Per-sample, per-joint loop of the original get_final_preds_softargmax (float64)."""
-    n, j, h, w = heatmaps.shape
-    gx = np.tile(np.linspace(0, 1, w) * (w - 1), (h, 1))
-    gy = np.tile((np.linspace(0, 1, h) * (h - 1))[:, None], (1, w))
-    out = np.zeros((n, j, 2))
-    for b in range(n):
-        matrix = ref_inverse_affine(centers[b], scales[b], (w, h))
-        coords = np.zeros((j, 2))
-        for p in range(j):
-            z = beta * heatmaps[b, p].reshape(-1)
-            prob = np.exp(z - z.max())
-            prob = (prob / prob.sum()).reshape(h, w)
-            x, y = (prob * gx).sum(), (prob * gy).sum()
-            if post_process:
-                x, y = ref_post_shift(heatmaps[b, p], x, y)
-            coords[p] = x, y
-        out[b] = ref_transform(coords, matrix)
-    return out
-
-
-def ref_decode_argmax(heatmaps, centers, scales, post_process):
-    n, j, h, w = heatmaps.shape
-    coords = np.zeros((n, j, 2))
-    maxvals = np.zeros((n, j, 1))
-    for b in range(n):
-        for p in range(j):
-            flat = heatmaps[b, p].reshape(-1)
-            idx = int(np.argmax(flat))
-            maxvals[b, p, 0] = flat[idx]
-            if flat[idx] > 0:
-                x, y = float(idx % w), float(idx // w)
-            else:
-                x, y = 0.0, 0.0
-            if post_process:
-                x, y = ref_post_shift(heatmaps[b, p], x, y)
-            coords[b, p] = x, y
-        coords[b] = ref_transform(coords[b], ref_inverse_affine(centers[b], scales[b], (w, h)))
-    return coords, maxvals
-
-
-def ref_encode(joints, vis, image_size, heatmap_size, sigma):
-    """HRNet's JointsDataset.generate_target, one joint at a time."""
-    num_joints = joints.shape[0]
-    target_weight = np.ones((num_joints, 1), dtype=np.float32)
-    target_weight[:, 0] = vis
-    target = np.zeros((num_joints, heatmap_size[1], heatmap_size[0]), dtype=np.float32)
-    tmp_size = sigma * 3
-    for joint_id in range(num_joints):
-        feat_stride = np.asarray(image_size) / np.asarray(heatmap_size)
-        mu_x = int(joints[joint_id][0] / feat_stride[0] + 0.5)
-        mu_y = int(joints[joint_id][1] / feat_stride[1] + 0.5)
-        ul = [int(mu_x - tmp_size), int(mu_y - tmp_size)]
-        br = [int(mu_x + tmp_size + 1), int(mu_y + tmp_size + 1)]
-        if ul[0] >= heatmap_size[0] or ul[1] >= heatmap_size[1] or br[0] < 0 or br[1] < 0:
-            target_weight[joint_id] = 0
-            continue
-        size = 2 * tmp_size + 1
-        x = np.arange(0, size, 1, np.float32)
-        y = x[:, np.newaxis]
-        x0 = y0 = size // 2
-        g = np.exp(- ((x - x0) ** 2 + (y - y0) ** 2) / (2 * sigma ** 2))
-        g_x = max(0, -ul[0]), min(br[0], heatmap_size[0]) - ul[0]
-        g_y = max(0, -ul[1]), min(br[1], heatmap_size[1]) - ul[1]
-        img_x = max(0, ul[0]), min(br[0], heatmap_size[0])
-        img_y = max(0, ul[1]), min(br[1], heatmap_size[1])
-        if target_weight[joint_id] > 0.5:
-            target[joint_id][img_y[0]:img_y[1], img_x[0]:img_x[1]] = g[g_y[0]:g_y[1], g_x[0]:g_x[1]]
-    return target, target_weight
 
 
 def blob_heatmaps(rng, n, j, h=H_HM, w=W_HM, sigma=2.0, noise=0.02):
@@ -140,8 +34,7 @@ def random_boxes(rng, n):
     return centers, scales
 
 
-# ----------------------------------------------------------------------------- docs/original.md#worked-examples,
-# example 1
+# ----------------------------------------------------------------------------- docs/original.md#example-1-box-centre-and-scale
 def test_inverse_transform_worked_example():
     center = torch.tensor([[500.0, 500.0]])
     scale = torch.tensor([[2.15625, 2.875]])
@@ -159,13 +52,11 @@ def test_to_image_coords_matches_three_point_solution_and_opencv():
     out = to_image_coords(torch.from_numpy(coords), torch.from_numpy(centers), torch.from_numpy(scales),
                           (W_HM, H_HM)).numpy()
     for b in range(5):
-        matrix = ref_inverse_affine(centers[b], scales[b], (W_HM, H_HM))
-        np.testing.assert_allclose(out[b], ref_transform(coords[b], matrix), rtol=0, atol=1e-9)
+        matrix = original_affine(centers[b], scales[b], (W_HM, H_HM), inverse=True, exact=True)
+        np.testing.assert_allclose(out[b], apply_affine(coords[b], matrix), rtol=0, atol=1e-9)
         # The original's float32 OpenCV solve agrees up to its own round-off.
-        src = np.float32(ref_transform(np.array([[36.0, 48.0], [36.0, 12.0], [0.0, 12.0]]), matrix))
-        dst = np.float32([[36.0, 48.0], [36.0, 12.0], [0.0, 12.0]])
-        cv_matrix = cv2.getAffineTransform(dst, src)
-        np.testing.assert_allclose(out[b], ref_transform(coords[b], cv_matrix), rtol=0, atol=5e-3)
+        cv_matrix = original_affine(centers[b], scales[b], (W_HM, H_HM), inverse=True)
+        np.testing.assert_allclose(out[b], apply_affine(coords[b], cv_matrix), rtol=0, atol=5e-3)
 
 
 def test_to_image_coords_accepts_tensor_heatmap_size_and_batch_of_one():
@@ -174,8 +65,7 @@ def test_to_image_coords_accepts_tensor_heatmap_size_and_batch_of_one():
     torch.testing.assert_close(out, torch.tensor([[[10.0, 20.0]]]))
 
 
-# ----------------------------------------------------------------------------- docs/original.md#worked-examples,
-# example 2
+# ----------------------------------------------------------------------------- docs/original.md#example-2-heatmap-target-centre
 def test_gaussian_target_worked_example():
     joints = np.array([[144.0, 192.0]])
     target, weight = encode_heatmaps(joints, np.array([1]), (288, 384), (72, 96), 3)
@@ -196,7 +86,7 @@ def test_encode_matches_per_joint_loop(sigma):
     vis = (rng.uniform(size=(6, 17)) > 0.2).astype(np.float32)
     target, weight = encode_heatmaps(joints, vis, image_size, heatmap_size, sigma)
     for b in range(6):
-        ref_t, ref_w = ref_encode(joints[b], vis[b], image_size, heatmap_size, sigma)
+        ref_t, ref_w = original_target(joints[b], vis[b], image_size, heatmap_size, sigma)
         np.testing.assert_array_equal(weight[b], ref_w)
         np.testing.assert_array_equal(target[b], ref_t)       # bitwise: same float32 arithmetic
 
@@ -206,7 +96,7 @@ def test_encode_accepts_vis_with_trailing_axis_and_non_square_stride():
     joints = rng.uniform(0, 128, size=(17, 2))
     vis = np.ones((17, 1))
     target, weight = encode_heatmaps(joints, vis, (96, 128), (24, 32), 1)
-    ref_t, ref_w = ref_encode(joints, vis[:, 0], (96, 128), (24, 32), 1)
+    ref_t, ref_w = original_target(joints, vis[:, 0], (96, 128), (24, 32), 1)
     np.testing.assert_array_equal(target, ref_t)
     np.testing.assert_array_equal(weight, ref_w)
     with pytest.raises(ValueError, match="joints_vis"):
@@ -239,7 +129,7 @@ def test_decode_soft_matches_original_loop(post_process):
     centers, scales = random_boxes(rng, 4)
     out = decode_soft(torch.from_numpy(hm), torch.from_numpy(centers), torch.from_numpy(scales),
                       beta=100.0, post_process=post_process)
-    ref = ref_decode_soft(hm, centers, scales, 100.0, post_process)
+    ref = original_decode(torch.from_numpy(hm), centers, scales, 100.0, post_process, exact=True).numpy()
     np.testing.assert_allclose(out.numpy(), ref, rtol=0, atol=1e-6)
     # float32, as in training: same numbers up to float32 round-off.
     out32 = decode_soft(torch.from_numpy(hm).float(), torch.from_numpy(centers).float(),
@@ -348,7 +238,7 @@ def test_decode_argmax_matches_original_loop(post_process):
     centers, scales = random_boxes(rng, 3)
     coords, maxvals = decode_argmax(torch.from_numpy(hm), torch.from_numpy(centers).float(),
                                     torch.from_numpy(scales).float(), post_process=post_process)
-    ref_coords, ref_max = ref_decode_argmax(hm, centers, scales, post_process)
+    ref_coords, ref_max = original_decode_argmax(hm, centers, scales, post_process)
     np.testing.assert_allclose(coords.numpy(), ref_coords, rtol=0, atol=1e-3)
     np.testing.assert_array_equal(maxvals.numpy(), ref_max.astype(np.float32))
 
