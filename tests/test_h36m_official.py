@@ -353,10 +353,13 @@ def test_layout_variants(tmp_path):
         (off / "S5" / "MyPoseFeatures" / kind).rename(ext / new)
     (off / "S5" / "Videos").rename(ext / "Videos")
     write_pose_cdf(ext / "Poses_D2_Positions" / f"_ALL 1.{CAMS[0]}.cdf", np.zeros((3, 32, 2), np.float32))
+    write_pose_cdf(ext / "Poses_D3_Positions" / "Sitting 1.cdf", np.zeros((3, 32, 3), np.float32))
     (ext.parent.parent / "camera_parameters.json").write_text((off / "camera_parameters.json").read_text())
     info, log = _prepare(tmp_path / "h36m-fetch", tmp_path / "prep", splits=["train"], train_interval=1)
     assert info["counts"]["train"] == 4 * 3
     assert info["report"]["ignored"] == ["S5/_ALL 1: not a recording (ignored)"]
+    assert info["report"]["splits"]["train"]["official"]["views_skipped"] == [
+        "S5/Sitting 1: world 3D poses only, no camera's 2D poses or video"]
     assert set(_load(tmp_path / "prep", "train")["action"].tolist()) == {"Discussion"}
 
 

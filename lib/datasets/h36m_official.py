@@ -31,7 +31,7 @@ prepared, and its absence is one line saying what to install.
 """
 import os
 import re
-import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -229,7 +229,7 @@ def world_to_camera_mm(world_mm, cam):
 
 
 class ViewData:
-    """A usable view: its rows (common frames) and where its frames come from."""
+    """A usable view: its poses cut to the frames common to the video and the pose files."""
 
     def __init__(self, view, pose_2d, pose_3d, frames):
         self.view, self.pose_2d, self.pose_3d, self.frames = view, pose_2d, pose_3d, frames
@@ -244,6 +244,8 @@ def load_recording(rec, cams, notes):
     """
     world_mm = None
     used = []
+    if not rec.views:
+        notes["skipped"].append(f"{rec.subject}/{rec.name}: world 3D poses only, no camera's 2D poses or video")
     for view in rec.views:
         label = view.label
         why = KNOWN_FAULTY.get((view.subject, view.name, view.camera))
@@ -307,14 +309,14 @@ def _write_jpeg(path, image):
     if not ok:
         raise CorruptFileError(f"could not encode a frame for {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")   # the usual file mode
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with open(tmp, "wb") as fh:
             fh.write(data.tobytes())
         os.replace(tmp, path)               # a frame is either whole or absent, also after Ctrl-C
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        if tmp.exists():
+            tmp.unlink()
 
 
 def extract_frames(video, frames, paths):
