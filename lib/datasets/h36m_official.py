@@ -59,8 +59,8 @@ JPEG_QUALITY = 95
 # calibration says 1000 x 1000, so a few pixels are tolerated. A larger difference means the
 # calibration's image size (and likely its intrinsics) is not the videos'.
 SIZE_SLACK_PX = 2
-# D3_Positions_mono and D3_Positions moved through the calibration agree to rounding; a larger
-# difference means the calibration is not the one the archives were made with.
+# D3_Positions_mono and D3_Positions moved through the calibration should agree closely; beyond this
+# the report asks whether the calibration is the one the archives were made with.
 MONO_WORLD_TOLERANCE_MM = 1.0
 
 

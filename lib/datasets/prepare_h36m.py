@@ -448,7 +448,8 @@ def _official_lines(o):
     worst = o.get("mono_vs_world_max_mm")
     if worst is not None:
         verdict = ("agree" if worst <= official.MONO_WORLD_TOLERANCE_MM else
-                   "DISAGREE: the calibration is not the one the archives were made with; pass --cameras FILE")
+                   f"DIFFER by more than {official.MONO_WORLD_TOLERANCE_MM:g} mm (the index takes the mono files; "
+                   f"check that the calibration, --cameras, is the one of these archives)")
         lines.append(f"    3D check: D3_Positions_mono and D3_Positions through the calibration {verdict} "
                      f"(largest difference {worst:g} mm, {o['mono_vs_world_worst_view']})")
     return lines
