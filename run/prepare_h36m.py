@@ -1,4 +1,5 @@
-"""Prepare Human3.6M (h36m-fetch output or the original L2D layout) into a versioned index; --help lists the options.
+"""Prepare Human3.6M (h36m-fetch output, the original L2D layout or the extracted official archives) into a
+versioned index; --help lists the options.
 
 The arguments and what they do: lib/datasets/commands.py (shared with the reproduction pipeline).
 """

@@ -29,8 +29,10 @@ H36M_DOC = """Prepare Human3.6M for L2D: a versioned npz/json index per split pl
 
     python run/prepare_h36m.py --src /data/h36m-fetch --dst data/h36m
 
---src: the h36m-fetch folder (holding processed/S*/<Action>-<n>/annot.h5) or processed/ itself, or the
-original L2D layout (S*/<action>/annot.pkl, img_%08d.jpg, camera_parameters.json).
+--src: the h36m-fetch folder (holding processed/S*/<Action>-<n>/annot.h5) or processed/ itself, the
+original L2D layout (S*/<action>/annot.pkl, img_%08d.jpg, camera_parameters.json), or the folder where
+the official archives were extracted (S*/MyPoseFeatures/D2_Positions/*.cdf, D3_Positions[_mono]/*.cdf,
+S*/Videos/*.mp4; needs cdflib): the kept frames are then decoded into <dst>/images.
 Re-running with the same inputs is a no-op unless --force.
 """
 
@@ -94,7 +96,8 @@ def make_demo_data(args) -> Dict:
 
 def h36m_parser() -> argparse.ArgumentParser:
     p = _parser(H36M_DOC)
-    p.add_argument("--src", required=True, help="h36m-fetch folder (or its processed/), or the L2D h36m folder")
+    p.add_argument("--src", required=True, help="h36m-fetch folder (or its processed/), the L2D h36m folder, or "
+                                                "the folder of the extracted official archives")
     p.add_argument("--dst", default="data/h36m", help="prepared dataset root (DATASET.ROOT)")
     p.add_argument("--cameras", default=None,
                    help="calibration json (shipped / karfly camera-parameters.json / L2D camera_parameters.json); "

@@ -43,7 +43,7 @@ _DTYPES = {"joints_2d": np.float32, "joints_vis": np.uint8, "joints_3d": np.floa
 _STRINGS = ("image", "action", "subject", "camera")
 
 PREPARE_COMMANDS = {
-    "h36m": "python run/prepare_h36m.py --src <h36m-fetch processed/ or L2D layout> --dst {root}",
+    "h36m": "python run/prepare_h36m.py --src <h36m-fetch processed/, L2D layout or official archives> --dst {root}",
     "panoptic": "python run/prepare_panoptic.py --src <panoptic-toolbox folder> --dst {root}",
 }
 

@@ -6,7 +6,10 @@ Accepted inputs (``src``):
 
 * anibali/h36m-fetch: ``[src/]processed/S*/<Action>-<n>/annot.h5`` with
   ``imageSequence/<camera>/img_%06d.jpg`` (``frame`` is 1-based and names the image);
-* the original L2D layout: ``src/S*/<action>/annot.pkl`` (same keys) with ``img_%08d.jpg``.
+* the original L2D layout: ``src/S*/<action>/annot.pkl`` (same keys) with ``img_%08d.jpg``;
+* the extracted official archives: ``src/S*/MyPoseFeatures/{D2_Positions,D3_Positions[_mono]}/*.cdf``
+  with ``src/S*/Videos/*.mp4`` (:mod:`lib.datasets.h36m_official`): the same rows as h36m-fetch would
+  give, the kept frames decoded into ``dst/images``.
 
 Rows are grouped by their ``camera`` column and sampled every ``interval``-th row of each camera,
 which equals the original's ``int(N/4)`` camera-major blocks whenever those are well formed
@@ -34,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from lib.core.skeleton import H36M32_TO_17, H36M_ACTIONS
+from lib.datasets import h36m_official as official
 from lib.datasets import index as idx
 from lib.datasets.stats import write_train_stats
 from lib.utils.errors import BadValueError, CorruptFileError, MissingKeyError
@@ -222,8 +226,13 @@ def _camera_arrays(cam):
             np.asarray(cam["K"], np.float32), np.asarray(cam["dist"], np.float32))
 
 
-def _sequence_rows(subject, folder, annot, cams, interval, image_dir, layout, counts, listing_cache):
-    """Sampled rows of one sequence -> dict of split arrays; updates ``counts`` (Counter)."""
+def _sequence_rows(subject, folder, annot, cams, interval, image_dir, layout, counts, listing_cache,
+                   write_frames=None):
+    """Sampled rows of one sequence -> dict of split arrays; updates ``counts`` (Counter).
+
+    ``write_frames(cameras, frames, rel_paths)``, if given, writes the images of the sampled rows
+    whose pelvis is in the image before their presence is checked (the official archives' videos).
+    """
     j2d_all = annot["pose/2d"][:, list(H36M32_TO_17)].astype(np.float64)
     j3d_all = annot["pose/3d"][:, list(H36M32_TO_17)].astype(np.float64) / 10.0   # mm -> cm
     cam_col = np.asarray(annot["camera"]).astype(np.int64).astype(str)
@@ -248,9 +257,13 @@ def _sequence_rows(subject, folder, annot, cams, interval, image_dir, layout, co
     root_ok = vis[:, ROOT_JOINT] > 0
     counts["skipped_root_not_visible"] += int((~root_ok).sum())
 
-    pattern = "img_{:06d}.jpg" if layout == "h36m-fetch" else "img_{:08d}.jpg"
+    pattern = "img_{:08d}.jpg" if layout == "l2d" else "img_{:06d}.jpg"
     rel = np.array([f"{subject}/{folder}/imageSequence/{c}/{pattern.format(fr)}"
                     for c, fr in zip(cam_col[rows], frames[rows])], dtype=str)
+    if write_frames is not None and root_ok.any():
+        write_frames(cam_col[rows][root_ok], frames[rows][root_ok], rel[root_ok])
+        for r in rel[root_ok]:
+            listing_cache.pop(r.rsplit("/", 1)[0], None)
     present = np.zeros(len(rows), bool)
     for i, r in enumerate(rel):
         folder_path, name = r.rsplit("/", 1)
@@ -304,10 +317,13 @@ def _drop_black(arrays, image_dir, counts, workers, progress):
     return {k: v[keep] for k, v in arrays.items()}
 
 
-def _empty_split_error(split, subjects, found_subjects, counts, data_dir, interval):
+def _empty_split_error(split, subjects, found_subjects, counts, data_dir, interval, skipped_views=()):
     present = [s for s in subjects if s in found_subjects]
     if not present:
         why = f"no subject folder {list(subjects)} under {data_dir} (found {sorted(found_subjects)})"
+    elif counts["rows"] == 0 and skipped_views:
+        why = (f"every view of subjects {present} was skipped ({len(skipped_views)}: {skipped_views[0]}"
+               f"{'; ...' if len(skipped_views) > 1 else ''})")
     elif counts["rows"] == 0:
         why = f"subjects {present} hold no annotation rows"
     elif counts["skipped_root_not_visible"] >= counts["sampled"]:
@@ -336,11 +352,29 @@ def prepare_h36m(src, dst, cameras=None, train_interval=40, valid_interval=100, 
     t0 = time.time()
     src, dst = Path(src), Path(dst)
     data_dir = find_data_dir(src)
-    camera_file = find_camera_file(src, data_dir, cameras)
     annots = _annot_files(data_dir)
+    image_dir, source_files = data_dir, [a[2] for a in annots]
     if not annots:
-        raise FileNotFoundError(f"no S*/<action>/annot.h5 (h36m-fetch) or annot.pkl (L2D) under {data_dir}; "
-                                f"pass --src the h36m-fetch folder (with processed/) or the L2D data folder")
+        official_dir = official.find_official_dir(src)
+        if official_dir is None:
+            raise FileNotFoundError(f"no S*/<action>/annot.h5 (h36m-fetch), annot.pkl (L2D) or "
+                                    f"S*/MyPoseFeatures/D2_Positions/*.cdf (official archives) under {data_dir}; "
+                                    f"pass --src the h36m-fetch folder (with processed/), the L2D data folder or "
+                                    f"the folder where the official archives were extracted")
+        # the extracted official archives: rows from the CDF files, kept frames decoded into dst/images
+        data_dir, image_dir = official_dir, dst / "images"
+        ignored = []
+        recordings = official.find_recordings(official_dir, notes=ignored)
+        annots = [(r.subject, r.folder, r, "official") for r in recordings]
+        source_files = [f for r in recordings for f in r.files()]
+        if not annots:
+            raise FileNotFoundError(f"no pose files (S*/MyPoseFeatures/D2_Positions/<name>.<camera>.cdf) under "
+                                    f"{official_dir}; extract the Poses_D2_Positions_S*.tgz, "
+                                    f"Poses_D3_Positions_S*.tgz and Videos_S*.tgz archives there")
+        # before any work: without the CDF reader nothing can be read (one line, what to install)
+        official.import_cdflib(f"the official Human3.6M archives (e.g. "
+                               f"{next(f for f in source_files if f.suffix == '.cdf')})")
+    camera_file = find_camera_file(src, data_dir, cameras)
     intervals = {"train": int(train_interval), "valid": int(valid_interval), "test": int(test_interval)}
     plan_path, plan = find_split_plan(src, data_dir)
     split_subjects = {k: tuple(v) for k, v in plan["subjects"].items()} if plan else SPLITS
@@ -350,7 +384,7 @@ def prepare_h36m(src, dst, cameras=None, train_interval=40, valid_interval=100, 
                                 f"{'' if plan else ' (a splits.json beside the cameras may name others)'}")
         if intervals[split] < 1:
             raise BadValueError(f"--{split}-interval must be >= 1, got {intervals[split]}")
-    fingerprint = _fingerprint([a[2] for a in annots], camera_file, intervals, check_images, splits, plan_path)
+    fingerprint = _fingerprint(source_files, camera_file, intervals, check_images, splits, plan_path)
     old = None if force else idx.up_to_date_index(dst, "h36m", fingerprint, log)
     if old is not None:
         return old
@@ -361,12 +395,14 @@ def prepare_h36m(src, dst, cameras=None, train_interval=40, valid_interval=100, 
     layouts = sorted({a[3] for a in annots})
     workers = workers or min(16, (os.cpu_count() or 2) * 2)
     try:
-        image_rel = os.path.relpath(data_dir.resolve(), dst.resolve())
+        image_rel = os.path.relpath(image_dir.resolve(), dst.resolve())
     except ValueError:                                     # other drive (Windows)
-        image_rel = str(data_dir.resolve())
+        image_rel = str(image_dir.resolve())
     report = {"src": str(src), "data_dir": str(data_dir), "layouts": layouts, "cameras": cam_desc,
               "subjects_found": sorted(found_subjects, key=lambda s: int(s[1:])), "check_images": check_images,
               "splits": {}}
+    if "official" in layouts:
+        report["ignored"] = ignored
     info_splits = {}
     train_arrays = None
     listing = {}
@@ -375,6 +411,8 @@ def prepare_h36m(src, dst, cameras=None, train_interval=40, valid_interval=100, 
         counts = Counter(rows=0, sampled=0, skipped_root_not_visible=0, skipped_missing_image=0,
                          skipped_unreadable_image=0, skipped_black_image=0)
         parts, seqs = [], []
+        notes = {"skipped": [], "lengths": [], "mono_vs_world": []}        # official archives only
+        frames_written = 0
         todo = [a for a in annots if a[0] in subjects]
         if progress:
             from tqdm import tqdm
@@ -383,15 +421,23 @@ def prepare_h36m(src, dst, cameras=None, train_interval=40, valid_interval=100, 
             if subject not in all_cams:
                 raise MissingKeyError(f"{cam_desc} has no cameras for subject {subject} (needed by {path}); "
                                f"pass --cameras FILE with that subject")
-            annot = _read_annot(path, layout, trusted)
-            parts.append(_sequence_rows(subject, folder, annot, all_cams[subject], intervals[split], data_dir,
-                                        layout, counts, listing))
+            writer = None
+            if layout == "official":
+                annot, views = official.load_recording(path, all_cams[subject], notes)
+                if annot is None:
+                    continue
+                writer = official.FrameWriter(image_dir, views, workers, notes)
+            else:
+                annot = _read_annot(path, layout, trusted)
+            parts.append(_sequence_rows(subject, folder, annot, all_cams[subject], intervals[split], image_dir,
+                                        layout, counts, listing, write_frames=writer))
+            frames_written += writer.written if writer is not None else 0
             seqs.append(f"{subject}/{folder}")
         arrays = _concat(parts, NUM_JOINTS)
         if check_images:
-            arrays = _drop_black(arrays, data_dir, counts, workers, progress)
+            arrays = _drop_black(arrays, image_dir, counts, workers, progress)
         if len(arrays["image"]) == 0:
-            _empty_split_error(split, subjects, found_subjects, counts, data_dir, intervals[split])
+            _empty_split_error(split, subjects, found_subjects, counts, data_dir, intervals[split], notes["skipped"])
         n = idx.write_split(dst, split, arrays, NUM_JOINTS)
         if split == "train":
             train_arrays = arrays
@@ -402,6 +448,14 @@ def prepare_h36m(src, dst, cameras=None, train_interval=40, valid_interval=100, 
             "sequences": len(seqs), "interval": intervals[split], "kept": n,
             "actions": {a or "<unknown>": c for a, c in sorted(actions.items())},
             **{k: v for k, v in counts.items()}}
+        if "official" in layouts:
+            diffs = notes["mono_vs_world"]
+            worst = max(diffs) if diffs else None
+            report["splits"][split]["official"] = {
+                "frames_written": frames_written, "views_skipped": notes["skipped"],
+                "length_differences": notes["lengths"],
+                "mono_vs_world_max_mm": None if worst is None else round(worst[0], 4),
+                "mono_vs_world_worst_view": None if worst is None else worst[1]}
         info_splits[split] = {"file": f"{split}.npz", "count": n, "interval": intervals[split],
                               "subjects": list(subjects)}
     info_splits.update(_carry_pose_only(plan_path, plan, dst))
@@ -418,6 +472,30 @@ def prepare_h36m(src, dst, cameras=None, train_interval=40, valid_interval=100, 
     idx.write_index(dst, info)
     log(format_report(info))
     return info
+
+
+def _listed(title, items, limit=8):
+    """'title (n):' then up to ``limit`` indented items and how many more the index report holds."""
+    lines = [f"{title} ({len(items)}):"] + [f"      {x}" for x in items[:limit]]
+    if len(items) > limit:
+        lines.append(f"      ... {len(items) - limit} more in index.json (report)")
+    return lines
+
+
+def _official_lines(o):
+    lines = [f"    official archives: {o['frames_written']} frames decoded from the videos"]
+    if o["views_skipped"]:
+        lines += _listed("    views skipped", o["views_skipped"])
+    if o["length_differences"]:
+        lines += _listed("    video and poses of different lengths, common frames kept", o["length_differences"])
+    worst = o.get("mono_vs_world_max_mm")
+    if worst is not None:
+        verdict = ("agree" if worst <= official.MONO_WORLD_TOLERANCE_MM else
+                   f"DIFFER by more than {official.MONO_WORLD_TOLERANCE_MM:g} mm (the index takes the mono files; "
+                   f"check that the calibration, --cameras, is the one of these archives)")
+        lines.append(f"    3D check: D3_Positions_mono and D3_Positions through the calibration {verdict} "
+                     f"(largest difference {worst:g} mm, {o['mono_vs_world_worst_view']})")
+    return lines
 
 
 def format_report(info):
@@ -437,6 +515,10 @@ def format_report(info):
         unknown = [k for k in r if k.startswith("unknown_action:")]
         if unknown:
             lines.append(f"    unrecognised action folders (action ''): {[u.split(':', 1)[1] for u in unknown]}")
+        if "official" in r:
+            lines += _official_lines(r["official"])
+    if rep.get("ignored"):
+        lines += _listed("  ignored", rep["ignored"])
     if not rep.get("check_images", True):
         lines.append("  black-image check skipped (--no-check-images)")
     if info.get("stats"):
