@@ -1,12 +1,13 @@
 # make demo       : install what is needed, then the pipeline preset experiments/pipeline/demo.yaml (CPU, < 15 min)
 # make demo-multi : the same with experiments/pipeline/demo_multi.yaml (four lifters, leave-one-out; < 30 min)
+# make benchmark : the paper's claims on the miniature over 5 paired seeds, with their intervals (< 60 min)
 # make test   : install what is needed, then run the test suite
 # make bench  : benchmarks/decode.py (figures also in output/benchmarks/decode.json)
 # make gpu-check : benchmarks/gpu_check.sh, the one command on a new GPU machine (docs/scaling.md)
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip --disable-pip-version-check
 
-.PHONY: install demo demo-multi test bench gpu-check
+.PHONY: install demo demo-multi benchmark test bench gpu-check
 
 # Never replaces a torch you already have (e.g. a CUDA build). Without one, the CPU build
 # 2.13.0 is tried first (a local wheel on the reference machines), then any torch.
@@ -19,6 +20,9 @@ demo: install
 
 demo-multi: install
 	$(PYTHON) run/reproduce.py --preset experiments/pipeline/demo_multi.yaml
+
+benchmark: install
+	$(PYTHON) run/reproduce.py --preset experiments/pipeline/benchmark.yaml
 
 test: install
 	$(PYTHON) -m pytest -q tests
