@@ -36,22 +36,9 @@ def make_tiny_h36m(root, seed, frames_per_seq=3, image_size=128):
 
 
 def ref_p_mpjpe_one(pred, gt):
-    """One sample, docs/original.md#3d-errors-per-lifter step by step with np.linalg.svd."""
-    mu_x, mu_y = gt.mean(axis=0), pred.mean(axis=0)
-    x0, y0 = gt - mu_x, pred - mu_y
-    norm_x, norm_y = np.sqrt((x0 ** 2).sum()), np.sqrt((y0 ** 2).sum())
-    x0, y0 = x0 / norm_x, y0 / norm_y
-    u, s, vt = np.linalg.svd(x0.T @ y0)
-    v = vt.T
-    rot = v @ u.T
-    if np.linalg.det(rot) < 0:
-        v[:, -1] *= -1
-        s[-1] *= -1
-        rot = v @ u.T
-    b = s.sum() * norm_x / norm_y
-    t = mu_x - b * mu_y @ rot
-    aligned = b * pred @ rot + t
-    return np.mean(np.linalg.norm(aligned - gt, axis=1))
+    """One sample's P-MPJPE by the original's per-sample Procrustes (benchmarks/reference.py), float64."""
+    from benchmarks.reference import procrustes_error_mm
+    return procrustes_error_mm(np.asarray(pred, np.float64), np.asarray(gt, np.float64))
 
 
 def free_port() -> int:

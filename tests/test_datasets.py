@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.reference import original_target
 from lib.config import get_cfg
 from lib.core.skeleton import H36M32_TO_17, H36M_ACTIONS
 from lib.datasets import DATASETS, build_dataset, index as idx
@@ -265,33 +266,6 @@ def test_old_index_version_rejected_then_rebuilt(tmp_path, prepared):
     assert idx.read_index(dst)["version"] == idx.FORMAT_VERSION
 
 
-def slow_target(joints_crop, vis, image_size, heatmap_size, sigma):
-    """docs/original.md#sample-pipeline step 7 written as the original's per-joint loop."""
-    J = len(joints_crop)
-    target = np.zeros((J, heatmap_size[1], heatmap_size[0]), np.float32)
-    weight = np.array(vis, np.float32).reshape(J, 1).copy()
-    radius = sigma * 3
-    for j in range(J):
-        stride = (image_size[0] / heatmap_size[0], image_size[1] / heatmap_size[1])
-        mx, my = int(joints_crop[j][0] / stride[0] + 0.5), int(joints_crop[j][1] / stride[1] + 0.5)
-        ul = [int(mx - radius), int(my - radius)]
-        br = [int(mx + radius + 1), int(my + radius + 1)]
-        if ul[0] >= heatmap_size[0] or ul[1] >= heatmap_size[1] or br[0] < 0 or br[1] < 0:
-            weight[j] = 0
-            continue
-        size = 2 * radius + 1
-        x = np.arange(0, size, 1, np.float32)
-        y = x[:, None]
-        g = np.exp(-((x - size // 2) ** 2 + (y - size // 2) ** 2) / (2 * sigma ** 2))
-        gx = max(0, -ul[0]), min(br[0], heatmap_size[0]) - ul[0]
-        gy = max(0, -ul[1]), min(br[1], heatmap_size[1]) - ul[1]
-        ix = max(0, ul[0]), min(br[0], heatmap_size[0])
-        iy = max(0, ul[1]), min(br[1], heatmap_size[1])
-        if weight[j] > 0.5:
-            target[j, iy[0]:iy[1], ix[0]:ix[1]] = g[gy[0]:gy[1], gx[0]:gx[1]]
-    return target, weight
-
-
 def test_dataset_item_matches_hand_pipeline(prepared):
     cfg = tiny_cfg(prepared["dst"], sigma=2.0)
     ds = build_dataset(cfg, "train", is_train=True)
@@ -325,7 +299,7 @@ def test_dataset_item_matches_hand_pipeline(prepared):
             / torch.tensor([0.229, 0.224, 0.225])[:, None, None]
         assert (image - ref).abs().mean() < 0.02
         joints_crop = [M @ np.array([x, y, 1.0]) for x, y in j2d]
-        t_ref, w_ref = slow_target(joints_crop, train["joints_vis"][i], (96, 128), (24, 32), 2)
+        t_ref, w_ref = original_target(joints_crop, train["joints_vis"][i], (96, 128), (24, 32), 2)
         np.testing.assert_allclose(target.numpy(), t_ref, atol=1e-6)
         np.testing.assert_array_equal(weight.numpy(), w_ref)
         assert meta["joints_2d_vis"].shape == (17, 2)
