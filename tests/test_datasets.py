@@ -298,7 +298,7 @@ def test_dataset_item_matches_hand_pipeline(prepared):
         ref = (torch.from_numpy(crop).permute(2, 0, 1).float() / 255 - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) \
             / torch.tensor([0.229, 0.224, 0.225])[:, None, None]
         assert (image - ref).abs().mean() < 0.02
-        joints_crop = [M @ np.array([x, y, 1.0]) for x, y in j2d]
+        joints_crop = np.array([M @ np.array([x, y, 1.0]) for x, y in j2d])
         t_ref, w_ref = original_target(joints_crop, train["joints_vis"][i], (96, 128), (24, 32), 2)
         np.testing.assert_allclose(target.numpy(), t_ref, atol=1e-6)
         np.testing.assert_array_equal(weight.numpy(), w_ref)
