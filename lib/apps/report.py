@@ -415,6 +415,13 @@ def validation_lines(cfg, results, model_path, lifters, gt_2d, soft_argmax, beta
              f"[{ds}] HRNet + {'+'.join(lifters)} (GT 2D: {gt_2d}, soft argmax: {soft_argmax}, beta:{beta:g})",
              f"[{ds}] Test MPJPE: {results['mpjpe']:.2f}mm, Test P-MPJPE: {results['p_mpjpe']:.2f}mm, "
              f"Test PDJ@0.2: {results['pdj']:.2f}%"]
+    proto = results.get("protocol") or {}
+    if proto.get("average", "frame") != "frame" or proto.get("interval") or proto.get("flip") \
+            or proto.get("exclude_s11_directions") or proto.get("n_mpjpe"):
+        lines.append(f"[{ds}] protocol: {proto.get('average')}-wise average, frame interval {proto.get('interval')}, "
+                     f"lifter flip {proto.get('flip')}, S11 Directions excluded {proto.get('exclude_s11_directions')}, "
+                     f"{proto.get('samples_left_out', 0)} samples left out"
+                     + (f"; Test N-MPJPE: {results['n_mpjpe']:.2f}mm" if "n_mpjpe" in results else ""))
     if results.get("unmasked"):
         u = results["unmasked"]
         lines.append(f"[{ds}] (DATASET.MASK_LOW_CONFIDENCE: low-confidence joints left out above) with them: "

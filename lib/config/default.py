@@ -148,6 +148,13 @@ _C.TEST.ENSEMBLE = False           # --ensemble (median over lifters)
 _C.TEST.ACTION_VALID = False       # --action_valid
 _C.TEST.USE_GT_BBOX = True         # person boxes from ground-truth 2D (as the original)
 _C.TEST.VIS_NUM = 0                # --vis_num
+# Evaluation protocol (docs/detections.md#protocols); the defaults are the original's
+_C.TEST.PROTOCOL = CN()
+_C.TEST.PROTOCOL.AVERAGE = "frame"   # frame (every sample weighs the same) | action (mean of the per-action means)
+_C.TEST.PROTOCOL.INTERVAL = 0        # 0 = every prepared frame; N = frames 1, N+1, 2N+1, ... only
+_C.TEST.PROTOCOL.FLIP = False        # lifters' test-time flip: mirrored 2D lifted, un-mirrored, averaged
+_C.TEST.PROTOCOL.N_MPJPE = False     # also N-MPJPE (scale-aligned MPJPE) beside MPJPE and P-MPJPE
+_C.TEST.PROTOCOL.EXCLUDE_S11_DIRECTIONS = False  # leave out S11's "Directions" recording (corrupt video)
 
 # ----------------------------------------------------------------- lifter training (run/train_lifter.py)
 _C.LIFTER_TRAIN = CN()
