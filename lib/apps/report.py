@@ -438,6 +438,27 @@ def validation_lines(cfg, results, model_path, lifters, gt_2d, soft_argmax, beta
     return lines
 
 
+def write_validation_extras(cfg, results, model_dir, *, cross_valid, vis, gt_2d, context, model, soft_argmax,
+                            beta) -> None:
+    """``run/valid_hrnet.py``'s per-action charts, --vis sheets (with a detector or --gt: ``context`` not
+    None) and report.md, never hiding the metrics already written."""
+    from lib.apps.vis import render_validation_sheets
+    model_dir = Path(model_dir)
+    if cfg.TEST.ACTION_VALID and results.get("per_action"):
+        prefix = "per_action_cross" if cross_valid else "per_action"
+        charts = plot_per_action(results["per_action"], model_dir, prefix=prefix)
+        print(f"per-action charts: {', '.join(str(c) for c in charts)}")
+    if vis and context is not None:
+        num = int(cfg.TEST.VIS_NUM) or 8
+        paths = render_validation_sheets(cfg, context.dataset, model, context.device, context.lifters, gt_2d,
+                                         soft_argmax, beta, model_dir / "vis", num)
+        print(f"--vis: {len(paths)} sheets in {model_dir / 'vis'}")
+    try:
+        print(f"report: {write_run_report(model_dir, config=cfg)}")
+    except Exception as err:   # noqa: BLE001 - the metrics are written; a report problem must not hide them
+        print(f"warning: could not write {model_dir / 'report.md'}: {err}")
+
+
 __all__ = ["KEY_CONFIG", "flatten", "plot_per_action", "metrics_table", "summarize_metrics", "write_report",
-           "write_run_report", "report_after_training", "validation_lines",
+           "write_run_report", "report_after_training", "validation_lines", "write_validation_extras",
            "explain_missing_cross"]
