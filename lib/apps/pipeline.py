@@ -6,7 +6,8 @@
     finetune   from that one checkpoint, the same epochs each: 2D-only (the baseline), one run guided
                by each lifter of PIPELINE.SINGLE, and with PIPELINE.LEAVE_ONE_OUT one multi-model run
                per lifter, guided by all the others (the one left out is the held-out lifter)
-    validate   every detector (and ground-truth 2D) with every lifter
+    validate   every detector (and ground-truth 2D) with every lifter; each detector's validation 2D
+               is also written as VideoPose3D's file, <out>/exports/data_2d_<dataset>_<model>.npz
     report     <out>/report.json, report.md, report.png
 
 A preset is an experiment file (the PIPELINE node of lib/config/default.py plus DATASET.ROOT,
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import model_3d
+from lib.apps.detections import export_from_results
 from lib.apps.report import write_run_report
 from lib.apps.stages import find_run, mark_stage, reuse_stage, stage_done, stage_inputs
 from lib.config import load_cfg
@@ -319,7 +321,9 @@ class Pipeline:
                     rec = json.loads(path.read_text()) if path.is_file() else None
                 except ValueError:
                     rec = None
-                if rec and rec.get("inputs") == inputs[name]:
+                export = (rec or {}).get("metrics", {}).get("export")
+                if rec and rec.get("inputs") == inputs[name] and (not (export or {}).get("path")
+                                                                  or Path(export["path"]).is_file()):
                     out[name] = rec["metrics"]
             return out
 
@@ -331,7 +335,14 @@ class Pipeline:
             cfg = _stage_cfg(self.detector_cfg, self.common + _lifter_list(self.lifters))
             context = evaluation_context(cfg, gpu_id=self.gpu_id)
             for name in todo:
-                results[name] = _scores(evaluate_checkpoint(cfg, models[name], context=context))
+                # each detector's 2D of the validation split is also written as VideoPose3D's file (exports/)
+                detector = models[name]
+                res = evaluate_checkpoint(cfg, detector, context=context, return_predictions=detector is not None)
+                results[name] = _scores(res)
+                if detector is not None and ddp.is_main_process():
+                    export = self.out / "exports" / f"data_2d_{cfg.DATASET.DATASET}_{name}.npz"
+                    results[name]["export"] = export_from_results(cfg, export, res, context.loader.dataset,
+                                                                  source=str(detector))
                 if ddp.is_main_process():
                     folder.mkdir(parents=True, exist_ok=True)
                     _write_json(folder / f"{name}.json", {"inputs": inputs[name], "metrics": results[name]})
@@ -384,7 +395,7 @@ def _scores(res: Dict) -> Dict:
     """What the report keeps of an evaluation: per-lifter MPJPE / P-MPJPE, the pooled ones, PDJ, samples."""
     per = {n: {"mpjpe": float(v["mpjpe"]), "p_mpjpe": float(v["p_mpjpe"])} for n, v in res["per_lifter"].items()}
     return {"per_lifter": per, "mpjpe": float(res["mpjpe"]), "p_mpjpe": float(res["p_mpjpe"]),
-            "pdj": float(res["pdj"]), "num_samples": int(res["num_samples"])}
+            "pdj": float(res["pdj"]), "num_samples": int(res["num_samples"]), "protocol": res.get("protocol")}
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -416,6 +427,9 @@ def build_report(cfg, runs: Sequence[GuidedRun], results: Dict[str, Dict], lifte
                                 for n in lifters}
     report["summary"] = summary
     report["claims"] = claims(report)
+    # the protocol of every number above, and each detector's validation 2D in VideoPose3D's format
+    report["protocol"] = results["gt_2d"].get("protocol")
+    report["exports"] = {name: r["export"] for name, r in results.items() if r.get("export")}
     # make demo's table, unchanged: the first single-lifter run is "3d_guided", scored by its lifter
     single = [r for r in runs if len(r.guided_by) == 1]
     if single:
@@ -497,6 +511,11 @@ def report_markdown(report: Dict, curves: Dict[str, str]) -> List[str]:
                            ("2d_only", "2D-only fine-tuning"), ("3d_guided", "3D-guided fine-tuning")):
             r = report[key]
             lines.append(f"| {label} | {r['mpjpe']:.2f} | {r['p_mpjpe']:.2f} | {r['pdj']:.2f} |")
+    exports = {k: v for k, v in (report.get("exports") or {}).items() if v.get("path")}
+    if exports:
+        lines += ["", "## Validation 2D in VideoPose3D's format", ""]
+        lines += [f"- {name}: `exports/{Path(v['path']).name}`"
+                  f"{'' if v.get('every_frame') else ' (kept frames only)'}" for name, v in exports.items()]
     secs = report.get("seconds") or {}
     if secs:
         lines += ["", "Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in secs.items()), ""]
