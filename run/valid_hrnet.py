@@ -97,7 +97,7 @@ def main(argv=None):
     else:
         model_dir = Path(".")
     model_path = model_dir / ("model_best_cross.pth" if args.cross_valid else "model_best.pth")
-    if args.cross_valid and not args.gt and not model_path.is_file():
+    if args.cross_valid and not args.gt and not detections and not model_path.is_file():
         explain_missing_cross(model_dir)
     if not args.gt and not detections and not model_path.is_file():
         raise FileNotFoundError(f"{model_path} not found: pass --model_dir <run folder> holding "

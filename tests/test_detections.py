@@ -67,7 +67,8 @@ def vp3d_load(path_3d, path_2d, cameras):
     data = np.load(path_3d, allow_pickle=True)["positions_3d"].item()
     removed = [4, 5, 9, 10, 11, 16, 20, 21, 22, 23, 24, 28, 29, 30, 31]
     kept = [j for j in range(32) if j not in removed]
-    dataset = {s: {a: {"positions": p[:, kept], "cameras": cams[s]} for a, p in acts.items()} for s, acts in data.items()}
+    dataset = {s: {a: {"positions": p[:, kept], "cameras": cams[s]} for a, p in acts.items()}
+               for s, acts in data.items()}
     # run.py: world_to_camera per camera, global offset removed but the trajectory kept in joint 0
     for subject, acts in dataset.items():
         for anim in acts.values():
@@ -165,7 +166,8 @@ def _cfg(env, *opts):
 # ----------------------------------------------------------------------------- export
 def test_export_loads_in_videopose3d_and_equals_validation_predictions(env):
     out = env["base"] / "data_2d_h36m_demo.npz"
-    summary = export_detections.main(["--cfg", CFG, "--model_file", str(env["ckpt"]), "--out", str(out)] + env["common"])
+    summary = export_detections.main(["--cfg", CFG, "--model_file", str(env["ckpt"]), "--out", str(out)]
+                                     + env["common"])
     assert summary["every_frame"] and summary["subjects"] == ["S9"] and summary["layout"] == "h36m"
     _info, arrays = idx.load_split(env["data"], "valid", "h36m")
     cameras = world_3d_file(env["base"] / "data_3d_h36m.npz", arrays)
@@ -218,7 +220,8 @@ def test_export_needs_every_frame_or_lists_the_kept_ones(env, tmp_path):
     _info, arrays = idx.load_split(env["data"], "valid", "h36m")
     seq = vp3d.sequence_names("h36m", arrays["subject"], arrays["image"])
     half = arrays["frame"] % 2 == 1                                      # an interval-2 preparation: 1, 3
-    args = (arrays["joints_2d"][half], arrays["subject"][half], seq[half], arrays["camera"][half], arrays["frame"][half])
+    args = (arrays["joints_2d"][half], arrays["subject"][half], seq[half], arrays["camera"][half],
+            arrays["frame"][half])
     strict = vp3d.arrange(*args, vp3d.VP3D_CAMERAS, True)
     assert len(strict.gaps) == 4 and "not every frame from 1" in strict.gaps[0]
     kept = vp3d.arrange(*args, vp3d.VP3D_CAMERAS, False)
@@ -278,8 +281,9 @@ def test_coco_layout_is_converted_by_the_table(tmp_path):
     got, found = vp3d.rows_2d(det, "h36m", ["S9"] * 5, ["Walking"] * 5, ["54138969"] * 5, np.arange(1, 6))
     assert found.all() and got.shape == (5, 17, 3)
     c = coco.astype(np.float64)
-    by_hand = {0: (c[:, 11] + c[:, 12]) / 2, 1: c[:, 12], 3: c[:, 16], 4: c[:, 11], 7: (c[:, 5] + c[:, 6] + c[:, 11] + c[:, 12]) / 4,
-               8: (c[:, 5] + c[:, 6]) / 2, 9: c[:, 0], 10: (c[:, 1] + c[:, 2]) / 2, 11: c[:, 5], 13: c[:, 9], 16: c[:, 10]}
+    by_hand = {0: (c[:, 11] + c[:, 12]) / 2, 1: c[:, 12], 3: c[:, 16], 4: c[:, 11],
+               7: (c[:, 5] + c[:, 6] + c[:, 11] + c[:, 12]) / 4, 8: (c[:, 5] + c[:, 6]) / 2, 9: c[:, 0],
+               10: (c[:, 1] + c[:, 2]) / 2, 11: c[:, 5], 13: c[:, 9], 16: c[:, 10]}
     for joint, value in by_hand.items():
         np.testing.assert_allclose(got[:, joint], value, rtol=1e-6, err_msg=str(joint))
 
@@ -368,12 +372,14 @@ def test_data_3d_import_checks_lengths_trims_and_uses_the_shipped_calibration(tm
     np.testing.assert_allclose(a["joints_3d"][rows], xc - xc[:, :1], atol=1e-3)
     assert (a["width"][rows] == 1000).all() and (a["height"][a["camera"] == "54138969"] == 1002).all()
     short = [v[:5] for v in views]
-    vp3d.write_npz(tmp_path / "short.npz", positions_2d={"S9": {"Walking 1": short}}, metadata=vp3d.metadata_for("h36m"))
+    vp3d.write_npz(tmp_path / "short.npz", positions_2d={"S9": {"Walking 1": short}},
+                   metadata=vp3d.metadata_for("h36m"))
     with pytest.raises(vp3d.DetectionsFileError, match="5 2D frames < 6 mocap frames"):
         vp3d.vp3d_split(vp3d.read_detections(tmp_path / "short.npz"), vp3d.read_data_3d(tmp_path / "d3.npz"), ["S9"])
     # through the command: the projected ground truth scores PDJ 100 %
-    out = valid_hrnet.main(["--cfg", CFG, "--detections", str(tmp_path / "d2.npz"), "--data_3d", str(tmp_path / "d3.npz"),
-                            "--model_3d", "videopose", "--model_dir", str(tmp_path / "m")] + env["common"])
+    out = valid_hrnet.main(["--cfg", CFG, "--detections", str(tmp_path / "d2.npz"), "--data_3d",
+                            str(tmp_path / "d3.npz"), "--model_3d", "videopose", "--model_dir", str(tmp_path / "m")]
+                           + env["common"])
     assert out["pdj"] == 100.0 and out["num_samples"] == 24 and out["data_3d"] == str(tmp_path / "d3.npz")
 
 

@@ -415,6 +415,9 @@ def validation_lines(cfg, results, model_path, lifters, gt_2d, soft_argmax, beta
              f"[{ds}] HRNet + {'+'.join(lifters)} (GT 2D: {gt_2d}, soft argmax: {soft_argmax}, beta:{beta:g})",
              f"[{ds}] Test MPJPE: {results['mpjpe']:.2f}mm, Test P-MPJPE: {results['p_mpjpe']:.2f}mm, "
              f"Test PDJ@0.2: {results['pdj']:.2f}%"]
+    if results.get("detections"):
+        source_3d = results.get("data_3d") or "the prepared split"
+        lines.insert(2, f"[{ds}] 2D from {results['detections']}, 3D from {source_3d}")
     proto = results.get("protocol") or {}
     if proto.get("average", "frame") != "frame" or proto.get("interval") or proto.get("flip") \
             or proto.get("exclude_s11_directions") or proto.get("n_mpjpe"):

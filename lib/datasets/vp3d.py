@@ -241,7 +241,8 @@ def read_detections(path, trusted=None) -> Detections:
                 if not isinstance(a, np.ndarray) or a.ndim != 3 or a.shape[1] != joints or a.shape[2] not in (2, 3):
                     raise DetectionsFileError(
                         f"{path}: positions_2d[{subject!r}][{action!r}][{c}] has shape "
-                        f"{getattr(a, 'shape', type(a).__name__)}; expected (T, {joints}, 2 or 3) for layout {layout!r}")
+                        f"{getattr(a, 'shape', type(a).__name__)}; expected (T, {joints}, 2 or 3) for layout "
+                        f"{layout!r}")
     l2d = metadata.get("l2d") or {}
     cameras = tuple(str(c) for c in l2d.get("cameras", VP3D_CAMERAS))
     return Detections(path, positions, layout, cameras, metadata, l2d.get("frames"))
@@ -428,7 +429,8 @@ def vp3d_split(det: Detections, data_3d: Dict, subjects: Sequence[str], cameras_
             t = len(world_m)
             for ci, camera in enumerate(VP3D_CAMERAS):
                 if len(cams[ci]) < t:
-                    problems.append(f"{subject} {action!r} camera {camera}: {len(cams[ci])} 2D frames < {t} mocap frames")
+                    problems.append(f"{subject} {action!r} camera {camera}: {len(cams[ci])} 2D frames < {t} "
+                                    f"mocap frames")
                     continue
                 cam = cams_all[subject][camera]
                 cam_m = world_to_camera(world_m, cam["R"], cam["T"])                 # (T, 32, 3) metres

@@ -278,7 +278,8 @@ class _Accumulator:
         empty_f = torch.zeros(0, dtype=torch.float32, device=device)
         order = None
         if self.gather_index and self.sample_index is not None:
-            order = _dataset_order(all_gather_cat(torch.cat(self.sample_index) if self.sample_index else empty_f.long()))
+            index = torch.cat(self.sample_index) if self.sample_index else empty_f.long()
+            order = _dataset_order(all_gather_cat(index))
 
         def gather_all(parts, empty=empty_f):
             """Per-batch (B, ...) tensors -> (all samples, ...) over all ranks, in dataset order."""

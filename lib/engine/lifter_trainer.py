@@ -387,9 +387,11 @@ def _load_detection_data(cfg, name: str, spec, device, log) -> LifterData:
         tr, va = (vp3d.prepared_split_2d(root, split, dataset, det, max_samples)
                   for split in (cfg.DATASET.TRAIN_SET, cfg.DATASET.TEST_SET))
         if not tr["found"].all():
-            raise vp3d.DetectionsFileError(vp3d.missing_rows_message(det, tr, tr["found"], f"the training split of {root}"))
+            raise vp3d.DetectionsFileError(vp3d.missing_rows_message(det, tr, tr["found"],
+                                                                     f"the training split of {root}"))
         if not va["found"].all():
-            log.info("validation on ground-truth 2D: %s", vp3d.missing_rows_message(det, va, va["found"], "the validation split"))
+            log.info("validation on ground-truth 2D: %s",
+                     vp3d.missing_rows_message(det, va, va["found"], "the validation split"))
             va["pred_2d"] = va["joints_2d"]
         where = root
     log.info("lifter %s: 2D from %s (layout %s), 3D from %s", name, det.path, det.layout, where)
