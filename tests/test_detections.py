@@ -214,6 +214,11 @@ def test_importing_the_export_scores_as_the_detector_and_gt_as_gt(env, capsys):
     assert by_file["per_lifter"] == by_gt["per_lifter"]
     on_disk = json.loads((env["base"] / "g" / "metrics.json").read_text())
     assert on_disk["detections"] == str(gt) and on_disk["protocol"]["average"] == "frame"
+    valid_hrnet.main(["--cfg", CFG, "--detections", str(gt), "--model_dir", str(env["base"] / "a")] + common
+                     + ["TEST.PROTOCOL.AVERAGE", "action", "TEST.PROTOCOL.FLIP", "True", "TEST.PROTOCOL.N_MPJPE", "True"])
+    on_disk = json.loads((env["base"] / "a" / "metrics.json").read_text())
+    assert on_disk["protocol"]["average"] == "action" and on_disk["protocol"]["flip"] is True
+    assert on_disk["protocol"]["metrics"] == ["mpjpe", "p_mpjpe", "n_mpjpe"] and on_disk["n_mpjpe"] > 0
 
 
 def test_export_needs_every_frame_or_lists_the_kept_ones(env, tmp_path):
@@ -232,6 +237,19 @@ def test_export_needs_every_frame_or_lists_the_kept_ones(env, tmp_path):
     assert (found == half).all()
     np.testing.assert_array_equal(got[half], arrays["joints_2d"][half])
     assert np.isnan(got[~half]).all()
+    # the pipeline's choice: every frame when the split has them, else the kept frames
+    from types import SimpleNamespace
+    from lib.apps.detections import write_export
+    base = SimpleNamespace(subjects=arrays["subject"], images=arrays["image"], cameras=arrays["camera"],
+                           frames=arrays["frame"], width=arrays["width"], height=arrays["height"])
+    cfg = get_cfg()
+    auto = write_export(cfg, tmp_path / "auto.npz", arrays["joints_2d"][half], base, np.flatnonzero(half),
+                        every_frame=None)
+    full = write_export(cfg, tmp_path / "full.npz", arrays["joints_2d"], base, np.arange(len(half)), every_frame=None)
+    assert auto["every_frame"] is False and full["every_frame"] is True
+    assert vp3d.read_detections(tmp_path / "auto.npz").frames is not None
+    with pytest.raises(vp3d.DetectionsFileError, match="--kept_frames"):
+        write_export(cfg, tmp_path / "no.npz", arrays["joints_2d"][half], base, np.flatnonzero(half))
     # through the command: one clear line naming the fix
     other = make_tiny_h36m(tmp_path / "data", seed=5, frames_per_seq=4)
     from run import prepare_h36m

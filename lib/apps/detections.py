@@ -33,22 +33,27 @@ def _dataset_rows(dataset):
     return dataset, np.arange(len(dataset))
 
 
-def write_export(cfg, out, poses: np.ndarray, base, rows: np.ndarray, *, every_frame: bool = True,
+def write_export(cfg, out, poses: np.ndarray, base, rows: np.ndarray, *, every_frame: Optional[bool] = True,
                  source: str = "") -> Dict:
     """Predicted 2D of rows ``rows`` of prepared dataset ``base`` -> the export file ``out``; -> a summary.
 
     ``poses`` (len(rows), J, 2 or 3) in full-frame pixels, the rows' order. ``every_frame``
-    (Human3.6M): refuse, naming the gaps, unless every recording and camera holds every frame from 1.
+    (Human3.6M): True refuses, naming the gaps, unless every recording and camera holds every frame
+    from 1; False writes the kept frames with their numbers; None the first when possible, else the second.
     """
     dataset = cfg.DATASET.DATASET
     subjects, images = base.subjects[rows], base.images[rows]
     cameras, frames = base.cameras[rows], base.frames[rows]
     sequences = vp3d.sequence_names(dataset, subjects, images)
     if dataset == "h36m":
-        order, every = vp3d.VP3D_CAMERAS, bool(every_frame)
+        order, every = vp3d.VP3D_CAMERAS, every_frame
     else:
         order, every = tuple(sorted(set(cameras.tolist()))), False
-    arranged = vp3d.arrange(poses, subjects, sequences, cameras, frames, order, every)
+    arranged = vp3d.arrange(poses, subjects, sequences, cameras, frames, order, every is not False)
+    if arranged.gaps and every is None:
+        every = False
+        arranged = vp3d.arrange(poses, subjects, sequences, cameras, frames, order, False)
+    every = every is not False
     if arranged.gaps:
         raise vp3d.DetectionsFileError(
             f"not every frame of {len(arranged.gaps)} recording(s) is prepared ({'; '.join(arranged.gaps[:3])}"
@@ -78,12 +83,7 @@ def export_from_results(cfg, out, results: Dict, dataset, source: str = "") -> O
     base, rows = _dataset_rows(dataset)
     poses = results["pred_2d"]
     try:
-        try:
-            return write_export(cfg, out, poses, base, rows, every_frame=True, source=source)
-        except vp3d.DetectionsFileError as err:
-            if "not every frame" not in str(err):
-                raise
-            return write_export(cfg, out, poses, base, rows, every_frame=False, source=source)
+        return write_export(cfg, out, poses, base, rows, every_frame=None, source=source)
     except vp3d.DetectionsFileError as err:    # e.g. a recording without a Human3.6M name: no file, say why
         return {"path": None, "error": str(err)}
 

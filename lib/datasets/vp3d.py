@@ -243,6 +243,10 @@ def read_detections(path, trusted=None) -> Detections:
                         f"{path}: positions_2d[{subject!r}][{action!r}][{c}] has shape "
                         f"{getattr(a, 'shape', type(a).__name__)}; expected (T, {joints}, 2 or 3) for layout "
                         f"{layout!r}")
+    channels = {a.shape[2] for actions in positions.values() for cams in actions.values() for a in cams}
+    if len(channels) > 1:
+        raise DetectionsFileError(f"{path}: the arrays mix {sorted(channels)} channels; write (x, y) everywhere or "
+                                  f"(x, y, confidence) everywhere")
     l2d = metadata.get("l2d") or {}
     cameras = tuple(str(c) for c in l2d.get("cameras", VP3D_CAMERAS))
     return Detections(path, positions, layout, cameras, metadata, l2d.get("frames"))
