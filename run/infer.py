@@ -36,7 +36,9 @@ Outputs under ``--out``:
                          confidence (N,J), joints_3d_m (N,J,3), image_size (N,2), joint_names (J,);
   ``overlay/<name>.png`` the frame with the 2D skeleton (same size as the frame);
   ``combined/<name>.png`` the overlay beside the 3D skeleton plot;
-  ``<video name>_pose.mp4`` for a video input: the combined frames (OpenCV ``mp4v``).
+  ``<video name>_pose.mp4`` for a video input: the combined frames (OpenCV ``mp4v``);
+  ``data_2d_custom_<NAME>.npz`` with ``--export_custom NAME``: VideoPose3D's custom format,
+                         positions_2d[<input name>]['custom'] = [(T, J, 2)], metadata video_metadata {w, h}.
 
 Confidence: the maximum of the joint's heatmap (with ``--argmax``: HRNet's ``maxvals``).
 """
@@ -75,6 +77,9 @@ def parse_args(argv=None):
     p.add_argument("--no_images", action="store_true", help="write only predictions (no overlays/plots/MP4)")
     p.add_argument("--fps", type=float, default=0.0, help="MP4 frame rate (default: the input video's, else 25)")
     p.add_argument("--max_frames", type=int, default=0, help=">0: stop after this many frames")
+    p.add_argument("--export_custom", metavar="NAME", help="also write VideoPose3D's data_2d_custom_NAME.npz "
+                                                          "(docs/detections.md#your-own-video)")
+    p.add_argument("--export_confidence", action="store_true", help="with --export_custom: (T, J, 3) with confidence")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = p.parse_args(argv)
     if bool(args.run_dir) == bool(args.weights):

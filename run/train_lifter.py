@@ -3,6 +3,8 @@
     python run/train_lifter.py --cfg experiments/h36m/w32_384x288_adam_lr1e-3.yaml --model_3d sb
     python run/train_lifter.py --cfg experiments/demo/tiny_96x128.yaml --model_3d sb,videopose \\
         LIFTER_TRAIN.EPOCHS 30
+    python run/train_lifter.py --cfg ... --model_3d videopose --detections data_2d_h36m_l2d.npz \\
+        [--data_3d data_3d_h36m.npz]        # on a detector's 2D (docs/detections.md)
 
 The loss, schedule, optimizer and augmentation of each lifter come from model_3d.LIFTER_RECIPES;
 LIFTER_TRAIN.* keys override epochs / batch size / lr, LIFTER_TRAIN.<NAME>.* (e.g. the CPU presets
@@ -45,6 +47,10 @@ def build_parser():
     p.add_argument("--weights", default=None,
                    help="output checkpoint (one lifter only) [MODEL_3D.WEIGHTS.<NAME>]; default: the lifter's "
                         "default path")
+    p.add_argument("--detections", default=None,
+                   help="train on the 2D of this VideoPose3D-format file [LIFTER_TRAIN.DETECTIONS]")
+    p.add_argument("--data_3d", default=None,
+                   help="with --detections: the 3D of VideoPose3D's data_3d_h36m.npz [LIFTER_TRAIN.DATA_3D]")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing weights at the output path (the old file is kept as <file>.bak); "
                         "without it an existing file is refused before training")
@@ -67,6 +73,8 @@ def main(argv=None):
     opts = lifter_flag_opts(names, args.epochs, args.batch_size, args.lr)
     if args.weights:
         opts += [f"MODEL_3D.WEIGHTS.{names[0].upper()}", args.weights]
+    for flag, key in ((args.detections, "LIFTER_TRAIN.DETECTIONS"), (args.data_3d, "LIFTER_TRAIN.DATA_3D")):
+        opts += [key, flag] if flag is not None else []
     cfg = load_cfg(args.cfg, opts + list(args.opts or []))      # imports CUSTOM_IMPORTS
     cfg.CFG_FILE = args.cfg
     model_3d.check_lifter_names(names, "--model_3d")

@@ -5,13 +5,18 @@ per lifter / action.
         --model_dir output/h36m/hrnet/<loss_type>/sb --model_3d sb [--action_valid] [--ensemble]
     python run/valid_hrnet.py --cfg ... --gt --model_3d sb,videopose,iganet,mixste   # lifters on GT 2D
     python run/valid_hrnet.py --cfg ... --model_dir <run> --cross_valid            # model_best_cross.pth
+    python run/valid_hrnet.py --cfg ... --detections data_2d_h36m_x.npz --model_3d sb [--data_3d data_3d_h36m.npz]
 
 Prints the lines of the original script and writes metrics.json (metrics_cross.json with
 --cross_valid) into --model_dir: mpjpe, p_mpjpe (mm), pdj (%), per_lifter, cross, ensemble and,
 with --action_valid, per_action (and a bar chart per lifter, per_action_<lifter>.png). All
 --model_3d lifters are evaluated (no held-out set here). --vis [--vis_num K] writes K sheets
 vis/vis_0000.png ... (samples spread over the validation set). report.md in --model_dir is then
-(re)written from everything the folder holds (lib.apps.report.write_run_report).
+(re)written from everything the folder holds (lib.apps.report.write_run_report). --detections scores
+the lifters on a VideoPose3D-format 2D file instead of a detector, with the 3D of the prepared split
+or of --data_3d (docs/detections.md); its metrics.json goes to --model_dir (default
+<OUTPUT_DIR>/<dataset>/detections/<file name>). TEST.PROTOCOL.* choose the protocol, recorded in
+metrics.json.
 Checkpoints are read with torch.load(weights_only=True) and loaded strictly.
 """
 import argparse
@@ -43,6 +48,9 @@ def build_parser():
     p.add_argument("--beta", type=float, default=None, help="soft-argmax temperature (default 100) [TEST.BETA]")
     p.add_argument("--cross_valid", action="store_true", help="evaluate <model_dir>/model_best_cross.pth")
     p.add_argument("--action_valid", action="store_true", help="per-action MPJPE (Human3.6M) [TEST.ACTION_VALID]")
+    p.add_argument("--detections", default=None, help="VideoPose3D-format 2D file scored instead of a detector "
+                                                       "[TEST.DETECTIONS]")
+    p.add_argument("--data_3d", default=None, help="with --detections: VideoPose3D's data_3d_h36m.npz [TEST.DATA_3D]")
     p.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides as KEY VALUE pairs")
     return p
 
@@ -62,6 +70,8 @@ def setup(args):
         opts += ["TEST.SOFT_ARGMAX", False]
     if args.vis_num is not None:
         opts += ["TEST.VIS_NUM", int(args.vis_num)]
+    for flag, key in ((args.detections, "TEST.DETECTIONS"), (args.data_3d, "TEST.DATA_3D")):
+        opts += [key, flag] if flag is not None else []
     cfg = load_cfg(args.cfg, opts + list(args.opts or []))
     cfg.CFG_FILE = args.cfg
     model_3d.check_lifter_config(cfg)
@@ -71,34 +81,39 @@ def setup(args):
 
 def main(argv=None):
     import torch
-    from lib.apps.report import explain_missing_cross, validation_lines
+    from lib.apps.report import explain_missing_cross, validation_lines, write_validation_extras
     from lib.engine.evaluator import evaluate_checkpoint, evaluation_context, results_for_json
     from lib.engine.trainer import json_safe
 
     args = build_parser().parse_intermixed_args(argv)
     cfg = setup(args)
     torch.manual_seed(int(cfg.SEED))
+    detections = str(cfg.TEST.DETECTIONS)
     if args.model_dir:
         model_dir = Path(args.model_dir)
-    elif args.gt:
-        model_dir = Path(cfg.OUTPUT_DIR) / cfg.DATASET.DATASET / "hrnet" / "gt_2d"    # the original's fixed folder
+    elif args.gt or detections:    # the original's fixed folder for --gt; one per 2D file
+        model_dir = Path(cfg.OUTPUT_DIR) / cfg.DATASET.DATASET / ("detections/" + Path(detections).stem if detections
+                                                                  else "hrnet/gt_2d")
     else:
         model_dir = Path(".")
     model_path = model_dir / ("model_best_cross.pth" if args.cross_valid else "model_best.pth")
-    if args.cross_valid and not args.gt and not model_path.is_file():
+    if args.cross_valid and not args.gt and not detections and not model_path.is_file():
         explain_missing_cross(model_dir)
-    if not args.gt and not model_path.is_file():
+    if not args.gt and not detections and not model_path.is_file():
         raise FileNotFoundError(f"{model_path} not found: pass --model_dir <run folder> holding "
-                                f"{model_path.name} (written by run/train_hrnet.py), or --gt")
-
-    context = evaluation_context(cfg, gpu_id=args.gpu_id)
-    lifters = context.lifters
-    model = None
-    if not args.gt:
-        from lib.engine.builders import load_detector
-        model = load_detector(cfg, model_path, context.device)
-    soft, beta = bool(cfg.TEST.SOFT_ARGMAX), float(cfg.TEST.BETA)
-    results = evaluate_checkpoint(cfg, context=context, model_2d=model)
+                                f"{model_path.name} (written by run/train_hrnet.py), --gt or --detections FILE")
+    soft, beta, context, model = bool(cfg.TEST.SOFT_ARGMAX), float(cfg.TEST.BETA), None, None
+    if detections:
+        from lib.apps.detections import evaluate_detections
+        results, lifters = evaluate_detections(cfg, detections, data_3d=str(cfg.TEST.DATA_3D), gpu_id=args.gpu_id)
+        model_path = Path(detections)
+    else:
+        context = evaluation_context(cfg, gpu_id=args.gpu_id)
+        lifters = context.lifters
+        if not args.gt:
+            from lib.engine.builders import load_detector
+            model = load_detector(cfg, model_path, context.device)
+        results = evaluate_checkpoint(cfg, context=context, model_2d=model)
     print("\n".join(validation_lines(cfg, results, model_path, list(lifters), args.gt, soft, beta)))
     if results["non_finite_samples"]:
         print(f"warning: {results['non_finite_samples']} of {results['num_samples']} samples have non-finite "
@@ -114,27 +129,9 @@ def main(argv=None):
         payload.pop("per_action", None)
     out = model_dir / ("metrics_cross.json" if args.cross_valid else "metrics.json")
     write_text_atomic(out, json.dumps(json_safe(payload), indent=1))
-    _write_extras(cfg, args, results, context, model, model_dir, soft, beta)
+    write_validation_extras(cfg, results, model_dir, cross_valid=args.cross_valid, vis=args.vis, gt_2d=args.gt,
+                            context=context, model=model, soft_argmax=soft, beta=beta)
     return payload
-
-
-def _write_extras(cfg, args, results, context, model, model_dir, soft, beta) -> None:
-    """Per-action charts, --vis sheets and report.md (never hiding the metrics already written)."""
-    from lib.apps.report import plot_per_action, write_run_report
-    from lib.apps.vis import render_validation_sheets
-    if cfg.TEST.ACTION_VALID and results.get("per_action"):
-        prefix = "per_action_cross" if args.cross_valid else "per_action"
-        charts = plot_per_action(results["per_action"], model_dir, prefix=prefix)
-        print(f"per-action charts: {', '.join(str(c) for c in charts)}")
-    if args.vis:
-        num = int(cfg.TEST.VIS_NUM) or 8
-        paths = render_validation_sheets(cfg, context.dataset, model, context.device, context.lifters, args.gt,
-                                         soft, beta, model_dir / "vis", num)
-        print(f"--vis: {len(paths)} sheets in {model_dir / 'vis'}")
-    try:
-        print(f"report: {write_run_report(model_dir, config=cfg)}")
-    except Exception as err:   # noqa: BLE001 - the metrics are written; a report problem must not hide them
-        print(f"warning: could not write {model_dir / 'report.md'}: {err}")
 
 
 if __name__ == "__main__":

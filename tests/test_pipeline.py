@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from conftest import ROOT, free_port
+from lib.datasets import vp3d
 from lib.utils.errors import UserError
 
 LIFTERS = ["sb", "videopose", "iganet"]
@@ -96,6 +97,12 @@ def test_every_stage_runs_and_the_report_has_every_key(first):
     assert on_disk["2d_only"] == {"mpjpe": base["mpjpe"]["sb"], "p_mpjpe": base["p_mpjpe"]["sb"], "pdj": base["pdj"]}
     assert on_disk["3d_guided"]["mpjpe"] == runs["single_sb"]["mpjpe"]["sb"]
     assert on_disk["gt_2d"]["pdj"] == 100.0
+    # each detector's validation 2D in VideoPose3D's format, and the protocol of the numbers
+    assert set(on_disk["exports"]) == {"pretrained"} | set(runs)
+    for export in on_disk["exports"].values():
+        det = vp3d.read_detections(export["path"])
+        assert export["every_frame"] and det.layout == "h36m" and det.subjects() == export["subjects"]
+    assert on_disk["protocol"]["average"] == "frame" and on_disk["protocol"]["samples_left_out"] == 0
     # the GT-2D row is the lifter's own validation: the lifter trainer's best-epoch MPJPE
     sb_ckpt = torch.load(out / "lifters" / "sb" / "sb_h36m.pth", weights_only=True)
     assert on_disk["gt_2d"]["mpjpe"] == pytest.approx(sb_ckpt["metrics"]["mpjpe"], rel=1e-4)

@@ -368,6 +368,28 @@ def _save_arrays(records, skeleton, out: Path, input_path, faults: _Faults) -> P
     return path
 
 
+def write_custom_export(records, skeleton, out: Path, name: str, input_path, confidence: bool = False) -> Path:
+    """VideoPose3D's ``data_2d_custom_<name>.npz`` of the frames predicted (docs/detections.md#your-own-video):
+    ``positions_2d[video]['custom']`` = [(T, J, 2 or 3)] full-frame pixels in frame order (a confidence
+    third with ``confidence``), ``metadata['video_metadata'][video]`` = {w, h}; ``video`` is the input's
+    file or folder name. Frames skipped as unreadable are absent (their numbers: ``metadata['l2d']['frames']``)."""
+    from lib.datasets import vp3d
+    poses = np.stack(records["joints_2d_px"]).astype(np.float32)
+    if confidence:
+        poses = np.concatenate([poses, np.stack(records["confidence"]).astype(np.float32)[..., None]], axis=-1)
+    sizes = np.stack(records["image_size"]).astype(np.int64)
+    if (sizes != sizes[0]).any():
+        logger.warning("--export_custom: the frames differ in size; the file records the first one's, %s", sizes[0])
+    video = Path(input_path).name
+    frames = np.asarray(records["frame"], np.int64)
+    meta = vp3d.metadata_for(vp3d.DATASET_LAYOUT[skeleton.name], dataset="custom", every_frame=bool(
+        np.array_equal(frames, np.arange(len(frames)))), frames={video: {"custom": [frames]}},
+        channels="xyc" if confidence else "xy")
+    meta["video_metadata"] = {video: {"w": int(sizes[0][0]), "h": int(sizes[0][1])}}
+    return vp3d.write_npz(out / f"data_2d_custom_{name}.npz", positions_2d={video: {"custom": [poses]}},
+                          metadata=meta)
+
+
 def _report_faults(faults: _Faults, boxes_file, unused, frames_read) -> None:
     if faults.whole_frame:
         logger.warning("%d frame(s) had no entry in %s and used the whole frame as the box (first: %s)",
@@ -433,6 +455,9 @@ def run_inference(args) -> dict:
         if pictures is not None:
             pictures.close()
     npz_path = _save_arrays(records, skeleton, out, args.input, faults)
+    custom = getattr(args, "export_custom", None)
+    custom = str(write_custom_export(records, skeleton, out, custom, args.input,
+                                     bool(getattr(args, "export_confidence", False)))) if custom else None
     unused = _unused_boxes(ordered, keyed, faults.used_keys, seen["frames"]) if args.max_frames <= 0 else 0
     _report_faults(faults, args.boxes, unused, seen["frames"])
     n = len(records["frame"])
@@ -442,5 +467,5 @@ def run_inference(args) -> dict:
             "non_finite_frames": len(faults.non_finite), "jsonl": str(jsonl_path), "npz": str(npz_path),
             "overlay_dir": None if args.no_images else str(out / "overlay"),
             "combined_dir": None if args.no_images else str(out / "combined"),
-            "video": str(video_path) if video_path is not None else None, "device": str(device),
+            "video": str(video_path) if video_path is not None else None, "device": str(device), "custom": custom,
             "lifter": None if lifter is None else args.model_3d}

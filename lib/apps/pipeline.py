@@ -6,7 +6,8 @@
     finetune   from that one checkpoint, the same epochs each: 2D-only (the baseline), one run guided
                by each lifter of PIPELINE.SINGLE, and with PIPELINE.LEAVE_ONE_OUT one multi-model run
                per lifter, guided by all the others (the one left out is the held-out lifter)
-    validate   every detector (and ground-truth 2D) with every lifter
+    validate   every detector (and ground-truth 2D) with every lifter; each detector's validation 2D
+               is also written as VideoPose3D's file, <out>/exports/data_2d_<dataset>_<model>.npz
     report     <out>/report.json, report.md, report.png
 
 A preset is an experiment file (the PIPELINE node of lib/config/default.py plus DATASET.ROOT,
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import model_3d
+from lib.apps.detections import export_from_results
 from lib.apps.pipeline_report import TAXONOMY_KEYS, build_report, combine_seeds, write_json, write_report
 from lib.apps.report import write_run_report
 from lib.apps.stages import find_run, mark_stage, reuse_stage, stage_done, stage_inputs
@@ -343,7 +345,9 @@ class Pipeline:
                     rec = json.loads(path.read_text()) if path.is_file() else None
                 except ValueError:
                     rec = None
-                if rec and rec.get("inputs") == inputs[name]:
+                export = (rec or {}).get("metrics", {}).get("export")
+                if rec and rec.get("inputs") == inputs[name] and (not (export or {}).get("path")
+                                                                  or Path(export["path"]).is_file()):
                     out[name] = rec["metrics"]
             return out
 
@@ -354,8 +358,14 @@ class Pipeline:
         if todo:
             context = self.evaluation_set()
             for name in todo:
-                res = evaluate_checkpoint(context.cfg, models[name], context=context, keep_2d=models[name] is not None)
+                # each detector's 2D of the report split is also written as VideoPose3D's file (exports/)
+                detector, cfg = models[name], context.cfg
+                res = evaluate_checkpoint(cfg, detector, context=context, return_predictions=detector is not None)
                 results[name] = _scores(res)
+                if detector is not None and ddp.is_main_process():
+                    export = self.seed_dir / "exports" / f"data_2d_{cfg.DATASET.DATASET}_{name}.npz"
+                    results[name]["export"] = export_from_results(cfg, export, res, context.loader.dataset,
+                                                                  source=str(detector))
                 if ddp.is_main_process():
                     folder.mkdir(parents=True, exist_ok=True)
                     write_json(folder / f"{name}.json", {"inputs": inputs[name], "metrics": results[name]})
@@ -417,7 +427,7 @@ class Pipeline:
             p = self.cfg.PIPELINE
             report = (combine_seeds(per_seed, p.SINGLE[0] if p.SINGLE else None) if self.multi_seed
                       else per_seed[self.seeds[0]])
-            report.update(status=dict(self.status), preset=self.preset, seed=self.seeds[0],
+            report.update(status=dict(self.status), preset=self.preset, seed=self.seeds[0], out=str(self.out),
                           report_split=self.report_split, machine=machine_line(machine_info(self.evaluation_set().device)))
             report["seconds"] = {k: round(v, 1) for k, v in self.seconds.items()}
             report["seconds"]["total"] = round(time.time() - t_all, 1)
@@ -436,7 +446,7 @@ def _scores(res: Dict) -> Dict:
     and for a detector the error diagnosis of its 2D joints (good / jitter / inversion / miss)."""
     per = {n: {"mpjpe": float(v["mpjpe"]), "p_mpjpe": float(v["p_mpjpe"])} for n, v in res["per_lifter"].items()}
     out = {"per_lifter": per, "mpjpe": float(res["mpjpe"]), "p_mpjpe": float(res["p_mpjpe"]),
-           "pdj": float(res["pdj"]), "num_samples": int(res["num_samples"])}
+           "pdj": float(res["pdj"]), "num_samples": int(res["num_samples"]), "protocol": res.get("protocol")}
     if "pred_2d" in res:
         shares = error_taxonomy(res["pred_2d"], res["gt_2d"], get_skeleton(res["dataset"]).flip_pairs)
         out["taxonomy"] = {k: shares[k] for k in TAXONOMY_KEYS}

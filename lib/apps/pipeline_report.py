@@ -48,6 +48,9 @@ def build_report(cfg, runs, results: Dict[str, Dict], lifters: Sequence[str]) ->
                                 for n in lifters}
     report["summary"] = summary
     report["claims"] = claims(report)
+    # the protocol of every number above, and each detector's 2D in VideoPose3D's format
+    report["protocol"] = results["gt_2d"].get("protocol")
+    report["exports"] = {name: r["export"] for name, r in results.items() if r.get("export")}
     # make demo's table, unchanged: the first single-lifter run is "3d_guided", scored by its lifter
     single = [r for r in runs if len(r.guided_by) == 1]
     if single:
@@ -105,7 +108,7 @@ def combine_seeds(per_seed: Dict[int, Dict], single_lifter=None) -> Dict:
     reports = [per_seed[s] for s in seeds]
     first = reports[0]
     report = {"dataset": first["dataset"], "lifters": first["lifters"], "seeds": seeds,
-              "lifters_gt2d": first["lifters_gt2d"]}
+              "lifters_gt2d": first["lifters_gt2d"], "protocol": first.get("protocol")}
     for key in ("pretrained_detector", "summary", "claims", "error_taxonomy", "gt_2d", "pretrained", "2d_only",
                 "3d_guided"):
         if key in first and first[key] is not None:
@@ -119,7 +122,7 @@ def combine_seeds(per_seed: Dict[int, Dict], single_lifter=None) -> Dict:
             "held_out_improvement_pct": c["held_out_improvement_pct"],
             "held_out_mean_improvement_pct": c["held_out_mean_improvement_pct"],
             "pretrained_detector": r["pretrained_detector"], "runs": r["runs"],
-            "error_taxonomy": r.get("error_taxonomy")}
+            "error_taxonomy": r.get("error_taxonomy"), "exports": r.get("exports")}
     singles = first["claims"]["single_improvement_pct"] or {}
     one = single_lifter or next(iter(singles), None)
     report["verdict"] = {
@@ -190,6 +193,11 @@ def report_markdown(report: Dict, curves: Dict[str, str]) -> List[str]:
                            ("2d_only", "2D-only fine-tuning"), ("3d_guided", "3D-guided fine-tuning")):
             r = report[key]
             lines.append(f"| {label} | {r['mpjpe']:.2f} | {r['p_mpjpe']:.2f} | {r['pdj']:.2f} |")
+    exports = {k: v for k, v in (report.get("exports") or {}).items() if v.get("path")}
+    if exports:
+        lines += ["", "## 2D of the report split in VideoPose3D's format", ""]
+        lines += [f"- {name}: `{os.path.relpath(v['path'], report.get('out', '.'))}`"
+                  f"{'' if v.get('every_frame') else ' (kept frames only)'}" for name, v in exports.items()]
     secs = report.get("seconds") or {}
     if secs:
         lines += ["", "Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in secs.items()), ""]

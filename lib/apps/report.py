@@ -416,6 +416,16 @@ def validation_lines(cfg, results, model_path, lifters, gt_2d, soft_argmax, beta
              f"[{ds}] HRNet + {'+'.join(lifters)} (GT 2D: {gt_2d}, soft argmax: {soft_argmax}, beta:{beta:g})",
              f"[{ds}] Test MPJPE: {results['mpjpe']:.2f}mm, Test P-MPJPE: {results['p_mpjpe']:.2f}mm, "
              f"Test PDJ@0.2: {results['pdj']:.2f}%"]
+    if results.get("detections"):
+        source_3d = results.get("data_3d") or "the prepared split"
+        lines.insert(2, f"[{ds}] 2D from {results['detections']}, 3D from {source_3d}")
+    proto = results.get("protocol") or {}
+    if proto.get("average", "frame") != "frame" or proto.get("interval") or proto.get("flip") \
+            or proto.get("exclude_s11_directions") or proto.get("n_mpjpe"):
+        lines.append(f"[{ds}] protocol: {proto.get('average')}-wise average, frame interval {proto.get('interval')}, "
+                     f"lifter flip {proto.get('flip')}, S11 Directions excluded {proto.get('exclude_s11_directions')}, "
+                     f"{proto.get('samples_left_out', 0)} samples left out"
+                     + (f"; Test N-MPJPE: {results['n_mpjpe']:.2f}mm" if "n_mpjpe" in results else ""))
     if results.get("unmasked"):
         u = results["unmasked"]
         lines.append(f"[{ds}] (DATASET.MASK_LOW_CONFIDENCE: low-confidence joints left out above) with them: "
@@ -432,6 +442,27 @@ def validation_lines(cfg, results, model_path, lifters, gt_2d, soft_argmax, beta
     return lines
 
 
+def write_validation_extras(cfg, results, model_dir, *, cross_valid, vis, gt_2d, context, model, soft_argmax,
+                            beta) -> None:
+    """``run/valid_hrnet.py``'s per-action charts, --vis sheets (with a detector or --gt: ``context`` not
+    None) and report.md, never hiding the metrics already written."""
+    from lib.apps.vis import render_validation_sheets
+    model_dir = Path(model_dir)
+    if cfg.TEST.ACTION_VALID and results.get("per_action"):
+        prefix = "per_action_cross" if cross_valid else "per_action"
+        charts = plot_per_action(results["per_action"], model_dir, prefix=prefix)
+        print(f"per-action charts: {', '.join(str(c) for c in charts)}")
+    if vis and context is not None:
+        num = int(cfg.TEST.VIS_NUM) or 8
+        paths = render_validation_sheets(cfg, context.dataset, model, context.device, context.lifters, gt_2d,
+                                         soft_argmax, beta, model_dir / "vis", num)
+        print(f"--vis: {len(paths)} sheets in {model_dir / 'vis'}")
+    try:
+        print(f"report: {write_run_report(model_dir, config=cfg)}")
+    except Exception as err:   # noqa: BLE001 - the metrics are written; a report problem must not hide them
+        print(f"warning: could not write {model_dir / 'report.md'}: {err}")
+
+
 __all__ = ["KEY_CONFIG", "flatten", "plot_per_action", "metrics_table", "summarize_metrics", "write_report",
-           "write_run_report", "report_after_training", "validation_lines",
+           "write_run_report", "report_after_training", "validation_lines", "write_validation_extras",
            "explain_missing_cross"]

@@ -149,6 +149,15 @@ _C.TEST.ENSEMBLE = False           # --ensemble (median over lifters)
 _C.TEST.ACTION_VALID = False       # --action_valid
 _C.TEST.USE_GT_BBOX = True         # person boxes from ground-truth 2D (as the original)
 _C.TEST.VIS_NUM = 0                # --vis_num
+_C.TEST.DETECTIONS = ""            # --detections: score the lifters on the 2D of this VideoPose3D-format file
+_C.TEST.DATA_3D = ""               # --data_3d: with DETECTIONS, the 3D of VideoPose3D's data_3d_h36m.npz ('' = the prepared split's)
+# Evaluation protocol (docs/detections.md#protocols); the defaults are the original's
+_C.TEST.PROTOCOL = CN()
+_C.TEST.PROTOCOL.AVERAGE = "frame"   # frame (every sample weighs the same) | action (mean of the per-action means)
+_C.TEST.PROTOCOL.INTERVAL = 0        # 0 = every prepared frame; N = frames 1, N+1, 2N+1, ... only
+_C.TEST.PROTOCOL.FLIP = False        # lifters' test-time flip: mirrored 2D lifted, un-mirrored, averaged
+_C.TEST.PROTOCOL.N_MPJPE = False     # also N-MPJPE (scale-aligned MPJPE) beside MPJPE and P-MPJPE
+_C.TEST.PROTOCOL.EXCLUDE_S11_DIRECTIONS = False  # leave out S11's "Directions" recording (corrupt video)
 
 # ----------------------------------------------------------------- lifter training (run/train_lifter.py)
 _C.LIFTER_TRAIN = CN()
@@ -160,6 +169,8 @@ _C.LIFTER_TRAIN.MAX_STEPS_PER_EPOCH = 0
 _C.LIFTER_TRAIN.FLIP = True        # flip augmentation for the screen-normalised lifters
 _C.LIFTER_TRAIN.INIT_MEAN_POSE = True   # output layer fitted to the training poses (recipes with init_mean_pose)
 _C.LIFTER_TRAIN.BN_RECALIBRATE = True   # BN statistics re-estimated on the training set (recipes with bn_recalibrate)
+_C.LIFTER_TRAIN.DETECTIONS = ""    # --detections: train (and validate) on the 2D of this VideoPose3D-format file
+_C.LIFTER_TRAIN.DATA_3D = ""       # --data_3d: with DETECTIONS, the 3D of VideoPose3D's data_3d_h36m.npz ('' = the prepared splits')
 # Per-lifter settings, an open map: LIFTER_TRAIN.<NAME>.{EPOCHS, BATCH_SIZE, LR} (lib.config.LIFTER_TRAIN_KEYS);
 # a value > 0 there wins over LIFTER_TRAIN.<KEY> (0 = that one).
 

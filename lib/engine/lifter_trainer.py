@@ -352,7 +352,58 @@ class LifterData:
     root: Path
 
 
-def _load_data(cfg, name: str, spec, device) -> LifterData:
+def _tensors(arrays, key_2d, device, masking):
+    """A split's (2D px, image size, 3D cm, valid or None) tensors from numpy arrays."""
+    to = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=device)  # noqa: E731
+    size = np.stack([arrays["width"], arrays["height"]], axis=1)
+    valid = to(arrays["joints_3d_valid"]) if masking and "joints_3d_valid" in arrays else None
+    return to(arrays[key_2d][..., :2]), to(size), to(arrays["joints_3d"]), valid
+
+
+def _load_detection_data(cfg, name: str, spec, device, log) -> LifterData:
+    """LIFTER_TRAIN.DETECTIONS: the 2D of a VideoPose3D-format file (docs/detections.md#training-lifters-on-detections),
+    the 3D of the prepared splits or of LIFTER_TRAIN.DATA_3D (Human3.6M: S1, S5-S8 train, S9, S11 valid).
+    Every training row must be in the file; validation takes the file's 2D when it holds every
+    validation row, else the ground-truth 2D (logged). Normalisation statistics come from the
+    training rows as trained on (the file's 2D)."""
+    from lib.datasets import vp3d
+    from lib.datasets.prepare_h36m import TRAIN_SUBJECTS, VALID_SUBJECTS
+    from lib.datasets.stats import compute_stats
+    dataset, root = cfg.DATASET.DATASET, dataset_root(cfg)
+    max_samples, masking = int(cfg.DATASET.MAX_SAMPLES), bool(cfg.DATASET.MASK_LOW_CONFIDENCE)
+    trusted = list(cfg.TRUSTED_FILES)
+    det = vp3d.read_detections(cfg.LIFTER_TRAIN.DETECTIONS, trusted)
+    if cfg.LIFTER_TRAIN.DATA_3D:
+        if dataset != "h36m":
+            raise vp3d.DetectionsFileError(f"LIFTER_TRAIN.DATA_3D reads VideoPose3D's Human3.6M 3D; DATASET.DATASET is "
+                                           f"{dataset!r}")
+        data_3d = vp3d.read_data_3d(cfg.LIFTER_TRAIN.DATA_3D, trusted)
+        tr, va = (vp3d.vp3d_split(det, data_3d, [s for s in subjects if s in data_3d])
+                  for subjects in (TRAIN_SUBJECTS, VALID_SUBJECTS))
+        if max_samples > 0:
+            tr, va = ({k: v[:max_samples] for k, v in a.items()} for a in (tr, va))
+        where = cfg.LIFTER_TRAIN.DATA_3D
+    else:
+        tr, va = (vp3d.prepared_split_2d(root, split, dataset, det, max_samples)
+                  for split in (cfg.DATASET.TRAIN_SET, cfg.DATASET.TEST_SET))
+        if not tr["found"].all():
+            raise vp3d.DetectionsFileError(vp3d.missing_rows_message(det, tr, tr["found"],
+                                                                     f"the training split of {root}"))
+        if not va["found"].all():
+            log.info("validation on ground-truth 2D: %s",
+                     vp3d.missing_rows_message(det, va, va["found"], "the validation split"))
+            va["pred_2d"] = va["joints_2d"]
+        where = root
+    log.info("lifter %s: 2D from %s (layout %s), 3D from %s", name, det.path, det.layout, where)
+    stats, _ = compute_stats(tr["pred_2d"][..., :2], tr["joints_3d"], tr["width"], tr["height"])
+    x_tr, size_tr, y_tr, v_tr = _tensors(tr, "pred_2d", device, masking)
+    x_va, size_va, y_va, v_va = _tensors(va, "pred_2d", device, masking)
+    return LifterData(x_tr, size_tr, y_tr, v_tr, x_va, size_va, y_va, v_va, stats, Path(root))
+
+
+def _load_data(cfg, name: str, spec, device, log=None) -> LifterData:
+    if str(cfg.LIFTER_TRAIN.DETECTIONS):
+        return _load_detection_data(cfg, name, spec, device, log)
     dataset = cfg.DATASET.DATASET
     root = dataset_root(cfg)
     max_samples = int(cfg.DATASET.MAX_SAMPLES)
@@ -519,14 +570,15 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None, ov
         seed = int(cfg.SEED)
         torch.manual_seed(seed)            # the same initial weights on every rank (= the single-process run)
         np.random.seed(seed)
-        data = _load_data(cfg, name, spec, device)
+        data = _load_data(cfg, name, spec, device, log)
         epochs, batch_size, lr0 = lifter_settings(cfg, name, recipe)
         flip = bool(recipe["flip_augment"]) and bool(cfg.LIFTER_TRAIN.FLIP)
         sync_bn = world > 1 and bool(cfg.TRAIN.SYNC_BN)
         out_path = Path(out_path) if out_path else model_3d.lifter_weight_path(cfg, name)
         guard_existing_weights(out_path, overwrite, log, write=is_main)
-        log.info("training lifter %s on %s GT 2D->3D: %d train / %d valid samples, %d epochs, batch %d, lr %g, "
-                 "loss %s, flip %s, device %s -> %s (recipe: %s)", name, dataset, data.x_tr.shape[0],
+        log.info("training lifter %s on %s %s 2D->3D: %d train / %d valid samples, %d epochs, batch %d, lr %g, "
+                 "loss %s, flip %s, device %s -> %s (recipe: %s)", name, dataset,
+                 "detected" if cfg.LIFTER_TRAIN.DETECTIONS else "GT", data.x_tr.shape[0],
                  data.x_va.shape[0], epochs, batch_size, lr0, recipe["loss"], flip, device, out_path, recipe["source"])
         _check_recipe(name, spec, recipe, world, batch_size, sync_bn, log)
         lifter, params, random_init, recal = _build_trainable(cfg, name, spec, recipe, data, flip, batch_size,

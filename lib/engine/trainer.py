@@ -247,7 +247,8 @@ def _validate(run: Run, epoch: int):
              "p_mpjpe_unmasked": unmasked.get("p_mpjpe"),
              "per_lifter": {n: v["mpjpe"] for n, v in results["per_lifter"].items()},
              "cross_mpjpe": cross_perf, "cross_p_mpjpe": results["cross"]["p_mpjpe"] if results["cross"] else None,
-             "ensemble_mpjpe": results["ensemble"]["mpjpe"] if results["ensemble"] else None}
+             "ensemble_mpjpe": results["ensemble"]["mpjpe"] if results["ensemble"] else None,
+             "protocol": results.get("protocol")}
     entry = {"epoch": epoch, "valid": valid, "best": bool(is_best), "best_cross": bool(is_best_cross)}
     return results, perf, entry
 

@@ -8,10 +8,12 @@
   which official lifter files carry) whose errors name the file: truncated or not a checkpoint at
   all, or holding Python objects that would need code to rebuild.
 * :func:`load_npz` reads a prepared ``*.npz`` with ``allow_pickle=False``; a truncated one is named
-  with the command that rebuilds it.
+  with the command that rebuilds it. :func:`load_npz_plain` reads an ``*.npz`` whose arrays may hold
+  pickled objects (VideoPose3D's dictionaries) with the same plain-data unpickler.
 * :func:`jpeg_is_complete` / :func:`read_image` catch the JPEG that lost its tail: OpenCV decodes it
   without an error and fills the missing part grey.
 """
+import io
 import json
 import pickle
 import zipfile
@@ -189,6 +191,42 @@ def load_npz(path, rebuild_hint: str = "") -> dict:
             raise
         raise CorruptFileError(f"{path} is truncated or not an npz archive ({type(err).__name__}: "
                                f"{_first_line(err)}); {fix}") from err
+
+
+def _npy_header(fh):
+    """(shape, fortran order, dtype) of the ``.npy`` stream ``fh``, positioned after its header."""
+    version = np.lib.format.read_magic(fh)
+    reader = getattr(np.lib.format, "_read_array_header", None)
+    if reader is not None:
+        return reader(fh, version)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read(fh)
+
+
+def load_npz_plain(path, trusted: Optional[Iterable] = None, fix: str = "re-create it") -> dict:
+    """Every array of an ``.npz``; an array of Python objects (``np.savez`` of a dict or list, as
+    VideoPose3D's files hold) is rebuilt by the plain-data unpickler of :func:`load_pickle`, so a file
+    carrying code is refused (:class:`UntrustedFileError`) unless named in ``trusted``. ``fix`` ends the
+    message of a truncated or foreign file."""
+    path = Path(path)
+    full = is_trusted(path, trusted)
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.namelist():
+                key = member[:-4] if member.endswith(".npy") else member
+                data = archive.read(member)
+                _shape, _fortran, dtype = _npy_header(io.BytesIO(data))
+                if not dtype.hasobject:
+                    out[key] = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
+                    continue
+                fh = io.BytesIO(data)
+                _npy_header(fh)
+                out[key] = pickle.load(fh) if full else _PlainDataUnpickler(fh, path).load()
+    except (zipfile.BadZipFile, EOFError, ValueError, KeyError, pickle.UnpicklingError, TypeError, IndexError) as err:
+        raise CorruptFileError(f"{path} is truncated or not an npz archive ({type(err).__name__}: "
+                               f"{_first_line(err)}); {fix}") from err
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- images
