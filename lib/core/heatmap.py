@@ -51,8 +51,12 @@ def maps_finite(heatmaps: torch.Tensor) -> torch.Tensor:
     as much as the whole windowed decode). A NaN or an inf makes the sum non-finite; so does a sum
     past float32's range (maps of ~1e34 per pixel), which only a diverged detector produces and
     which is then flagged too.
+
+    Half-precision maps are summed in float32: an fp16 sum overflows (to inf) once a map averages
+    about 21 (64 x 48) or 9.5 (96 x 72) per pixel, finite maps whose overflowing step the fp16
+    gradient scaler would simply have skipped (docs/scaling.md#gpu-notes).
     """
-    return torch.isfinite(heatmaps.sum(dim=(-2, -1)))
+    return torch.isfinite(heatmaps.sum(dim=(-2, -1), dtype=torch.promote_types(heatmaps.dtype, torch.float32)))
 
 
 @functools.lru_cache(maxsize=64)
