@@ -17,6 +17,7 @@ _C.PIN_MEMORY = True               # pinned host memory for faster host-to-GPU c
 _C.AUTO_RESUME = False             # accepted for HRNet YAMLs; use --resume
 _C.SEED = 42                       # torch / numpy / python seed (per rank: SEED + rank)
 _C.USE_CUDA = True                 # False forces the CPU
+_C.DIST_TIMEOUT_MINUTES = 60.0     # torchrun: how long a collective waits for the slowest rank (NCCL's own default: 10)
 _C.TRUSTED_FILES = []              # pickles / checkpoints (or folders) allowed to run code when read; [] = none
 _C.CUSTOM_IMPORTS = []             # Python modules imported before anything is built (your register_lifter / register_pose_net)
 _C.DEBUG = CN(new_allowed=True)   # accepted for compatibility with HRNet YAMLs; unused

@@ -333,7 +333,7 @@ def evaluation_context(cfg, *, gpu_id: int = 0, split: Optional[str] = None) -> 
     from lib.engine.builders import build_lifter_sets, valid_loader
     from lib.engine.distributed import init_distributed
 
-    info = init_distributed(bool(cfg.USE_CUDA), gpu_id)
+    info = init_distributed(bool(cfg.USE_CUDA), gpu_id, timeout_minutes=float(cfg.DIST_TIMEOUT_MINUTES))
     dataset = build_dataset(cfg, split or cfg.DATASET.TEST_SET, False)
     loader = valid_loader(cfg, dataset, info.device, info.rank, info.world_size)
     lifters, _, _ = build_lifter_sets(cfg, train_stats(cfg, dataset_root(cfg)), cross=False, device=info.device)

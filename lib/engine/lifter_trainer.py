@@ -506,7 +506,7 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None, ov
     """
     model_3d.check_lifter_config(cfg)
     owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
-    info = ddp.init_distributed(bool(cfg.USE_CUDA), gpu_id)
+    info = ddp.init_distributed(bool(cfg.USE_CUDA), gpu_id, timeout_minutes=float(cfg.DIST_TIMEOUT_MINUTES))
     device, rank, world, is_main = info.device, info.rank, info.world_size, info.is_main
     dataset = cfg.DATASET.DATASET
     spec, recipe = model_3d.get_spec(name), model_3d.get_recipe(name, dataset)

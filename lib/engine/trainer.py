@@ -434,7 +434,7 @@ def train(cfg, *, gpu_id: int = 0, resume: Optional[bool] = None, args: Optional
     resume = bool(cfg.TRAIN.RESUME) if resume is None else bool(resume)
     # a caller that set up the process group (the pipeline: several stages in one torchrun) keeps it
     owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
-    info = ddp.init_distributed(bool(cfg.USE_CUDA), gpu_id)
+    info = ddp.init_distributed(bool(cfg.USE_CUDA), gpu_id, timeout_minutes=float(cfg.DIST_TIMEOUT_MINUTES))
     out_dir = make_run_dir(cfg)
     if not resume and (out_dir / "model_best.pth").exists():
         raise RunExistsError(f"Final output directory exists: {out_dir} (it holds model_best.pth). Pass --resume "
