@@ -189,3 +189,209 @@ def test_rank0_work_longer_than_the_collective_timeout(tmp_path):
     assert r1["error"].startswith("RankZeroFailedError: rank 0 stopped with an error")
     assert r0["after"] == r1["after"] == 7
     assert r1["plain_wait"] != "finished"
+
+
+# ----------------------------------------------------------------------------- no host-to-device copy per step
+def _old_epoch_inputs(data, sched, gen, perm, world, rank):
+    """The lifter trainer's inputs per step as it drew them before: a flip mask per step from ``gen``."""
+    from lib.engine.lifter_trainer import flip_batch
+    n = data.x_tr.shape[0]
+    order = torch.randperm(n, generator=gen)
+    steps = []
+    for step, s in enumerate(range(0, n, sched.batch_size)):
+        if sched.max_steps and step >= sched.max_steps:
+            break
+        idx_b = order[s:s + sched.batch_size]
+        n_glob = idx_b.shape[0]
+        if world > 1 and n_glob < 2 * world:
+            break
+        mask = torch.rand(n_glob, generator=gen) < 0.5
+        if world > 1:
+            part = torch.tensor_split(torch.arange(n_glob), world)[rank]
+            idx_b, mask = idx_b[part], mask[part]
+        x, size, y = data.x_tr[idx_b], data.size_tr[idx_b], data.y_tr[idx_b]
+        if data.v_tr is None:
+            steps.append(flip_batch(x, size, y, perm, mask) + (None,))
+        else:
+            steps.append(flip_batch(x, size, y, perm, mask, data.v_tr[idx_b]))
+    return steps
+
+
+@pytest.mark.parametrize("n, batch, max_steps, world, rank, masked", [
+    (23, 5, 0, 1, 0, False),          # a short last batch
+    (23, 5, 2, 1, 0, True),           # MAX_STEPS_PER_EPOCH cuts the epoch; joint masks
+    (21, 5, 0, 2, 1, False),          # torchrun rank 1: a last global batch of 1 < 2 x 2 is skipped
+    (40, 8, 0, 2, 0, True)])
+def test_lifter_flip_masks_drawn_once_per_epoch_are_the_per_step_draws(n, batch, max_steps, world, rank, masked):
+    """Two epochs: every step's (flipped) inputs and the generator's state afterwards are bit for bit
+    those of one mask drawn per step."""
+    from types import SimpleNamespace
+
+    import model_3d
+    from lib.core.skeleton import get_skeleton
+    from lib.engine.lifter_trainer import LifterData, _flip_perm, _Schedule, _train_epoch
+
+    g = torch.Generator().manual_seed(5)
+    j = 17
+    valid = (torch.rand(n, j, generator=g) > 0.2).float() if masked else None
+    data = LifterData(torch.rand(n, j, 2, generator=g) * 1000, torch.full((n, 2), 1000.0),
+                      torch.randn(n, j, 3, generator=g) * 50, valid, None, None, None, None, None, ROOT)
+    recipe = model_3d.get_recipe("videopose", "h36m")
+    sched = _Schedule(recipe, 0.0, batch, max_steps, 5, 10, True)
+    perm = _flip_perm(get_skeleton("h36m"))
+    net = torch.nn.Linear(1, 1)
+    seen = []
+
+    def step_loss(x, size, y, v=None):
+        seen.append((x, y, v))
+        return net.weight.sum() * 0.0
+
+    new_gen, old_gen = torch.Generator().manual_seed(42), torch.Generator().manual_seed(42)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.0)
+    for _epoch in range(2):
+        seen.clear()
+        _train_epoch(step_loss, SimpleNamespace(net=net), optimizer, data, sched, new_gen, perm, 0, world, rank,
+                     torch.device("cpu"))
+        expected = _old_epoch_inputs(data, sched, old_gen, perm, world, rank)
+        assert len(seen) == len(expected) > 0
+        for (x, y, v), (ex, ey, ev) in zip(seen, expected):
+            assert torch.equal(x, ex) and torch.equal(y, ey) and (v is None) == (ev is None)
+            assert v is None or torch.equal(v, ev)
+        assert torch.equal(new_gen.get_state(), old_gen.get_state())
+
+
+class _HostCopies:
+    """Records what is a blocking host-to-device copy on a GPU (a stream synchronisation): torch.tensor /
+    torch.as_tensor given a device, and Tensor.to(<device>) without non_blocking=True. On the CPU
+    these cost nothing, so the code's structure is what is checked: the count must not grow with the
+    number of steps or batches."""
+
+    # Moves of tensors that live on the device from the first step on (no-ops there): the DWA history
+    # (DWAState.update) and the weights computed from it (L2DObjective.lifter_weights).
+    ON_DEVICE_AFTER_FIRST_STEP = {("losses.py", "update"), ("objective.py", "lifter_weights")}
+
+    def __init__(self, monkeypatch):
+        import sys
+        self.calls = []
+        real_tensor, real_as_tensor, real_to = torch.tensor, torch.as_tensor, torch.Tensor.to
+
+        def tensor(*args, **kw):
+            if kw.get("device") is not None:
+                self.calls.append("torch.tensor")
+            return real_tensor(*args, **kw)
+
+        def as_tensor(*args, **kw):
+            if kw.get("device") is not None:
+                self.calls.append("torch.as_tensor")
+            return real_as_tensor(*args, **kw)
+
+        def to(t, *args, **kw):
+            to_device = "device" in kw or any(isinstance(a, (torch.device, str)) for a in args)
+            caller = sys._getframe(1).f_code
+            site = (caller.co_filename.replace("\\", "/").rsplit("/", 1)[-1], caller.co_name)
+            if to_device and not kw.get("non_blocking", False) and site not in self.ON_DEVICE_AFTER_FIRST_STEP:
+                self.calls.append(f"Tensor.to in {site}")
+            return real_to(t, *args, **kw)
+
+        monkeypatch.setattr(torch, "tensor", tensor)
+        monkeypatch.setattr(torch, "as_tensor", as_tensor)
+        monkeypatch.setattr(torch.Tensor, "to", to)
+
+    def count(self, fn) -> int:
+        fn()                                   # once before: caches and one-off moves are made
+        self.calls.clear()
+        fn()
+        return len(self.calls)
+
+
+@pytest.fixture
+def host_copies(monkeypatch):
+    return _HostCopies(monkeypatch)
+
+
+@pytest.mark.parametrize("cfg_file", ["experiments/demo/tiny_96x128.yaml", "experiments/demo/tiny_panoptic.yaml"])
+def test_training_steps_make_no_host_copies(cfg_file, host_copies):
+    """A guided training step (the Panoptic remap of every step included) makes no blocking host copy:
+    3 steps make as many as 1 (one-off setup only), and the constants it uses are made once."""
+    import copy
+    import logging
+
+    from benchmarks.benchmark import build_lifters, random_batch
+    from lib.config import load_cfg
+    from lib.core.heatmap import device_constant, prepare_heatmaps
+    from lib.core.objective import L2DObjective
+    from lib.core.skeleton import get_skeleton
+    from lib.engine.builders import build_detector
+    from lib.engine.train_epoch import train_one_epoch
+
+    cfg = load_cfg(cfg_file, ["LOSS.LOSS_3D", "True", "LOSS.LOSS_3D_Z", "True", "LOSS.OHKLM", "True",
+                              "PRINT_FREQ", "100"])
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    model = build_detector(cfg)
+    lifters = build_lifters(["sb"], get_skeleton(cfg.DATASET.DATASET).num_joints, cpu)
+    batches = [random_batch(cfg, 2, cpu, seed=s) for s in range(3)]
+
+    def epoch(n):
+        net = copy.deepcopy(model)
+        train_one_epoch(0, net, L2DObjective(cfg, lifters), batches[:n], torch.optim.Adam(net.parameters()),
+                        None, cpu, cfg, logging.getLogger("copies"), is_main=False)
+
+    assert host_copies.count(lambda: epoch(3)) == host_copies.count(lambda: epoch(1))
+    maps = torch.rand(2, 17, 8, 6)
+    assert host_copies.count(lambda: prepare_heatmaps(maps, "panoptic")) == 0
+    assert device_constant((1, 2), torch.long, "cpu") is device_constant((1, 2), torch.long, "cpu")
+
+
+def test_validation_moves_indices_once(monkeypatch, host_copies):
+    """Dataset indices and action indices go to the device once per validation, not per batch; the
+    numbers are unchanged: with the DDP ordering path on (indices given in reverse), the per-sample
+    errors come back in dataset order and equal the plain run's."""
+    import lib.engine.evaluator as ev
+    from benchmarks.benchmark import build_lifters, random_batch
+    from lib.config import load_cfg
+    from lib.engine.builders import build_detector
+
+    cfg = load_cfg("experiments/demo/tiny_96x128.yaml", ["TEST.ACTION_VALID", "True"])
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    model = build_detector(cfg)
+    lifters = build_lifters(["sb"], 17, cpu)
+    batches = [random_batch(cfg, 2, cpu, seed=s) for s in range(4)]
+    plain = ev.validate(cfg, batches, model, cpu, lifters, action_valid=True)
+    for i, (_, _, _, meta) in enumerate(batches):
+        meta["index"] = torch.tensor([7 - 2 * i, 6 - 2 * i])          # dataset order = reversed rows
+    monkeypatch.setattr(ev, "is_dist", lambda: True)                   # gather (an identity here) and reorder
+    copies = [host_copies.count(lambda: ev.validate(cfg, batches[:n], model, cpu, lifters, action_valid=True))
+              for n in (2, 4)]
+    assert copies[0] == copies[1]
+    ordered = ev.validate(cfg, batches, model, cpu, lifters, action_valid=True)
+    rows = torch.arange(8).reshape(4, 2).flip(0).flip(1).reshape(-1).numpy()      # dataset index -> plain row
+    assert (ordered["per_sample_mpjpe"]["sb"] == plain["per_sample_mpjpe"]["sb"][rows]).all()
+    for name, per in plain["per_action"].items():
+        for action, value in per.items():
+            got = ordered["per_action"][name][action]
+            assert (got is None and value is None) or got == pytest.approx(value, rel=1e-12), action
+    assert ordered["mpjpe"] == pytest.approx(plain["mpjpe"], rel=1e-12) and ordered["pdj"] == plain["pdj"]
+
+
+def test_lifter_epoch_moves_its_masks_once(host_copies):
+    """One lifter epoch copies its permutation and its flip masks once, however many steps it makes."""
+    from types import SimpleNamespace
+
+    import model_3d
+    from lib.core.skeleton import get_skeleton
+    from lib.engine.lifter_trainer import LifterData, _flip_perm, _Schedule, _train_epoch
+    n, j = 40, 17
+    data = LifterData(torch.rand(n, j, 2) * 1000, torch.full((n, 2), 1000.0), torch.randn(n, j, 3), None,
+                      None, None, None, None, None, ROOT)
+    net = torch.nn.Linear(1, 1)
+    perm = _flip_perm(get_skeleton("h36m"))
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.0)
+
+    def epoch(batch):
+        sched = _Schedule(model_3d.get_recipe("videopose", "h36m"), 0.0, batch, 0, 5, 10, True)
+        _train_epoch(lambda x, size, y: net.weight.sum() * 0.0, SimpleNamespace(net=net), optimizer, data, sched,
+                     torch.Generator().manual_seed(0), perm, 0, 1, 0, torch.device("cpu"))
+
+    assert host_copies.count(lambda: epoch(4)) == host_copies.count(lambda: epoch(20)) == 2

@@ -215,13 +215,15 @@ def validate(cfg, loader, model_2d, device, lifters: Optional[Mapping] = None,
         bad = ~torch.isfinite(pred_2d).flatten(1).all(dim=1)
         non_finite.append(bad)
         hits.append(pdj_hits(pred_2d, joints_2d, skel.left_shoulder, skel.right_hip) & ~bad[:, None])
+        # indices stay on the host here and go to the device once, in _summarise: a per-batch copy
+        # of host numbers would wait for the stream (docs/scaling.md#gpu-notes)
         if sample_index is not None:
             if "index" in meta:
-                sample_index.append(torch.as_tensor(meta["index"]).to(device).long().reshape(-1))
+                sample_index.append(torch.as_tensor(meta["index"]).long().reshape(-1))
             else:
                 sample_index = None      # no dataset index: keep the rank-by-rank order
-        actions.append(torch.as_tensor(meta["action_idx"]).to(device).long().reshape(-1) if "action_idx" in meta
-                       else torch.full((joints_2d.shape[0],), -1, dtype=torch.long, device=device))
+        actions.append(torch.as_tensor(meta["action_idx"]).long().reshape(-1) if "action_idx" in meta
+                       else torch.full((joints_2d.shape[0],), -1, dtype=torch.long))
         if not scorer.evaluated:
             continue
         batch = {"pred_2d": pred_2d, "joints_3d_cm": meta["joints_3d"].to(device, non_blocking=True).float(),
@@ -242,9 +244,10 @@ def _summarise(cfg, device, skel, scorer: _LiftScorer, lifters, cross_lifters, h
     names = list(scorer.evaluated)
     # Every rank reaches the same collectives, even one whose shard gave no batch (empty tensors).
     empty_f = torch.zeros(0, dtype=torch.float32, device=device)
+    actions = [torch.cat(actions).to(device)] if actions else []             # host indices: one copy each
     order = None
     if sample_index is not None:
-        order = _dataset_order(all_gather_cat(torch.cat(sample_index) if sample_index else empty_f.long()))
+        order = _dataset_order(all_gather_cat(torch.cat(sample_index).to(device) if sample_index else empty_f.long()))
 
     def gather(parts, empty=empty_f):
         """Per-batch (B, ...) tensors -> (num_samples, ...) over all ranks, in dataset order."""

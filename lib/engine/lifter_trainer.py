@@ -431,6 +431,17 @@ class _Schedule:
     flip: bool
 
 
+def _step_sizes(n: int, sched: "_Schedule", world: int):
+    """Global batch sizes of the steps one epoch of :func:`_train_epoch` makes (the same on every rank)."""
+    sizes = []
+    for step, s in enumerate(range(0, n, sched.batch_size)):
+        n_glob = min(sched.batch_size, n - s)
+        if (sched.max_steps and step >= sched.max_steps) or (world > 1 and n_glob < 2 * world):
+            break
+        sizes.append(n_glob)
+    return sizes
+
+
 def _train_epoch(step_loss, lifter, optimizer, data: LifterData, sched: _Schedule, gen, perm, iteration: int,
                  world: int, rank: int, device):
     """One epoch of the recipe. -> (loss sum, samples, iterations done, lr of the last step, tail skipped)."""
@@ -438,6 +449,12 @@ def _train_epoch(step_loss, lifter, optimizer, data: LifterData, sched: _Schedul
     lifter.net.train()
     n = data.x_tr.shape[0]
     order = torch.randperm(n, generator=gen).to(device)
+    # The flip masks of the epoch's steps, drawn at once and moved to the device once: a mask drawn
+    # on the host and copied every step would wait for the stream each time. One draw of sum(sizes)
+    # numbers is the same stream as one draw per step (the CPU generator fills serially), so the
+    # flips are those of per-step draws, bit for bit.
+    masks = (torch.rand(sum(_step_sizes(n, sched, world)), generator=gen) < 0.5).to(device) if sched.flip else None
+    used = 0
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     seen, skipped_tail = 0, False
     lr_now = sched.lr0 * model_3d.lr_factor(recipe, iteration, sched.total_steps)
@@ -455,7 +472,8 @@ def _train_epoch(step_loss, lifter, optimizer, data: LifterData, sched: _Schedul
         momentum = model_3d.bn_momentum(recipe, iteration, sched.total_steps, sched.steps_per_epoch)
         if momentum is not None:
             _set_bn_momentum(lifter.net, momentum)
-        mask = (torch.rand(n_glob, generator=gen) < 0.5).to(device) if sched.flip else None
+        mask = masks[used:used + n_glob] if sched.flip else None
+        used += n_glob
         if world > 1:                  # this rank's contiguous part of the global batch
             part = torch.tensor_split(torch.arange(n_glob, device=device), world)[rank]
             idx_b = idx_b[part]

@@ -14,7 +14,7 @@ from typing import Dict, Optional
 
 import torch
 
-from lib.core.heatmap import maps_finite, prepare_heatmaps
+from lib.core.heatmap import device_constant, maps_finite, prepare_heatmaps
 from lib.engine import distributed as ddp
 from lib.engine import optim
 from lib.engine.builders import lr_factor
@@ -53,7 +53,7 @@ def heatmap_accuracy(output: torch.Tensor, target: torch.Tensor, thr: float = 0.
         return xy * (val > 0).unsqueeze(-1).float()
 
     pred, tgt = coords(output.float()), coords(target.float())
-    norm = torch.tensor([h / 10.0, w / 10.0], device=output.device)
+    norm = device_constant((h / 10.0, w / 10.0), torch.float32, str(output.device))   # made once: no copy per step
     valid = (tgt[..., 0] > 1) & (tgt[..., 1] > 1)
     dist = torch.linalg.vector_norm(pred / norm - tgt / norm, dim=-1)
     hits = ((dist < thr) & valid).sum(0).float()
