@@ -395,3 +395,66 @@ def test_lifter_epoch_moves_its_masks_once(host_copies):
                      torch.Generator().manual_seed(0), perm, 0, 1, 0, torch.device("cpu"))
 
     assert host_copies.count(lambda: epoch(4)) == host_copies.count(lambda: epoch(20)) == 2
+
+
+# ----------------------------------------------------------------------------- data loader workers
+@pytest.mark.parametrize("requested, cpus, local, train, valid", [
+    (24, 96, 8, 11, 6),        # 8 GPUs on 96 CPUs: 96 / 8 - 1 for the process itself
+    (24, 16, 1, 15, 8),        # one GPU, 16 CPUs
+    (4, 2, 1, 1, 1),           # at least one worker when WORKERS > 0
+    (24, 8, 8, 1, 1),
+    (3, 64, 2, 3, 2),          # WORKERS below the cap is kept
+    (0, 64, 1, 0, 0)])         # WORKERS 0: data loading in the main process
+def test_loader_workers_are_capped_by_the_cpus_of_the_process(requested, cpus, local, train, valid):
+    from lib.engine.builders import loader_workers
+    assert loader_workers(requested, False, cpus, local) == train
+    assert loader_workers(requested, True, cpus, local) == valid
+
+
+def test_loaders_take_the_cap_from_affinity_and_torchrun(monkeypatch):
+    """make_loader / valid_loader read the CPUs (affinity mask) and LOCAL_WORLD_SIZE themselves, and set
+    the OpenCV worker initialisation."""
+    import lib.engine.builders as builders
+    from lib.config import get_cfg
+    monkeypatch.setattr(builders, "usable_cpus", lambda: 96)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    cfg = get_cfg()
+    cfg.WORKERS = 24
+    data = list(range(10))
+    train = builders.make_loader(data, 2, None, cfg, torch.device("cpu"))
+    valid = builders.valid_loader(cfg, data, torch.device("cpu"), 1, 8)
+    assert (train.num_workers, valid.num_workers) == (11, 6)
+    assert train.worker_init_fn is builders.loader_worker_init is valid.worker_init_fn
+    assert train.persistent_workers and valid.persistent_workers
+
+
+class _CvThreads(torch.utils.data.Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        import cv2
+        return cv2.getNumThreads()
+
+
+def test_workers_run_opencv_without_its_thread_pool(monkeypatch):
+    import cv2
+
+    import lib.engine.builders as builders
+    from lib.config import get_cfg
+    calls = []
+    monkeypatch.setattr(cv2, "setNumThreads", calls.append)
+    builders.loader_worker_init(0)
+    assert calls == [0]
+    monkeypatch.undo()
+    # a real worker: the parent's 4 OpenCV threads (inherited by a forked worker) become 1 there
+    monkeypatch.setattr(builders, "usable_cpus", lambda: 4)
+    cfg = get_cfg()
+    cfg.WORKERS = 1
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(4)
+    try:
+        loader = builders.make_loader(_CvThreads(), 2, None, cfg, torch.device("cpu"))
+        assert [int(v) for v in next(iter(loader))] == [1, 1]
+    finally:
+        cv2.setNumThreads(before)

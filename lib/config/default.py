@@ -11,7 +11,7 @@ _C.OUTPUT_DIR = "output"           # runs go to <OUTPUT_DIR>/<dataset>/<MODEL.NA
 _C.LOG_DIR = "log"                 # accepted for HRNet YAMLs; the log is written into the run folder
 _C.DATA_DIR = ""                   # prefix joined to DATASET.ROOT and MODEL.PRETRAINED when set
 _C.GPUS = (0,)                     # batch = TRAIN.BATCH_SIZE_PER_GPU per process (torchrun: one process per GPU)
-_C.WORKERS = 4                     # DataLoader worker processes
+_C.WORKERS = 4                     # DataLoader workers per process, capped by its CPUs (validation: half)
 _C.PRINT_FREQ = 100                # log / progress-bar refresh every N steps (host syncs only here)
 _C.PIN_MEMORY = True               # pinned host memory for faster host-to-GPU copies
 _C.AUTO_RESUME = False             # accepted for HRNet YAMLs; use --resume

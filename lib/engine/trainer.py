@@ -160,7 +160,9 @@ def _build(run: Run, build_dataset) -> None:
     run.sampler = train_sampler(train_set, cfg, run.rank, run.world)
     run.train_loader = make_loader(train_set, cfg.TRAIN.BATCH_SIZE_PER_GPU, run.sampler, cfg, device)
     run.valid_loader = valid_loader(cfg, valid_set, device, run.rank, run.world)
-    log.info("data: %d training / %d validation samples (%s)", len(train_set), len(valid_set), cfg.DATASET.ROOT)
+    log.info("data: %d training / %d validation samples (%s); loader workers %d training, %d validation "
+             "(WORKERS %d, capped by this process's share of the CPUs)", len(train_set), len(valid_set),
+             cfg.DATASET.ROOT, run.train_loader.num_workers, run.valid_loader.num_workers, int(cfg.WORKERS))
 
     model = build_detector(cfg, log).to(device)
     if bool(cfg.TRAIN.CHANNELS_LAST):
