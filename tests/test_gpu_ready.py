@@ -458,3 +458,46 @@ def test_workers_run_opencv_without_its_thread_pool(monkeypatch):
         assert [int(v) for v in next(iter(loader))] == [1, 1]
     finally:
         cv2.setNumThreads(before)
+
+
+# ----------------------------------------------------------------------------- TF32
+@pytest.fixture
+def tf32_restored():
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _tf32():
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+
+def test_tf32_switch_sets_matmul_and_cudnn_together(tf32_restored):
+    from lib.config import get_cfg
+    from lib.utils.device import apply_tf32
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True     # torch's defaults
+    apply_tf32(True)
+    assert _tf32() == (True, True)
+    apply_tf32(False)
+    assert _tf32() == (False, False)
+    assert get_cfg().TRAIN.TF32 is True                   # the default: the original's torch 1.8 behaviour
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+def test_training_lifter_training_and_validation_apply_tf32(fake_group, monkeypatch, tmp_path, tf32_restored, tf32):
+    """TRAIN.TF32 is set before anything runs (here: before the process group, which stops the call)."""
+    import torch.distributed as dist
+    from lib.engine.evaluator import evaluation_context
+    from lib.engine.lifter_trainer import train_lifter
+    from lib.engine.trainer import train
+
+    def stop(**kw):
+        raise _Recorded()
+
+    monkeypatch.setattr(dist, "init_process_group", stop)
+    cfg = _cfg("OUTPUT_DIR", str(tmp_path), "DATASET.ROOT", str(tmp_path / "data"), "TRAIN.TF32", str(tf32))
+    for call in (lambda: train(cfg), lambda: train_lifter(cfg, "sb"), lambda: evaluation_context(cfg)):
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = (not tf32), (not tf32)
+        with pytest.raises(_Recorded):
+            call()
+        assert _tf32() == (tf32, tf32)

@@ -135,6 +135,7 @@ _C.TRAIN.AMP = "none"              # none | fp16 | bf16
 _C.TRAIN.SYNC_BN = False           # SyncBatchNorm under torchrun
 _C.TRAIN.CHANNELS_LAST = False     # channels_last memory format for the detector
 _C.TRAIN.PREFETCH_FACTOR = 2       # batches prefetched per DataLoader worker
+_C.TRAIN.TF32 = True               # float32 matmuls and convolutions may use TF32 on Ampere+ GPUs (the original's torch 1.8 did both)
 
 # ----------------------------------------------------------------- validation
 _C.TEST = CN()

@@ -41,7 +41,7 @@ from lib.core.heatmap import decode_argmax, decode_soft, prepare_heatmaps
 from lib.core.skeleton import H36M_ACTIONS, get_skeleton
 from lib.engine.distributed import all_gather_cat, is_dist
 from lib.eval.metrics import mpjpe_masked_torch, mpjpe_torch, p_mpjpe_masked_torch, p_mpjpe_torch
-from lib.utils.device import autocast
+from lib.utils.device import apply_tf32, autocast
 
 MM_PER_CM = 10.0
 MM_PER_M = 1000.0
@@ -336,6 +336,7 @@ def evaluation_context(cfg, *, gpu_id: int = 0, split: Optional[str] = None) -> 
     from lib.engine.builders import build_lifter_sets, valid_loader
     from lib.engine.distributed import init_distributed
 
+    apply_tf32(bool(cfg.TRAIN.TF32))
     info = init_distributed(bool(cfg.USE_CUDA), gpu_id, timeout_minutes=float(cfg.DIST_TIMEOUT_MINUTES))
     dataset = build_dataset(cfg, split or cfg.DATASET.TEST_SET, False)
     loader = valid_loader(cfg, dataset, info.device, info.rank, info.world_size)

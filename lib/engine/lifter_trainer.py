@@ -86,6 +86,7 @@ from lib.engine import distributed as ddp
 from lib.engine.checkpoint import plain
 from lib.eval.metrics import mpjpe_masked_torch, mpjpe_torch, p_mpjpe_masked_torch, p_mpjpe_torch
 from lib.utils.atomic_io import write_text_atomic
+from lib.utils.device import apply_tf32
 from lib.utils.errors import UserError
 from lib.utils.logger import close_logger, setup_logger
 from lib.utils.plots import plot_curves
@@ -524,6 +525,7 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None, ov
     """
     model_3d.check_lifter_config(cfg)
     owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    apply_tf32(bool(cfg.TRAIN.TF32))
     info = ddp.init_distributed(bool(cfg.USE_CUDA), gpu_id, timeout_minutes=float(cfg.DIST_TIMEOUT_MINUTES))
     device, rank, world, is_main = info.device, info.rank, info.world_size, info.is_main
     dataset = cfg.DATASET.DATASET
