@@ -1,6 +1,6 @@
 """The heatmap layer of the built-in detectors, computed in float32 also under autocast.
 
-With ``TRAIN.AMP bf16`` everything inside autocast runs in bfloat16, whose 8-bit mantissa resolves
+With ``TRAIN.AMP bf16`` everything inside autocast runs in bfloat16, whose 7-bit mantissa resolves
 steps of 0.004-0.008 near a heatmap's peak of 0.5-1: 0.4-0.8 logits at the soft-argmax's beta of
 100. The sub-pixel joint coordinates, the 3D-guidance gradients through them and the validation
 MPJPE would then move on that grid. :class:`Float32Conv2d` is the last convolution of HRNet,
@@ -10,7 +10,7 @@ float32 (docs/scaling.md#gpu-notes). It is an ``nn.Conv2d``: the same parameters
 initialisation and checkpoints. Outside autocast it is the plain convolution.
 
 On a GPU, ``TRAIN.TF32`` still decides whether this float32 convolution may round its inputs to
-TF32's 10-bit mantissa (4x finer than bf16's 8, with float32 accumulation): only a GPU run shows
+TF32's 10-bit mantissa (8x finer than bf16's 7 bits, with float32 accumulation): only a GPU run shows
 the cuDNN kernel chosen.
 """
 import torch

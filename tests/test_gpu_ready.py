@@ -1,5 +1,10 @@
-"""What a first GPU run would trip over, checked on the CPU (docs/scaling.md#gpu-notes): the torch
-version check of every command, ..."""
+"""What a first GPU run would trip over or be skewed or slowed by, checked on the CPU
+(docs/scaling.md#gpu-notes): the torch version check of every command; the GPU each torchrun process
+takes (mocked device counts) and the collective timeout each entry point passes (a stand-in
+init_process_group); rank 0's long work outlasting a real (gloo) collective timeout; no blocking
+host-to-device copy per step (counted) with the numbers unchanged (the lifter's flip masks bit for
+bit); the loader workers' cap and OpenCV threads; TRAIN.TF32. The float32 heatmap layer is tested in
+tests/test_amp.py, the fp16 non-finite check in tests/test_heatmap.py."""
 import subprocess
 import sys
 

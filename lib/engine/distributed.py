@@ -169,7 +169,8 @@ def run_on_main(fn: Callable[[], Any], poll_s: float = 5.0) -> Any:
     10 minutes by default). Rank 0 runs ``fn`` in a thread and broadcasts every ``poll_s`` seconds
     whether it has finished, so each wait lasts at most ``poll_s``; ``fn`` returning at once costs
     one broadcast. When ``fn`` raises, rank 0 re-raises its error and the others raise
-    :class:`RankZeroFailedError`, instead of waiting for a result that never comes.
+    :class:`RankZeroFailedError`, instead of waiting for a result that never comes. ``fn`` runs
+    outside the main thread and must not use collectives itself.
     """
     if not is_dist():
         return fn()
