@@ -57,7 +57,8 @@ def loader_workers(requested: int, validation: bool = False, cpus: Optional[int]
     that, rounded up: its persistent workers sit idle through every training epoch (and the
     training loader's through validation), so one loader's workers per process use the CPUs at a
     time, and the validation ones only cost memory. WORKERS 24 on 8 GPUs and 96 CPUs: 11 training
-    and 6 validation workers per process (136 processes) instead of 384.
+    and 6 validation workers per process (136 processes) instead of 384. Whether that many keep a
+    GPU fed only a GPU run's samples/s shows.
     """
     requested = int(requested)
     if requested <= 0:

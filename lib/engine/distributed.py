@@ -78,7 +78,8 @@ def cuda_device_index(local_rank: int, device_count: int) -> int:
     only its own GPU (SLURM ``--gpus-per-task=1``, a per-rank ``CUDA_VISIBLE_DEVICES``) leave one
     visible device, index 0, whatever the rank; there ``set_device(LOCAL_RANK)`` fails with
     "invalid device ordinal". ``LOCAL_RANK mod visible GPUs`` covers both (and a node that shows
-    each process a group of GPUs).
+    each process a group of GPUs). Tested with mocked device counts; the NCCL group on top of it
+    only a GPU run shows.
     """
     if device_count < 1:
         raise RuntimeError("CUDA is available but no CUDA device is visible")
@@ -170,7 +171,8 @@ def run_on_main(fn: Callable[[], Any], poll_s: float = 5.0) -> Any:
     whether it has finished, so each wait lasts at most ``poll_s``; ``fn`` returning at once costs
     one broadcast. When ``fn`` raises, rank 0 re-raises its error and the others raise
     :class:`RankZeroFailedError`, instead of waiting for a result that never comes. ``fn`` runs
-    outside the main thread and must not use collectives itself.
+    outside the main thread and must not use collectives itself. Tested with gloo, whose timeout
+    stops a plain wait the same way; NCCL's watchdog only a GPU run shows.
     """
     if not is_dist():
         return fn()

@@ -3,7 +3,10 @@
 Shapes: N batch, J dataset joints, heatmaps (N, 17, Hm, Wm) from the detector.
 
 Host synchronisation happens only every PRINT_FREQ steps (log line, progress bar, non-finite
-check; on the CPU the non-finite check runs every step since it costs nothing there). Loss terms
+check; on the CPU the non-finite check runs every step since it costs nothing there). A step makes
+no blocking host-to-device copy either (constants are cached per device, ``device_constant``);
+the tests count those on the CPU, and only a GPU run (``torch.cuda.set_sync_debug_mode``) can show
+that no other synchronisation is left (docs/scaling.md#gpu-notes). Loss terms
 are accumulated on the device in between (:class:`EpochMeter`). Under DDP the logged and returned
 means cover all ranks (the global batch); the non-finite check is collective, so every rank raises
 :class:`NonFiniteLossError` at the same step. ``TRAIN.AMP`` autocasts the detector only: decoding,
