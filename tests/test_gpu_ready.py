@@ -61,7 +61,7 @@ class _Recorded(Exception):
 
 @pytest.fixture
 def fake_group(monkeypatch):
-    """torchrun's environment for rank 1 of 8 (LOCAL_RANK 5 on its node) without a process group:
+    """torchrun's environment for rank 5 of 8 (LOCAL_RANK 5 on its node) without a process group:
     init_process_group records its keywords; set_device records its index."""
     import torch.distributed as dist
     calls = {"init": [], "set_device": []}
@@ -416,6 +416,7 @@ def test_loader_workers_are_capped_by_the_cpus_of_the_process(requested, cpus, l
     assert loader_workers(requested, True, cpus, local) == valid
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")   # torch compares with this machine's CPUs
 def test_loaders_take_the_cap_from_affinity_and_torchrun(monkeypatch):
     """make_loader / valid_loader read the CPUs (affinity mask) and LOCAL_WORLD_SIZE themselves, and set
     the OpenCV worker initialisation."""
