@@ -9,10 +9,12 @@ PIP := $(PYTHON) -m pip --disable-pip-version-check
 
 .PHONY: install demo demo-multi benchmark test bench gpu-check
 
-# Never replaces a torch you already have (e.g. a CUDA build). Without one, the CPU build
-# 2.13.0 is tried first (a local wheel on the reference machines), then any torch.
+# Never replaces a torch you already have (e.g. a CUDA build); one older than the code needs
+# stops here with one line (lib/utils/versions.py). Without one, the CPU build 2.13.0 is tried
+# first (a local wheel on the reference machines), then any torch.
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0 || $(PIP) install -q torch
+	@$(PYTHON) -m lib.utils.versions
 	@$(PIP) install -q -r requirements.txt
 
 demo: install

@@ -15,6 +15,7 @@ from . import pose_resnet as _pose_resnet  # noqa: F401  (registers pose_resnet)
 from . import vitpose as _vitpose          # noqa: F401  (registers vitpose)
 from .checkpoint import (CheckpointMismatchError, LoadReport, extract_state_dict,
                          init_pretrained, load_pose_checkpoint, read_checkpoint)
+from .heads import Float32Conv2d
 from .hrnet import PoseHighResolutionNet
 from .pose_resnet import PoseResNet
 from .vitpose import VIT_SIZES, ViTPose
@@ -23,5 +24,5 @@ __all__ = [
     "POSE_NETS", "POSE_NET_ALIASES", "build_pose_net", "register_pose_net", "registered_names",
     "resolve_name", "load_pose_checkpoint", "init_pretrained", "read_checkpoint",
     "extract_state_dict", "LoadReport", "CheckpointMismatchError", "PoseHighResolutionNet",
-    "PoseResNet", "ViTPose", "VIT_SIZES",
+    "PoseResNet", "ViTPose", "VIT_SIZES", "Float32Conv2d",
 ]

@@ -20,6 +20,7 @@ Differences from the reference, none visible in the state dict:
 * Lower-to-higher resolution fusion upsamples with nearest interpolation to the exact size of
   the target branch instead of ``nn.Upsample(scale_factor=2**k)``. For even sizes both are the
   same nearest lookup; for odd sizes the reference crashes on a size mismatch and this works.
+* ``final_layer`` computes in float32 also under autocast (:mod:`model_2d.heads`).
 * ``EXTRA.STAGE1`` (optional: ``BLOCK``, ``NUM_BLOCKS [n]``, ``NUM_CHANNELS [c]``) replaces the
   hard-coded ``layer1`` of 4 Bottlenecks of 64 planes, for tiny CPU models. Without it the
   structure is the official one.
@@ -35,6 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .heads import Float32Conv2d
 from .registry import register_pose_net
 
 BN_MOMENTUM = 0.1
@@ -289,8 +291,9 @@ class PoseHighResolutionNet(nn.Module):
             setattr(self, f"stage{s}", nn.Sequential(*modules))
             channels = cur
 
-        self.final_layer = nn.Conv2d(channels[0], num_joints, kernel_size=final_kernel, stride=1,
-                                     padding=final_kernel // 2)
+        # heatmaps in float32 also under autocast (model_2d/heads.py)
+        self.final_layer = Float32Conv2d(channels[0], num_joints, kernel_size=final_kernel, stride=1,
+                                         padding=final_kernel // 2)
         init_pose_weights(self)
 
     @staticmethod

@@ -20,6 +20,7 @@ every bias, including ``final_layer``'s, set to 0.
 import torch
 import torch.nn as nn
 
+from .heads import Float32Conv2d
 from .hrnet import BN_MOMENTUM, BasicBlock, Bottleneck, init_pose_weights, make_res_layer
 from .registry import register_pose_net
 
@@ -86,8 +87,9 @@ class PoseResNet(nn.Module):
                         nn.ReLU(inplace=True)]
             in_ch = out_ch
         self.deconv_layers = nn.Sequential(*deconvs)
-        self.final_layer = nn.Conv2d(in_ch, int(cfg.MODEL.NUM_JOINTS), kernel_size=final_kernel,
-                                     stride=1, padding=final_kernel // 2)
+        # heatmaps in float32 also under autocast (model_2d/heads.py)
+        self.final_layer = Float32Conv2d(in_ch, int(cfg.MODEL.NUM_JOINTS), kernel_size=final_kernel,
+                                         stride=1, padding=final_kernel // 2)
         init_pose_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

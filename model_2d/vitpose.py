@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from lib.utils.errors import UserError
 
+from .heads import Float32Conv2d
 from .registry import register_pose_net
 
 PATCH_PADDING = 2          # the official PatchEmbed's padding for ratio 1
@@ -205,7 +206,7 @@ class ClassicHead(nn.Module):
                        nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
             in_ch = channels
         self.deconv_layers = nn.Sequential(*layers)
-        self.final_layer = nn.Conv2d(channels, num_joints, kernel_size=1)
+        self.final_layer = Float32Conv2d(channels, num_joints, kernel_size=1)   # float32 heatmaps (model_2d/heads.py)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.final_layer(self.deconv_layers(x))

@@ -87,7 +87,7 @@ def main(argv=None):
     # one process group for all the lifters of this call (torchrun); a no-op in a single process.
     # A group the caller set up (the pipeline runs several stages in one torchrun) is left to it.
     owns_group = not ddp.is_dist()
-    ddp.init_distributed(bool(cfg.USE_CUDA), args.gpu_id)
+    ddp.init_distributed(bool(cfg.USE_CUDA), args.gpu_id, timeout_minutes=float(cfg.DIST_TIMEOUT_MINUTES))
     results = {}
     try:
         for name in names:

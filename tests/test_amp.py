@@ -1,7 +1,8 @@
 """Mixed precision on the CPU: TRAIN.AMP bf16 (and fp16 with a gradient scaler) runs a 3D-guided step
 through the training loop, the loss is finite and close to float32, and the guidance (decoding,
-lifters, 3D losses) runs in float32 outside autocast; validation under bf16 matches float32;
-TRAIN.CHANNELS_LAST changes nothing but the memory layout."""
+lifters, 3D losses) runs in float32 outside autocast; every built-in detector's heatmap layer runs
+in float32 under autocast; validation under bf16 matches float32; TRAIN.CHANNELS_LAST changes
+nothing but the memory layout."""
 import copy
 import logging
 
@@ -70,8 +71,12 @@ def test_bf16_guided_loss_close_to_float32(parts):
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         heat16 = copy.deepcopy(model).train()(batches[0][0])
     assert float((heat16.float() - heat32).norm() / heat32.norm()) < 0.08
+    features = []
+    hook = net.final_layer.register_forward_pre_hook(lambda m, args: features.append(args[0].dtype))
     dtype, loss16, terms16 = _step_loss(net, L2DObjective(cfg, lifters), batches[0], torch.bfloat16)
-    assert dtype == torch.bfloat16                                  # the detector really ran in bf16
+    hook.remove()
+    assert features == [torch.bfloat16]                             # the detector really ran in bf16
+    assert dtype == torch.float32                                   # its heatmap layer in float32
     assert torch.isfinite(loss16)
     assert float(loss16.detach()) == pytest.approx(float(loss32.detach()), rel=0.1)
     for k in ("loss_2d", "loss_ohklm"):
@@ -127,3 +132,54 @@ def test_channels_last_is_only_a_layout(parts):
     out_ref = ref(images)
     out = net(images.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(out, out_ref, rtol=1e-4, atol=1e-5)
+
+
+def _detector(name):
+    if name == "pose_resnet":
+        cfg = load_cfg(None, ["MODEL.NAME", "pose_resnet", "MODEL.IMAGE_SIZE", [64, 96], "MODEL.HEATMAP_SIZE",
+                              [16, 24]])
+        cfg.MODEL.EXTRA.NUM_LAYERS = 18              # MODEL.EXTRA is an open map
+        cfg.MODEL.EXTRA.NUM_DECONV_FILTERS = [32, 32, 32]
+    else:
+        cfg = load_cfg({"pose_hrnet": CFG, "vitpose": "experiments/demo/vitpose_tiny.yaml"}[name])
+    torch.manual_seed(0)
+    net = build_detector(cfg).train()
+    head = net.keypoint_head.final_layer if name == "vitpose" else net.final_layer
+    width, height = (int(v) for v in cfg.MODEL.IMAGE_SIZE)
+    return net, head, torch.randn(2, 3, height, width)
+
+
+@pytest.mark.parametrize("name", ["pose_hrnet", "pose_resnet", "vitpose"])
+def test_heatmap_layer_runs_in_float32_under_bf16_autocast(name):
+    """bf16 keeps steps of 0.004-0.008 near a peak of 0.5-1 (0.4-0.8 logits at beta 100): the heatmaps
+    must come from a float32 convolution of the (bf16) features, and the layer stays an nn.Conv2d
+    (same state-dict keys as a plain one)."""
+    net, head, images = _detector(name)
+    seen = []
+    hook = head.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        heatmaps = net(images)
+    hook.remove()
+    (features,) = seen
+    assert features.dtype == torch.bfloat16 and heatmaps.dtype == torch.float32
+    with torch.no_grad():
+        expected = torch.nn.functional.conv2d(features.float(), head.weight.float(), head.bias.float(),
+                                              padding=head.padding)
+    assert expected.dtype == torch.float32
+    torch.testing.assert_close(heatmaps.detach(), expected, rtol=0, atol=0)
+    # bf16 rounding of the output itself would be visible: the float32 maps are not on the bf16 grid
+    assert not torch.equal(heatmaps.detach(), heatmaps.detach().bfloat16().float())
+    heatmaps.float().square().sum().backward()              # gradients reach the bf16 backbone
+    assert head.weight.grad is not None and all(p.grad is not None for p in net.parameters() if p.requires_grad)
+    # the same keys, in the same order, as with a plain Conv2d in its place
+    keys = list(net.state_dict())
+    plain = torch.nn.Conv2d(head.in_channels, head.out_channels, head.kernel_size, padding=head.padding)
+    if name == "vitpose":
+        net.keypoint_head.final_layer = plain
+    else:
+        net.final_layer = plain
+    assert list(net.state_dict()) == keys and isinstance(head, torch.nn.Conv2d)
+    # outside autocast the layer is the plain convolution
+    plain.load_state_dict(head.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(head(features.float()), plain(features.float()), rtol=0, atol=0)

@@ -280,3 +280,16 @@ def test_maps_finite_flags_exactly_the_maps_with_nan_or_inf():
     expected = torch.isfinite(maps).flatten(2).all(dim=-1)
     assert torch.equal(maps_finite(maps), expected)
     assert int((~expected).sum()) == 3
+
+
+def test_maps_finite_sums_half_precision_maps_without_overflow():
+    # 96 x 72 maps of 1000 per pixel: every value is finite in fp16 (max 65504), the sum of a map
+    # (6.9e6) is not; only the map holding a NaN and the one holding an inf may be flagged.
+    from lib.core.heatmap import maps_finite
+    maps = torch.full((2, 3, 72, 96), 1000.0, dtype=torch.float16)
+    assert not torch.isfinite(maps.sum(dim=(-2, -1))).any()       # an fp16 reduction overflows on every map
+    maps[0, 1, 5, 7] = float("nan")
+    maps[1, 2, 0, 0] = float("inf")
+    expected = torch.tensor([[True, False, True], [True, True, False]])
+    for m in (maps, maps.bfloat16(), maps.float(), maps.double()):
+        assert torch.equal(maps_finite(m), expected), m.dtype

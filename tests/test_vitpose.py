@@ -269,7 +269,7 @@ def test_bf16_autocast_forward_and_backward():
     ref = net(x).detach()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = net(x)
-    assert out.dtype == torch.bfloat16
+    assert out.dtype == torch.float32            # the heatmap layer computes in float32 (model_2d/heads.py)
     assert (out.float() - ref).abs().max() <= 0.05 * ref.abs().max()
     out.float().square().mean().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())

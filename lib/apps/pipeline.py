@@ -20,8 +20,10 @@ inputs is reused, one whose inputs changed is made again, and so is everything d
 inputs include its files' modification times).
 
 Under torchrun every rank runs the pipeline: the process group is set up once here and kept by the
-trainers; rank 0 decides reuse (and clears stale folders), writes records and reports; all ranks meet
-at a barrier after every stage and validate their shard of the validation split.
+trainers; rank 0 decides reuse (and clears stale folders), prepares the data, writes records and
+reports; all ranks meet at a barrier after every stage and validate their shard of the validation
+split. While rank 0 works alone the others wait in short polls, so that hours of data preparation
+never count against the collective timeout (DIST_TIMEOUT_MINUTES).
 """
 import json
 import os
@@ -113,14 +115,10 @@ def plan_runs(cfg) -> List[GuidedRun]:
 
 
 def _on_main(fn: Callable):
-    """``fn()`` on rank 0 only; its (picklable) result on every rank."""
-    value = fn() if ddp.is_main_process() else None
-    if ddp.is_dist():
-        import torch.distributed as dist
-        box = [value]
-        dist.broadcast_object_list(box, src=0)
-        value = box[0]
-    return value
+    """``fn()`` on rank 0 only; its (picklable) result on every rank. The others wait in short polls,
+    not in one collective (preparing a real dataset outlasts any collective timeout), and stop with
+    an error when rank 0's ``fn`` raises (:func:`lib.engine.distributed.run_on_main`)."""
+    return ddp.run_on_main(fn)
 
 
 def _epochs(n: int) -> List[str]:
@@ -409,7 +407,8 @@ class Pipeline:
     def run(self) -> Dict:
         t_all = time.time()
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:      # torchrun: one group for every stage
-            ddp.init_distributed(bool(self.cfg.USE_CUDA), self.gpu_id)
+            ddp.init_distributed(bool(self.cfg.USE_CUDA), self.gpu_id,
+                                 timeout_minutes=float(self.cfg.DIST_TIMEOUT_MINUTES))
         if ddp.is_main_process():
             self.out.mkdir(parents=True, exist_ok=True)
         ddp.barrier()

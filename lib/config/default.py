@@ -11,12 +11,13 @@ _C.OUTPUT_DIR = "output"           # runs go to <OUTPUT_DIR>/<dataset>/<MODEL.NA
 _C.LOG_DIR = "log"                 # accepted for HRNet YAMLs; the log is written into the run folder
 _C.DATA_DIR = ""                   # prefix joined to DATASET.ROOT and MODEL.PRETRAINED when set
 _C.GPUS = (0,)                     # batch = TRAIN.BATCH_SIZE_PER_GPU per process (torchrun: one process per GPU)
-_C.WORKERS = 4                     # DataLoader worker processes
+_C.WORKERS = 4                     # DataLoader workers per process, capped by its CPUs (validation: half)
 _C.PRINT_FREQ = 100                # log / progress-bar refresh every N steps (host syncs only here)
 _C.PIN_MEMORY = True               # pinned host memory for faster host-to-GPU copies
 _C.AUTO_RESUME = False             # accepted for HRNet YAMLs; use --resume
 _C.SEED = 42                       # torch / numpy / python seed (per rank: SEED + rank)
 _C.USE_CUDA = True                 # False forces the CPU
+_C.DIST_TIMEOUT_MINUTES = 60.0     # torchrun: how long a collective waits for the slowest rank (NCCL's own default: 10)
 _C.TRUSTED_FILES = []              # pickles / checkpoints (or folders) allowed to run code when read; [] = none
 _C.CUSTOM_IMPORTS = []             # Python modules imported before anything is built (your register_lifter / register_pose_net)
 _C.DEBUG = CN(new_allowed=True)   # accepted for compatibility with HRNet YAMLs; unused
@@ -135,6 +136,7 @@ _C.TRAIN.AMP = "none"              # none | fp16 | bf16
 _C.TRAIN.SYNC_BN = False           # SyncBatchNorm under torchrun
 _C.TRAIN.CHANNELS_LAST = False     # channels_last memory format for the detector
 _C.TRAIN.PREFETCH_FACTOR = 2       # batches prefetched per DataLoader worker
+_C.TRAIN.TF32 = True               # float32 matmuls and convolutions may use TF32 on Ampere+ GPUs (the original's torch 1.8 did both)
 
 # ----------------------------------------------------------------- validation
 _C.TEST = CN()

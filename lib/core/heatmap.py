@@ -53,14 +53,19 @@ def maps_finite(heatmaps: torch.Tensor) -> torch.Tensor:
     as much as the whole windowed decode). A NaN or an inf makes the sum non-finite; so does a sum
     past float32's range (maps of ~1e34 per pixel), which only a diverged detector produces and
     which is then flagged too.
+
+    Half-precision maps are summed in float32: an fp16 sum overflows (to inf) once a map averages
+    about 21 (64 x 48) or 9.5 (96 x 72) per pixel, finite maps whose overflowing step the fp16
+    gradient scaler would simply have skipped (docs/scaling.md#gpu-notes).
     """
-    return torch.isfinite(heatmaps.sum(dim=(-2, -1)))
+    return torch.isfinite(heatmaps.sum(dim=(-2, -1), dtype=torch.promote_types(heatmaps.dtype, torch.float32)))
 
 
-@functools.lru_cache(maxsize=64)
-def _constant(values: tuple, dtype: torch.dtype, device: str) -> torch.Tensor:
-    """A small constant tensor, made once per device: copying host numbers to a GPU every step
-    would synchronise the stream. Callers never write to it."""
+@functools.lru_cache(maxsize=256)
+def device_constant(values: tuple, dtype: torch.dtype, device: str) -> torch.Tensor:
+    """A small constant tensor, made once per (values, dtype, device): copying host numbers to a GPU
+    is a blocking copy that waits for the stream, so a training step must not make one
+    (docs/scaling.md#gpu-notes). ``device`` as ``str(tensor.device)``. Callers never write to it."""
     return torch.tensor(values, dtype=dtype).to(device)
 
 
@@ -68,7 +73,7 @@ def _half_size(size: SizeLike, like: torch.Tensor) -> torch.Tensor:
     """(W / 2, H / 2) as a (2,) tensor of ``like``'s dtype and device."""
     if isinstance(size, torch.Tensor):
         return size.to(device=like.device, dtype=like.dtype).reshape(2) / 2
-    return _constant(tuple(float(v) / 2 for v in np.asarray(size).reshape(2)), like.dtype, str(like.device))
+    return device_constant(tuple(float(v) / 2 for v in np.asarray(size).reshape(2)), like.dtype, str(like.device))
 
 
 def to_image_coords(coords: torch.Tensor, center: torch.Tensor, scale: torch.Tensor,
@@ -99,7 +104,7 @@ def _quarter_pixel_shift(heatmaps: torch.Tensor, coords_hm: torch.Tensor) -> tor
     with torch.no_grad():
         n, j, h, w = heatmaps.shape
         rounded = torch.floor(coords_hm.detach() + 0.5)                  # (N, J, 2) = (px, py)
-        edge = _constant((w - 1.0, h - 1.0), rounded.dtype, str(rounded.device))
+        edge = device_constant((w - 1.0, h - 1.0), rounded.dtype, str(rounded.device))
         inside = ((rounded > 1) & (rounded < edge)).all(dim=-1, keepdim=True)   # False for NaN / inf
         # Clamp so that the gather is valid everywhere; the mask discards clamped entries. A
         # diverged detector gives NaN coordinates, and NaN.long() is INT64_MIN (an out-of-range
@@ -107,7 +112,7 @@ def _quarter_pixel_shift(heatmaps: torch.Tensor, coords_hm: torch.Tensor) -> tor
         finite = torch.nan_to_num(rounded, nan=1.0, posinf=1.0, neginf=1.0)
         p = torch.minimum(finite.clamp_(min=1.0), edge - 1).long()           # in [1, (W - 2, H - 2)]
         centre = p[..., :1] + p[..., 1:] * w                              # (N, J, 1)
-        index = centre + _constant((1, -1, w, -w), torch.long, str(p.device))   # right, left, below, above
+        index = centre + device_constant((1, -1, w, -w), torch.long, str(p.device))   # right, left, below, above
         nb = torch.gather(heatmaps.detach().reshape(n, j, h * w), 2, index).unflatten(-1, (2, 2))
         shift = torch.sign(nb[..., 0] - nb[..., 1]).to(coords_hm.dtype) * 0.25
         # where(), not a product: NaN neighbours times a 0 mask would still be NaN.
@@ -159,7 +164,7 @@ def remap_h36m_to_panoptic(heatmaps: torch.Tensor) -> torch.Tensor:
     if heatmaps.shape[1] != H36M.num_joints:
         raise ValueError(f"remap_h36m_to_panoptic: expected {H36M.num_joints} H36M channels, "
                          f"got shape {tuple(heatmaps.shape)}")
-    index = torch.as_tensor(H36M_TO_PANOPTIC, dtype=torch.long, device=heatmaps.device)
+    index = device_constant(tuple(H36M_TO_PANOPTIC), torch.long, str(heatmaps.device))
     return heatmaps.index_select(1, index)
 
 

@@ -4,7 +4,8 @@ The trainer, the lifter trainer, the evaluator, the pipeline and the benchmarks 
 these functions, so a setting means the same thing everywhere.
 
 * Loaders: :class:`EpochRandomSampler` (a permutation per epoch, drawn from ``SEED + epoch``, so a
-  resumed run sees the same order) and :func:`make_loader` (``WORKERS``, pinned memory on CUDA).
+  resumed run sees the same order) and :func:`make_loader` (``WORKERS`` capped by the CPUs of the
+  process, :func:`loader_workers`; OpenCV single-threaded in the workers; pinned memory on CUDA).
 * Detectors: :func:`build_detector` (initialised from ``TRAIN.FINETUNE`` or ``MODEL.PRETRAINED``)
   and :func:`load_detector` (a trained checkpoint, strictly, for evaluation).
 * Lifters: :func:`build_lifter_sets` -> the training lifters and the held-out ones, in the
@@ -22,6 +23,7 @@ import model_2d
 import model_3d
 from lib.engine import optim
 from lib.engine.run_dir import lifter_names
+from lib.utils.machine import usable_cpus
 
 
 # ----------------------------------------------------------------------------- data
@@ -45,13 +47,47 @@ class EpochRandomSampler(Sampler):
         return self.n
 
 
-def make_loader(dataset, batch_size, sampler, cfg, device) -> DataLoader:
-    """A DataLoader over ``dataset`` with ``sampler`` and the config's worker settings."""
-    workers = int(cfg.WORKERS)
+def loader_workers(requested: int, validation: bool = False, cpus: Optional[int] = None,
+                   local_processes: Optional[int] = None) -> int:
+    """DataLoader worker processes of one loader of this process (docs/scaling.md#gpu-notes).
+
+    ``requested`` (WORKERS), at most the CPUs this process may run on (its affinity mask, ``cpus``)
+    shared by the processes of its node (torchrun's LOCAL_WORLD_SIZE, ``local_processes``), less
+    one for the process itself; at least 1 when ``requested`` > 0. A validation loader gets half of
+    that, rounded up: its persistent workers sit idle through every training epoch (and the
+    training loader's through validation), so one loader's workers per process use the CPUs at a
+    time, and the validation ones only cost memory. WORKERS 24 on 8 GPUs and 96 CPUs: 11 training
+    and 6 validation workers per process (136 processes) instead of 384. Whether that many keep a
+    GPU fed only a GPU run's samples/s shows.
+    """
+    requested = int(requested)
+    if requested <= 0:
+        return 0
+    cpus = usable_cpus() if cpus is None else int(cpus)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if local_processes is None else int(local_processes)
+    workers = min(requested, max(1, cpus // max(local, 1) - 1))
+    return max(1, (workers + 1) // 2) if validation else workers
+
+
+def loader_worker_init(worker_id: int) -> None:
+    """Start of every DataLoader worker: OpenCV without its own thread pool (``cv2.setNumThreads(0)``).
+
+    torch already runs each worker on one thread; OpenCV would otherwise start as many threads as
+    CPUs in every worker (the crops' ``warpAffine``), hundreds of threads competing per GPU.
+    """
+    import cv2
+    cv2.setNumThreads(0)
+
+
+def make_loader(dataset, batch_size, sampler, cfg, device, validation: bool = False) -> DataLoader:
+    """A DataLoader over ``dataset`` with ``sampler`` and the config's worker settings
+    (:func:`loader_workers`; ``validation``: the validation loader's share)."""
+    workers = loader_workers(int(cfg.WORKERS), validation)
     kwargs = dict(batch_size=int(batch_size), sampler=sampler, num_workers=workers, drop_last=False,
                   pin_memory=bool(cfg.PIN_MEMORY) and device.type == "cuda")
     if workers > 0:
-        kwargs.update(persistent_workers=True, prefetch_factor=int(cfg.TRAIN.PREFETCH_FACTOR))
+        kwargs.update(persistent_workers=True, prefetch_factor=int(cfg.TRAIN.PREFETCH_FACTOR),
+                      worker_init_fn=loader_worker_init)
     return DataLoader(dataset, **kwargs)
 
 
@@ -67,7 +103,8 @@ def train_sampler(dataset, cfg, rank: int, world: int):
 def valid_loader(cfg, dataset, device, rank: int = 0, world: int = 1) -> DataLoader:
     """The validation loader: this rank's shard (``rank::world``) in dataset order."""
     from lib.engine.distributed import ShardSampler
-    return make_loader(dataset, cfg.TEST.BATCH_SIZE_PER_GPU, ShardSampler(len(dataset), rank, world), cfg, device)
+    return make_loader(dataset, cfg.TEST.BATCH_SIZE_PER_GPU, ShardSampler(len(dataset), rank, world), cfg, device,
+                       validation=True)
 
 
 # ----------------------------------------------------------------------------- detectors

@@ -7,6 +7,7 @@ Every function is a no-op (identity) in a single process, so callers never branc
     loss_mean = all_reduce_mean(loss.detach())         # same value on every rank
     values = all_gather_cat(per_sample_values)         # (sum of N_r, ...) in rank order
     if is_main_process(): save(...)
+    result = run_on_main(prepare_data)                 # long rank-0 work; the others wait in short polls
 
 Collectives must be reached by every rank in the same order: call them from code whose control
 flow is identical on all ranks (same step counts, same validation loop).
@@ -19,10 +20,12 @@ Also here, because the training loop needs them under torchrun:
   batch on any device (torch's ``SyncBatchNorm`` is GPU-only); on CUDA torch's own is used.
 * :class:`ShardSampler` - validation shards ``rank::world`` without padding.
 """
+import datetime
 import os
 import random
+import threading
 from dataclasses import dataclass
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 import numpy as np
 import torch
@@ -31,6 +34,7 @@ import torch.nn as nn
 from torch.utils.data import Sampler
 
 from lib.core.losses import DWAState
+from lib.utils.errors import BadValueError, UserError
 
 
 # ----------------------------------------------------------------------------- process group
@@ -63,11 +67,35 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
-def init_distributed(use_cuda: bool = True, gpu_id: int = 0, backend: Optional[str] = None) -> DistInfo:
+# The process group's timeout when the config gives none (DIST_TIMEOUT_MINUTES, docs/config.md).
+DEFAULT_TIMEOUT_MINUTES = 60.0
+
+
+def cuda_device_index(local_rank: int, device_count: int) -> int:
+    """The visible GPU for process ``local_rank`` of this node.
+
+    torchrun shows every process all GPUs: process r takes GPU r. Launchers that show each process
+    only its own GPU (SLURM ``--gpus-per-task=1``, a per-rank ``CUDA_VISIBLE_DEVICES``) leave one
+    visible device, index 0, whatever the rank; there ``set_device(LOCAL_RANK)`` fails with
+    "invalid device ordinal". ``LOCAL_RANK mod visible GPUs`` covers both (and a node that shows
+    each process a group of GPUs). Tested with mocked device counts; the NCCL group on top of it
+    only a GPU run shows.
+    """
+    if device_count < 1:
+        raise RuntimeError("CUDA is available but no CUDA device is visible")
+    return int(local_rank) % int(device_count)
+
+
+def init_distributed(use_cuda: bool = True, gpu_id: int = 0, backend: Optional[str] = None,
+                     timeout_minutes: Optional[float] = None) -> DistInfo:
     """Join the torchrun process group (``WORLD_SIZE`` > 1) or pick the single-process device.
 
-    Under torchrun each process takes GPU ``LOCAL_RANK`` (``gpu_id`` is ignored) with NCCL, or the
-    CPU with gloo when CUDA is off or absent. ``backend`` overrides that choice.
+    Under torchrun each process takes the visible GPU :func:`cuda_device_index` (``gpu_id`` is
+    ignored) with NCCL, or the CPU with gloo when CUDA is off or absent. ``backend`` overrides that
+    choice. ``timeout_minutes`` (the config's DIST_TIMEOUT_MINUTES; default
+    :data:`DEFAULT_TIMEOUT_MINUTES`): how long a collective may wait for the slowest rank before
+    the job is stopped (NCCL's own default is 10 minutes); work that only rank 0 does for longer
+    goes through :func:`run_on_main`, whose waits are short.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -76,12 +104,17 @@ def init_distributed(use_cuda: bool = True, gpu_id: int = 0, backend: Optional[s
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = bool(use_cuda) and torch.cuda.is_available()
     if cuda:
-        torch.cuda.set_device(local_rank)
-        device = torch.device(f"cuda:{local_rank}")
+        index = cuda_device_index(local_rank, torch.cuda.device_count())
+        torch.cuda.set_device(index)
+        device = torch.device(f"cuda:{index}")
     else:
         device = torch.device("cpu")
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend or ("nccl" if cuda else "gloo"))
+        minutes = DEFAULT_TIMEOUT_MINUTES if timeout_minutes is None else float(timeout_minutes)
+        if not minutes > 0:
+            raise BadValueError(f"DIST_TIMEOUT_MINUTES {timeout_minutes!r}: give a number of minutes > 0")
+        dist.init_process_group(backend=backend or ("nccl" if cuda else "gloo"),
+                                timeout=datetime.timedelta(minutes=minutes))
     return DistInfo(device, dist.get_rank(), dist.get_world_size(), local_rank)
 
 
@@ -115,6 +148,62 @@ def seed_per_rank(seed: int, rank_: Optional[int] = None) -> int:
     np.random.seed(s % (2 ** 32))
     random.seed(s)
     return s
+
+
+# ----------------------------------------------------------------------------- rank 0's long work
+class RankZeroFailedError(UserError, RuntimeError):
+    """Rank 0 stopped with an error in work the other ranks were waiting for (rank 0's output names it)."""
+
+
+def _collective_device() -> torch.device:
+    """Where this group's collectives take their tensors: this process's GPU under NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def run_on_main(fn: Callable[[], Any], poll_s: float = 5.0) -> Any:
+    """``fn()`` on rank 0 only; its (picklable) result on every rank (``fn()`` in a single process).
+
+    The other ranks never wait inside one collective for the whole of ``fn``: preparing Human3.6M
+    or Panoptic takes longer than any collective timeout (NCCL stops a job whose collective waited
+    10 minutes by default). Rank 0 runs ``fn`` in a thread and broadcasts every ``poll_s`` seconds
+    whether it has finished, so each wait lasts at most ``poll_s``; ``fn`` returning at once costs
+    one broadcast. When ``fn`` raises, rank 0 re-raises its error and the others raise
+    :class:`RankZeroFailedError`, instead of waiting for a result that never comes. ``fn`` runs
+    outside the main thread and must not use collectives itself. Tested with gloo, whose timeout
+    stops a plain wait the same way; NCCL's watchdog only a GPU run shows.
+    """
+    if not is_dist():
+        return fn()
+    main = is_main_process()
+    box, worker = {}, None
+    if main:
+        def work():
+            try:
+                box["value"] = fn()
+            except BaseException as err:     # noqa: BLE001 - handed to the main thread, raised there
+                box["error"] = err
+
+        worker = threading.Thread(target=work, name="l2d-rank0-work", daemon=True)
+        worker.start()
+    state = torch.zeros(1, dtype=torch.long, device=_collective_device())   # 0 running, 1 done, 2 failed
+    while True:
+        if main:
+            worker.join(poll_s)
+            state.fill_(0 if worker.is_alive() else 2 if "error" in box else 1)
+        dist.broadcast(state, src=0)
+        done = int(state)                    # host sync: once per poll, never in a training step
+        if done:
+            break
+    if done == 2:
+        if main:
+            raise box["error"]
+        raise RankZeroFailedError(f"rank 0 stopped with an error (its output above names it) while rank {rank()} "
+                                  f"waited for it")
+    out = [box.get("value")]
+    dist.broadcast_object_list(out, src=0)
+    return out[0]
 
 
 # ----------------------------------------------------------------------------- reductions

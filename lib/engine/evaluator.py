@@ -50,7 +50,7 @@ from lib.engine.distributed import all_gather_cat, is_dist
 from lib.eval.metrics import mpjpe_masked_torch, mpjpe_torch, p_mpjpe_masked_torch, p_mpjpe_torch
 from lib.eval.protocols import (Protocol, average, flip_permutation, mirror_2d, n_mpjpe_torch, protocol_from_cfg,
                                 sample_mask, unmirror_3d)
-from lib.utils.device import autocast
+from lib.utils.device import apply_tf32, autocast
 from lib.utils.errors import BadValueError
 
 MM_PER_CM = 10.0
@@ -229,7 +229,7 @@ class _Accumulator:
         self.scorer = _LiftScorer({**self.lifters, **self.cross}, ensemble, self.protocol, perm)
         self.ensemble = ensemble
         self.masking = bool(cfg.DATASET.MASK_LOW_CONFIDENCE)
-        self.keep = None if keep is None else torch.as_tensor(keep, dtype=torch.bool, device=device)
+        self.keep = None if keep is None else torch.as_tensor(keep, dtype=torch.bool)      # host, as the indices
         self.hits, self.non_finite, self.actions, self.kept = [], [], [], []
         self.preds = ([], []) if predictions else None      # predicted and ground-truth 2D
         self.sample_index = [] if (is_dist() or self.keep is not None) else None
@@ -249,9 +249,11 @@ class _Accumulator:
         if self.preds is not None:
             self.preds[0].append(pred_2d.float())
             self.preds[1].append(joints_2d)
+        # indices stay on the host here and go to the device once, in summarise: a per-batch copy
+        # of host numbers would wait for the stream (docs/scaling.md#gpu-notes)
         if self.sample_index is not None:
             if "index" in meta:
-                index = torch.as_tensor(meta["index"]).to(device).long().reshape(-1)
+                index = torch.as_tensor(meta["index"]).long().reshape(-1)
                 self.sample_index.append(index)
                 if self.keep is not None:
                     self.kept.append(self.keep[index])
@@ -259,8 +261,8 @@ class _Accumulator:
                 raise BadValueError("TEST.PROTOCOL selects samples by their dataset index; this loader gives none")
             else:
                 self.sample_index = None      # no dataset index: keep the rank-by-rank order
-        self.actions.append(torch.as_tensor(meta["action_idx"]).to(device).long().reshape(-1) if "action_idx" in meta
-                            else torch.full((joints_2d.shape[0],), -1, dtype=torch.long, device=device))
+        self.actions.append(torch.as_tensor(meta["action_idx"]).long().reshape(-1) if "action_idx" in meta
+                            else torch.full((joints_2d.shape[0],), -1, dtype=torch.long))
         if not self.scorer.evaluated:
             return
         batch = {"pred_2d": pred_2d, "joints_3d_cm": meta["joints_3d"].to(device, non_blocking=True).float(),
@@ -277,9 +279,12 @@ class _Accumulator:
         names = list(scorer.evaluated)
         # Every rank reaches the same collectives, even one whose shard gave no batch (empty tensors).
         empty_f = torch.zeros(0, dtype=torch.float32, device=device)
+        # the host-side indices, flags and actions go to the device once each
+        once = lambda parts: [torch.cat(parts).to(device)] if parts else []      # noqa: E731
+        self.actions, self.kept = once(self.actions), once(self.kept)
         order = None
         if self.gather_index and self.sample_index is not None:
-            index = torch.cat(self.sample_index) if self.sample_index else empty_f.long()
+            index = torch.cat(self.sample_index).to(device) if self.sample_index else empty_f.long()
             order = _dataset_order(all_gather_cat(index))
 
         def gather_all(parts, empty=empty_f):
@@ -457,7 +462,8 @@ def evaluation_context(cfg, *, gpu_id: int = 0, split: Optional[str] = None) -> 
     from lib.engine.builders import build_lifter_sets, valid_loader
     from lib.engine.distributed import init_distributed
 
-    info = init_distributed(bool(cfg.USE_CUDA), gpu_id)
+    apply_tf32(bool(cfg.TRAIN.TF32))
+    info = init_distributed(bool(cfg.USE_CUDA), gpu_id, timeout_minutes=float(cfg.DIST_TIMEOUT_MINUTES))
     dataset = build_dataset(cfg, split or cfg.DATASET.TEST_SET, False)
     keep = protocol_keep(cfg, dataset, protocol_from_cfg(cfg))
     scored = dataset if keep is None else torch.utils.data.Subset(dataset, np.flatnonzero(keep).tolist())

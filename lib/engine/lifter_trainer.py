@@ -86,6 +86,7 @@ from lib.engine import distributed as ddp
 from lib.engine.checkpoint import plain
 from lib.eval.metrics import mpjpe_masked_torch, mpjpe_torch, p_mpjpe_masked_torch, p_mpjpe_torch
 from lib.utils.atomic_io import write_text_atomic
+from lib.utils.device import apply_tf32
 from lib.utils.errors import UserError
 from lib.utils.logger import close_logger, setup_logger
 from lib.utils.plots import plot_curves
@@ -483,6 +484,17 @@ class _Schedule:
     flip: bool
 
 
+def _step_sizes(n: int, sched: "_Schedule", world: int):
+    """Global batch sizes of the steps one epoch of :func:`_train_epoch` makes (the same on every rank)."""
+    sizes = []
+    for step, s in enumerate(range(0, n, sched.batch_size)):
+        n_glob = min(sched.batch_size, n - s)
+        if (sched.max_steps and step >= sched.max_steps) or (world > 1 and n_glob < 2 * world):
+            break
+        sizes.append(n_glob)
+    return sizes
+
+
 def _train_epoch(step_loss, lifter, optimizer, data: LifterData, sched: _Schedule, gen, perm, iteration: int,
                  world: int, rank: int, device):
     """One epoch of the recipe. -> (loss sum, samples, iterations done, lr of the last step, tail skipped)."""
@@ -490,6 +502,12 @@ def _train_epoch(step_loss, lifter, optimizer, data: LifterData, sched: _Schedul
     lifter.net.train()
     n = data.x_tr.shape[0]
     order = torch.randperm(n, generator=gen).to(device)
+    # The flip masks of the epoch's steps, drawn at once and moved to the device once: a mask drawn
+    # on the host and copied every step would wait for the stream each time. One draw of sum(sizes)
+    # numbers is the same stream as one draw per step (the CPU generator fills serially), so the
+    # flips are those of per-step draws, bit for bit.
+    masks = (torch.rand(sum(_step_sizes(n, sched, world)), generator=gen) < 0.5).to(device) if sched.flip else None
+    used = 0
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     seen, skipped_tail = 0, False
     lr_now = sched.lr0 * model_3d.lr_factor(recipe, iteration, sched.total_steps)
@@ -507,7 +525,8 @@ def _train_epoch(step_loss, lifter, optimizer, data: LifterData, sched: _Schedul
         momentum = model_3d.bn_momentum(recipe, iteration, sched.total_steps, sched.steps_per_epoch)
         if momentum is not None:
             _set_bn_momentum(lifter.net, momentum)
-        mask = (torch.rand(n_glob, generator=gen) < 0.5).to(device) if sched.flip else None
+        mask = masks[used:used + n_glob] if sched.flip else None
+        used += n_glob
         if world > 1:                  # this rank's contiguous part of the global batch
             part = torch.tensor_split(torch.arange(n_glob, device=device), world)[rank]
             idx_b = idx_b[part]
@@ -558,7 +577,8 @@ def train_lifter(cfg, name: str, *, gpu_id: int = 0, out_path=None, log=None, ov
     """
     model_3d.check_lifter_config(cfg)
     owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
-    info = ddp.init_distributed(bool(cfg.USE_CUDA), gpu_id)
+    apply_tf32(bool(cfg.TRAIN.TF32))
+    info = ddp.init_distributed(bool(cfg.USE_CUDA), gpu_id, timeout_minutes=float(cfg.DIST_TIMEOUT_MINUTES))
     device, rank, world, is_main = info.device, info.rank, info.world_size, info.is_main
     dataset = cfg.DATASET.DATASET
     spec, recipe = model_3d.get_spec(name), model_3d.get_recipe(name, dataset)

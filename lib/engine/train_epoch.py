@@ -3,7 +3,10 @@
 Shapes: N batch, J dataset joints, heatmaps (N, 17, Hm, Wm) from the detector.
 
 Host synchronisation happens only every PRINT_FREQ steps (log line, progress bar, non-finite
-check; on the CPU the non-finite check runs every step since it costs nothing there). Loss terms
+check; on the CPU the non-finite check runs every step since it costs nothing there). A step makes
+no blocking host-to-device copy either (constants are cached per device, ``device_constant``);
+the tests count those on the CPU, and only a GPU run (``torch.cuda.set_sync_debug_mode``) can show
+that no other synchronisation is left (docs/scaling.md#gpu-notes). Loss terms
 are accumulated on the device in between (:class:`EpochMeter`). Under DDP the logged and returned
 means cover all ranks (the global batch); the non-finite check is collective, so every rank raises
 :class:`NonFiniteLossError` at the same step. ``TRAIN.AMP`` autocasts the detector only: decoding,
@@ -14,7 +17,7 @@ from typing import Dict, Optional
 
 import torch
 
-from lib.core.heatmap import maps_finite, prepare_heatmaps
+from lib.core.heatmap import device_constant, maps_finite, prepare_heatmaps
 from lib.engine import distributed as ddp
 from lib.engine import optim
 from lib.engine.builders import lr_factor
@@ -53,7 +56,7 @@ def heatmap_accuracy(output: torch.Tensor, target: torch.Tensor, thr: float = 0.
         return xy * (val > 0).unsqueeze(-1).float()
 
     pred, tgt = coords(output.float()), coords(target.float())
-    norm = torch.tensor([h / 10.0, w / 10.0], device=output.device)
+    norm = device_constant((h / 10.0, w / 10.0), torch.float32, str(output.device))   # made once: no copy per step
     valid = (tgt[..., 0] > 1) & (tgt[..., 1] > 1)
     dist = torch.linalg.vector_norm(pred / norm - tgt / norm, dim=-1)
     hits = ((dist < thr) & valid).sum(0).float()

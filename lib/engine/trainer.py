@@ -42,6 +42,7 @@ from lib.engine.resume import (LR_KEYS, apply_lr_schedule, check_resume_options,
 from lib.engine.run_dir import run_dir as make_run_dir
 from lib.engine.train_epoch import NonFiniteLossError, train_one_epoch
 from lib.utils.atomic_io import atomic_save, write_text_atomic
+from lib.utils.device import apply_tf32
 from lib.utils.errors import UserError
 from lib.utils.logger import close_logger, setup_logger
 from lib.utils.plots import plot_curves
@@ -160,7 +161,9 @@ def _build(run: Run, build_dataset) -> None:
     run.sampler = train_sampler(train_set, cfg, run.rank, run.world)
     run.train_loader = make_loader(train_set, cfg.TRAIN.BATCH_SIZE_PER_GPU, run.sampler, cfg, device)
     run.valid_loader = valid_loader(cfg, valid_set, device, run.rank, run.world)
-    log.info("data: %d training / %d validation samples (%s)", len(train_set), len(valid_set), cfg.DATASET.ROOT)
+    log.info("data: %d training / %d validation samples (%s); loader workers %d training, %d validation "
+             "(WORKERS %d, capped by this process's share of the CPUs)", len(train_set), len(valid_set),
+             cfg.DATASET.ROOT, run.train_loader.num_workers, run.valid_loader.num_workers, int(cfg.WORKERS))
 
     model = build_detector(cfg, log).to(device)
     if bool(cfg.TRAIN.CHANNELS_LAST):
@@ -435,7 +438,8 @@ def train(cfg, *, gpu_id: int = 0, resume: Optional[bool] = None, args: Optional
     resume = bool(cfg.TRAIN.RESUME) if resume is None else bool(resume)
     # a caller that set up the process group (the pipeline: several stages in one torchrun) keeps it
     owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
-    info = ddp.init_distributed(bool(cfg.USE_CUDA), gpu_id)
+    apply_tf32(bool(cfg.TRAIN.TF32))
+    info = ddp.init_distributed(bool(cfg.USE_CUDA), gpu_id, timeout_minutes=float(cfg.DIST_TIMEOUT_MINUTES))
     out_dir = make_run_dir(cfg)
     if not resume and (out_dir / "model_best.pth").exists():
         raise RunExistsError(f"Final output directory exists: {out_dir} (it holds model_best.pth). Pass --resume "

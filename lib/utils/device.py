@@ -1,4 +1,5 @@
-"""``--gpu_id N`` -> ``torch.device('cuda:N')``, or the CPU with one clear warning when CUDA is absent."""
+"""``--gpu_id N`` -> ``torch.device('cuda:N')``, or the CPU with one clear warning when CUDA is absent;
+TRAIN.AMP's autocast; TRAIN.TF32's switch."""
 import os
 import warnings
 from contextlib import nullcontext
@@ -41,3 +42,15 @@ def autocast(device: torch.device, amp: str):
     if amp not in AMP_DTYPES:
         raise ValueError(f"TRAIN.AMP={amp!r}: use none, fp16 or bf16")
     return torch.autocast(device_type=device.type, dtype=AMP_DTYPES[amp])
+
+
+def apply_tf32(enabled: bool) -> None:
+    """TRAIN.TF32: whether float32 matrix products (``torch.backends.cuda.matmul``) and cuDNN
+    convolutions may round their inputs to TF32 on Ampere and newer GPUs (docs/scaling.md#gpu-notes).
+
+    Both at once: torch's own defaults differ (matmul off since torch 1.12, cuDNN on), so ViTPose's
+    Linear layers would run in true float32 while every convolution used TF32. Process-wide; no
+    effect on the CPU or older GPUs. Which kernels a GPU then picks only a GPU run shows.
+    """
+    torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+    torch.backends.cudnn.allow_tf32 = bool(enabled)

@@ -64,8 +64,12 @@ def run_cli(main, argv=None) -> int:
 
     Only errors that describe bad input are shortened (UserError, missing/unreadable files); anything
     else is a bug and keeps its traceback. Returns the exit code (``sys.exit(run_cli(main))``).
+    A PyTorch older than the code needs is such a line too, before ``main`` starts
+    (:func:`lib.utils.versions.check_torch`).
     """
+    from lib.utils.versions import check_torch
     try:
+        check_torch()
         main(argv)
         return 0
     except KeyboardInterrupt:
