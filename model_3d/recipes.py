@@ -26,7 +26,8 @@ for MixSTE) at the start of epoch ``e``, and SimpleBaseline's ``0.96**(it / 1000
 ``it``. An epoch here has ``H36M_REF_STEPS_PER_EPOCH`` = 1,524 steps on Human3.6M at batch 1024;
 SimpleBaseline's official epoch has the same steps, but VideoPose3D, IGANet and MixSTE add a
 mirrored copy of every frame, so their official epoch is 3,047 steps, where each sample here is
-mirrored with probability 1/2 (the same expected data in half the steps; docs/differences.md).
+mirrored with probability 1/2 in one pass (the same share of mirrored samples in half the steps):
+a run of their recipe's length has half their official optimizer steps (docs/differences.md).
 Use :func:`get_recipe` for a copy with ``batch_size`` resolved for a dataset.
 """
 import copy

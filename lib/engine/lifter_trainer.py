@@ -27,7 +27,8 @@ optimizer, decay, flip augmentation, BN-momentum schedule). Single frame (recept
   the backward by the loss value (``loss_scaled_backward``) and trains the network with its
   ``train_kwargs`` (drop-path 0.1), while the checkpoint records only its sizes.
 * the parameters trained are those the network itself leaves trainable (``Lifter.unfreeze``):
-  IGANet's fixed mixing scalars, or a frozen part of a user's lifter, stay as they are.
+  IGANet's fixed mixing scalars, or a frozen part of a user's lifter, stay as they are; a frozen
+  output layer is not given the mean-pose initialisation either.
 * flip augmentation (recipes with ``flip_augment``): each training sample is mirrored with
   probability 1/2: ``x -> w - x`` in pixels (``x_n -> -x_n`` after screen normalisation),
   ``X -> -X`` in 3D, left/right joints swapped.
@@ -439,9 +440,14 @@ def _build_trainable(cfg, name: str, spec, recipe: dict, data: LifterData, flip:
         log.info("lifter %s sizes: %s (published sizes otherwise)", name, arch)
     params = lifter.unfreeze()
     init_mean = bool(recipe.get("init_mean_pose")) and bool(cfg.LIFTER_TRAIN.INIT_MEAN_POSE)
-    if init_mean and model_3d.output_layer_name(lifter.net, J) is None:
+    out_layer = model_3d.output_layer_name(lifter.net, J) if init_mean else None
+    if init_mean and out_layer is None:
         log.info("lifter %s: no output layer with a bias and 3 or 3 x %d outputs, so no mean-pose "
                  "initialisation", name, J)
+        init_mean = False
+    elif init_mean and not all(p.requires_grad for p in lifter.net.get_submodule(out_layer).parameters(recurse=False)):
+        log.info("lifter %s: its output layer %s is frozen, so no mean-pose initialisation (the network's "
+                 "frozen parameters stay as they are)", name, out_layer)
         init_mean = False
     random_init = None
     if init_mean:   # the same seeded subset on every rank -> the same initial weights everywhere
