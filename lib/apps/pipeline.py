@@ -48,7 +48,7 @@ from lib.engine.lifter_trainer import train_lifter
 from lib.engine.trainer import train
 from lib.eval.error_taxonomy import error_taxonomy
 from lib.utils.errors import UserError
-from lib.utils.machine import machine_info, machine_line
+from lib.utils.machine import machine_info, machine_text
 
 STAGES = ("data", "lifters", "pretrain", "finetune", "validate", "report")
 
@@ -427,7 +427,7 @@ class Pipeline:
             report = (combine_seeds(per_seed, p.SINGLE[0] if p.SINGLE else None) if self.multi_seed
                       else per_seed[self.seeds[0]])
             report.update(status=dict(self.status), preset=self.preset, seed=self.seeds[0], out=str(self.out),
-                          report_split=self.report_split, machine=machine_line(machine_info(self.evaluation_set().device)))
+                          report_split=self.report_split, machine=machine_text(machine_info(self.evaluation_set().device)))
             report["seconds"] = {k: round(v, 1) for k, v in self.seconds.items()}
             report["seconds"]["total"] = round(time.time() - t_all, 1)
             self.seed = self.seeds[0]
