@@ -41,6 +41,24 @@ def ref_p_mpjpe_one(pred, gt):
     return procrustes_error_mm(np.asarray(pred, np.float64), np.asarray(gt, np.float64))
 
 
+
+def scaled_h36m_camera_json(subjects, cam_ids, scale):
+    """The shipped Human3.6M cameras with intrinsics scaled by ``scale``, in the L2D
+    camera_parameters.json layout (image sizes included), and the shipped cameras themselves."""
+    from lib.datasets.cameras import load_h36m_cameras
+    cams = load_h36m_cameras()
+    intr, extr = {}, {}
+    for s in subjects:
+        extr[s] = {}
+        for c in cam_ids:
+            cam = cams[s][c]
+            fx, fy, cx, cy = cam["f"][0] * scale, cam["f"][1] * scale, cam["c"][0] * scale, cam["c"][1] * scale
+            intr[c] = {"width": int(round(cam["width"] * scale)), "height": int(round(cam["height"] * scale)),
+                       "K": [[fx, 0, cx], [0, fy, cy], [0, 0, 1]],
+                       "distCoef": [cam["k"][0], cam["k"][1], cam["p"][0], cam["p"][1], cam["k"][2]]}
+            extr[s][c] = {"R": cam["R"].tolist(), "t": cam["t_mm"].reshape(3, 1).tolist()}
+    return {"intrinsics": intr, "extrinsics": extr}, cams
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1 for torchrun's rendezvous."""
     with socket.socket() as sock:

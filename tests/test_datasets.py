@@ -16,6 +16,7 @@ from lib.config import get_cfg
 from lib.core.skeleton import H36M32_TO_17, H36M_ACTIONS
 from lib.datasets import DATASETS, build_dataset, index as idx
 from lib.datasets.cameras import load_h36m_cameras, project_h36m, world_to_camera
+from conftest import scaled_h36m_camera_json
 from lib.datasets.prepare_h36m import normalise_action, prepare_h36m
 from lib.datasets.prepare_panoptic import prepare_panoptic
 from run import prepare_h36m as prepare_h36m_cli
@@ -26,18 +27,7 @@ FRAMES = 6
 
 
 def _scaled_cameras(subjects):
-    cams = load_h36m_cameras()
-    intr, extr = {}, {}
-    for s in subjects:
-        extr[s] = {}
-        for c in CAMS:
-            cam = cams[s][c]
-            intr[c] = {"width": int(round(cam["width"] * SCALE)), "height": int(round(cam["height"] * SCALE)),
-                       "K": [[cam["f"][0] * SCALE, 0, cam["c"][0] * SCALE], [0, cam["f"][1] * SCALE, cam["c"][1] * SCALE],
-                             [0, 0, 1]],
-                       "distCoef": [cam["k"][0], cam["k"][1], cam["p"][0], cam["p"][1], cam["k"][2]]}
-            extr[s][c] = {"R": cam["R"].tolist(), "t": cam["t_mm"].reshape(3, 1).tolist()}
-    return {"intrinsics": intr, "extrinsics": extr}, cams
+    return scaled_h36m_camera_json(subjects, CAMS, SCALE)
 
 
 def _draw(path, uv, w, h, black=False):

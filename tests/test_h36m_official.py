@@ -17,6 +17,7 @@ from lib.datasets import h36m_official
 from lib.datasets.cameras import load_h36m_cameras, project_h36m, world_to_camera
 from lib.datasets.prepare_h36m import prepare_h36m
 from lib.utils.errors import run_cli
+from conftest import scaled_h36m_camera_json
 from run import prepare_h36m as prepare_h36m_cli
 
 cdflib = pytest.importorskip("cdflib")
@@ -27,19 +28,7 @@ CAMS = ("54138969", "55011271", "58860488", "60457274")
 
 
 def _calibration(subjects):
-    """Scaled intrinsics in the L2D camera_parameters.json layout (with image sizes) + the shipped cameras."""
-    cams = load_h36m_cameras()
-    intr, extr = {}, {}
-    for s in subjects:
-        extr[s] = {}
-        for c in CAMS:
-            cam = cams[s][c]
-            intr[c] = {"width": int(round(cam["width"] * SCALE)), "height": int(round(cam["height"] * SCALE)),
-                       "K": [[cam["f"][0] * SCALE, 0, cam["c"][0] * SCALE], [0, cam["f"][1] * SCALE,
-                                                                              cam["c"][1] * SCALE], [0, 0, 1]],
-                       "distCoef": [cam["k"][0], cam["k"][1], cam["p"][0], cam["p"][1], cam["k"][2]]}
-            extr[s][c] = {"R": cam["R"].tolist(), "t": cam["t_mm"].reshape(3, 1).tolist()}
-    return {"intrinsics": intr, "extrinsics": extr}, cams
+    return scaled_h36m_camera_json(subjects, CAMS, SCALE)
 
 
 def write_pose_cdf(path, pose):
