@@ -160,3 +160,26 @@ def test_no_references_outside_the_repository(page):
 def test_readme_is_short():
     lines = README.read_text(encoding="utf-8").count("\n")
     assert lines <= README_MAX_LINES, f"README.md has {lines} lines (at most {README_MAX_LINES})"
+
+
+def _code_files():
+    folders = ("lib", "model_2d", "model_3d", "run", "benchmarks", "tests", "experiments")
+    return sorted(p for d in folders for p in (ROOT / d).rglob("*") if p.suffix in (".py", ".yaml", ".sh"))
+
+
+def test_code_cites_pages_that_exist():
+    """Comments and docstrings cite the project's own pages (docs/<page>.md#<heading>), never the
+    specification the project was written from: every cited page and heading must exist."""
+    bad = []
+    for path in _code_files():
+        text = path.read_text(encoding="utf-8")
+        rel = path.relative_to(ROOT).as_posix()
+        if path.name != "test_docs.py" and ("SPEC §" in text or "SPEC.md" in text):
+            bad.append(f"{rel} cites the specification")
+        for page, anchor in re.findall(r"docs/([\w-]+\.md)(?:#([\w-]+))?", text):
+            dest = DOCS / page
+            if not dest.exists():
+                bad.append(f"{rel}: docs/{page} does not exist")
+            elif anchor and anchor not in _anchors(dest):
+                bad.append(f"{rel}: no heading '#{anchor}' in docs/{page}")
+    assert not bad, "; ".join(sorted(set(bad)))

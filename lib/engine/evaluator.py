@@ -1,17 +1,17 @@
-"""Validation (SPEC §4): 2D decode, PDJ@0.2, per-lifter MPJPE / P-MPJPE, cross lifters, median
+"""Validation (docs/original.md#validation-metrics): 2D decode, PDJ@0.2, per-lifter MPJPE / P-MPJPE, cross lifters, median
 ensemble and per-action means, vectorised on the model's device.
 
 Shapes: N batch, J dataset joints, K lifters. Units: 2D in original-image pixels, 3D in mm
 (lifter outputs in metres x 1000; ground truth ``joints_3d`` in cm x 10).
 
-Numbers are those of the original ``validate()`` (SPEC §4.2-4.6):
+Numbers are those of the original ``validate()`` (docs/original.md#validation-metrics):
 
 * PDJ: every joint of every sample counts (no visibility); detected iff error < 0.2 x the GT
   left-shoulder/right-hip distance (strict); reported in %.
 * Per-lifter errors are per-sample means over joints; the main MPJPE pools the per-sample errors
   of all main lifters (= their average for equal counts); cross lifters are pooled apart.
 * For z-scored lifters (``sb``) the GT goes through the original's normalise -> unnormalise round
-  trip (``(x - m) / (s + 1e-8) * s + m``; SPEC §9 #22) before the x10.
+  trip (``(x - m) / (s + 1e-8) * s + m``; docs/original.md#quirks, quirk 22) before the x10.
 * Ensemble: element-wise median over ALL evaluated lifters (main + cross, as the original),
   mean of the two middle values for an even count (numpy semantics); with ``ensemble=True`` it
   replaces the main MPJPE / P-MPJPE, as the original does.
