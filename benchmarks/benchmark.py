@@ -256,7 +256,7 @@ def run_benchmark(args) -> Dict:
     clip = float(cfg.TRAIN.CLIP_GRAD_NORM)
     scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
     multi = list(model_3d.LIFTERS)                  # every registered lifter, in the registry's order
-    lifters = build_lifters(multi, num_joints, device)
+    lifters = build_lifters(multi, num_joints, device, cfg)
     batch = random_batch(cfg, batch_size, device)
 
     kinds = {"2d_only": [], "guided_sb": ["sb"], "guided_multi": multi}

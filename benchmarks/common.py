@@ -162,10 +162,13 @@ def plausible_stats(num_joints: int, seed: int = 0) -> Dict[str, np.ndarray]:
             "std_3d": rng.uniform(10, 40, (num_joints, 3))}
 
 
-def build_lifters(names, num_joints: int, device) -> Dict[str, torch.nn.Module]:
-    """Randomly initialised registered lifters (published sizes) with :func:`plausible_stats`."""
+def build_lifters(names, num_joints: int, device, cfg=None) -> Dict[str, torch.nn.Module]:
+    """Randomly initialised registered lifters with :func:`plausible_stats`, at the sizes of
+    ``cfg.MODEL_3D.<NAME>`` (e.g. the CPU presets' small IGANet and MixSTE), else the published ones."""
     stats = plausible_stats(num_joints)
-    return {n: model_3d.build_lifter(n, num_joints, stats=stats).to(device) for n in names}
+    return {n: model_3d.build_lifter(n, num_joints, stats=stats,
+                                     arch=model_3d.lifter_arch(cfg, n) if cfg is not None else None).to(device)
+            for n in names}
 
 
 def random_batch(cfg, batch: int, device, seed: int = 0):

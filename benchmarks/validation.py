@@ -84,7 +84,7 @@ def run(args) -> dict:
     cfg = load_cfg(args.cfg, [])
     names = [n for n in args.lifters.split(",") if n]
     torch.manual_seed(0)                   # the same (untrained) lifters every run
-    lifters = build_lifters(names, get_skeleton(cfg.DATASET.DATASET).num_joints, device)
+    lifters = build_lifters(names, get_skeleton(cfg.DATASET.DATASET).num_joints, device, cfg)
     for lifter in lifters.values():
         lifter.eval()
     batches = []
