@@ -203,17 +203,9 @@ def _fingerprint(files, camera_file, intervals, check_images, splits, plan_path=
     return h.hexdigest()
 
 
-def is_black(path):
-    """-> None if unreadable, else True when the first (blue) channel is entirely zero
-    (docs/original.md#human36m-data)."""
-    status = check_image(path)
-    return None if status in ("unreadable", "truncated") else status == "black"
-
-
 def check_image(path):
-    """-> 'ok', 'black' (blue channel all zero, docs/original.md#human36m-data), 'unreadable', or 'truncated' (a JPEG
-    cut
-    short: OpenCV would decode it with its missing part grey and no error)."""
+    """-> 'ok', 'black' (blue channel all zero, docs/original.md#human36m-data), 'unreadable', or
+    'truncated' (a JPEG cut short: OpenCV would decode it with its missing part grey and no error)."""
     image, why = read_image(path)
     if image is None:
         return "truncated" if why.startswith("truncated") else "unreadable"
