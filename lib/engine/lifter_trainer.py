@@ -491,14 +491,17 @@ class _Schedule:
 
 
 def _step_sizes(n: int, sched: "_Schedule", world: int):
-    """Global batch sizes of the steps one epoch of :func:`_train_epoch` makes (the same on every rank)."""
+    """Global batch sizes of the steps one epoch of :func:`_train_epoch` makes (the same on every
+    rank) and whether a tail too short for every rank to get 2 samples was skipped."""
     sizes = []
     for step, s in enumerate(range(0, n, sched.batch_size)):
+        if sched.max_steps and step >= sched.max_steps:
+            return sizes, False
         n_glob = min(sched.batch_size, n - s)
-        if (sched.max_steps and step >= sched.max_steps) or (world > 1 and n_glob < 2 * world):
-            break
+        if world > 1 and n_glob < 2 * world:
+            return sizes, True
         sizes.append(n_glob)
-    return sizes
+    return sizes, False
 
 
 def _train_epoch(step_loss, lifter, optimizer, data: LifterData, sched: _Schedule, gen, perm, iteration: int,
@@ -512,27 +515,21 @@ def _train_epoch(step_loss, lifter, optimizer, data: LifterData, sched: _Schedul
     # on the host and copied every step would wait for the stream each time. One draw of sum(sizes)
     # numbers is the same stream as one draw per step (the CPU generator fills serially), so the
     # flips are those of per-step draws, bit for bit.
-    masks = (torch.rand(sum(_step_sizes(n, sched, world)), generator=gen) < 0.5).to(device) if sched.flip else None
-    used = 0
+    sizes, skipped_tail = _step_sizes(n, sched, world)      # the same on every rank (n is shared)
+    masks = (torch.rand(sum(sizes), generator=gen) < 0.5).to(device) if sched.flip else None
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    seen, skipped_tail = 0, False
+    seen, start = 0, 0
     lr_now = sched.lr0 * model_3d.lr_factor(recipe, iteration, sched.total_steps)
-    for step, s in enumerate(range(0, n, sched.batch_size)):
-        if sched.max_steps and step >= sched.max_steps:
-            break
-        idx_b = order[s:s + sched.batch_size]
-        n_glob = idx_b.shape[0]
-        if world > 1 and n_glob < 2 * world:   # same decision on every rank (n is shared)
-            skipped_tail = True
-            break
+    for n_glob in sizes:
+        idx_b = order[start:start + n_glob]
         lr_now = sched.lr0 * model_3d.lr_factor(recipe, iteration, sched.total_steps)
         for g in optimizer.param_groups:
             g["lr"] = lr_now
         momentum = model_3d.bn_momentum(recipe, iteration, sched.total_steps, sched.steps_per_epoch)
         if momentum is not None:
             _set_bn_momentum(lifter.net, momentum)
-        mask = masks[used:used + n_glob] if sched.flip else None
-        used += n_glob
+        mask = masks[start:start + n_glob] if sched.flip else None
+        start += n_glob
         if world > 1:                  # this rank's contiguous part of the global batch
             part = torch.tensor_split(torch.arange(n_glob, device=device), world)[rank]
             idx_b = idx_b[part]
