@@ -215,14 +215,13 @@ def load_npz_plain(path, trusted: Optional[Iterable] = None, fix: str = "re-crea
         with zipfile.ZipFile(path) as archive:
             for member in archive.namelist():
                 key = member[:-4] if member.endswith(".npy") else member
-                data = archive.read(member)
-                _shape, _fortran, dtype = _npy_header(io.BytesIO(data))
-                if not dtype.hasobject:
-                    out[key] = np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
-                    continue
-                fh = io.BytesIO(data)
-                _npy_header(fh)
-                out[key] = pickle.load(fh) if full else _PlainDataUnpickler(fh, path).load()
+                fh = io.BytesIO(archive.read(member))
+                _shape, _fortran, dtype = _npy_header(fh)
+                if dtype.hasobject:     # the pickle follows the header
+                    out[key] = pickle.load(fh) if full else _PlainDataUnpickler(fh, path).load()
+                else:
+                    fh.seek(0)
+                    out[key] = np.lib.format.read_array(fh, allow_pickle=False)
     except (zipfile.BadZipFile, EOFError, ValueError, KeyError, pickle.UnpicklingError, TypeError, IndexError) as err:
         raise CorruptFileError(f"{path} is truncated or not an npz archive ({type(err).__name__}: "
                                f"{_first_line(err)}); {fix}") from err
