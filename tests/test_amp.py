@@ -12,7 +12,7 @@ import torch
 from lib.config import load_cfg
 from lib.core.objective import L2DObjective
 from lib.engine.evaluator import validate
-from lib.engine.builders import build_detector
+from lib.engine.builders import build_detector, load_detector
 from lib.engine.train_epoch import train_one_epoch
 from benchmarks.common import build_lifters, random_batch
 
@@ -132,6 +132,22 @@ def test_channels_last_is_only_a_layout(parts):
     out_ref = ref(images)
     out = net(images.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(out, out_ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_checkpoint_detector_follows_channels_last(parts, tmp_path, channels_last):
+    """A checkpoint loaded for evaluation (and the training run's detector, which goes through the
+    same placement) takes TRAIN.CHANNELS_LAST; a contiguous input gives the contiguous model's
+    heatmaps up to rounding."""
+    cfg, model, lifters, batches = parts
+    torch.save(model.state_dict(), tmp_path / "model_best.pth")
+    net = load_detector(_cfg("TRAIN.CHANNELS_LAST", str(channels_last)), tmp_path / "model_best.pth", CPU).eval()
+    convs = [m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) == channels_last
+                         for w in convs if w.shape[-1] > 1)
+    with torch.no_grad():
+        torch.testing.assert_close(net(batches[0][0]), copy.deepcopy(model).eval()(batches[0][0]),
+                                   rtol=1e-4, atol=1e-5)
 
 
 def _detector(name):

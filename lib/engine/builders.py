@@ -129,11 +129,21 @@ def build_detector(cfg, log=None):
     return model
 
 
+def place_detector(model, cfg, device):
+    """``model`` on ``device``, in channels-last memory layout where TRAIN.CHANNELS_LAST asks for it.
+    The layout only changes the order of the float sums (docs/scaling.md#memory-layout); inputs
+    need no conversion, the convolutions follow their weights' layout."""
+    model = model.to(device)
+    if bool(cfg.TRAIN.CHANNELS_LAST):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
 def load_detector(cfg, checkpoint, device):
     """A trained detector checkpoint (``model_best.pth`` and the like), loaded strictly, on ``device``."""
     model = model_2d.build_pose_net(cfg)
     model_2d.load_pose_checkpoint(model, str(checkpoint), strict=True)
-    return model.to(device)
+    return place_detector(model, cfg, device)
 
 
 # ----------------------------------------------------------------------------- lifters

@@ -35,7 +35,7 @@ from lib.core.objective import L2DObjective
 from lib.engine import checkpoint as ckpt_io
 from lib.engine import distributed as ddp
 from lib.engine.builders import (build_detector, build_lifter_sets, lr_factor, make_loader, make_optimizer,
-                                 make_scheduler, train_sampler, valid_loader)
+                                 make_scheduler, place_detector, train_sampler, valid_loader)
 from lib.engine.evaluator import results_for_json, validate
 from lib.engine.resume import (LR_KEYS, apply_lr_schedule, check_resume_options, describe, missing_checkpoint,
                                resume_command)
@@ -165,9 +165,7 @@ def _build(run: Run, build_dataset) -> None:
              "(WORKERS %d, capped by this process's share of the CPUs)", len(train_set), len(valid_set),
              cfg.DATASET.ROOT, run.train_loader.num_workers, run.valid_loader.num_workers, int(cfg.WORKERS))
 
-    model = build_detector(cfg, log).to(device)
-    if bool(cfg.TRAIN.CHANNELS_LAST):
-        model = model.to(memory_format=torch.channels_last)
+    model = place_detector(build_detector(cfg, log), cfg, device)
     if run.world > 1:
         if bool(cfg.TRAIN.SYNC_BN):       # BatchNorm over the global batch (GPU: torch's; CPU: gloo)
             model = ddp.convert_sync_batchnorm(model, device)
