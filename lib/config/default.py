@@ -151,6 +151,7 @@ _C.TEST.ENSEMBLE = False           # --ensemble (median over lifters)
 _C.TEST.ACTION_VALID = False       # --action_valid
 _C.TEST.USE_GT_BBOX = True         # person boxes from ground-truth 2D (as the original)
 _C.TEST.VIS_NUM = 0                # --vis_num
+_C.TEST.CACHE_MB = 0               # keep the validation batches (up to this many MiB) and replay them; 0 = read each time (as the original)
 _C.TEST.DETECTIONS = ""            # --detections: score the lifters on the 2D of this VideoPose3D-format file
 _C.TEST.DATA_3D = ""               # --data_3d: with DETECTIONS, the 3D of VideoPose3D's data_3d_h36m.npz ('' = the prepared split's)
 # Evaluation protocol (docs/detections.md#protocols); the defaults are the original's

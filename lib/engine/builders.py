@@ -100,11 +100,58 @@ def train_sampler(dataset, cfg, rank: int, world: int):
     return EpochRandomSampler(len(dataset), int(cfg.SEED), bool(cfg.TRAIN.SHUFFLE))
 
 
-def valid_loader(cfg, dataset, device, rank: int = 0, world: int = 1) -> DataLoader:
-    """The validation loader: this rank's shard (``rank::world``) in dataset order."""
+class ReplayLoader:
+    """A loader whose first complete pass is kept, while its tensors fit in ``max_mb`` MiB, and
+    replayed by every later pass. For the validation split only: its samples and their order are
+    the same at every validation (no augmentation, a fixed shard), so the crops are cut once per
+    run instead of once per epoch. A pass stopped early, or one that outgrows the budget, keeps
+    nothing and the next pass reads again. Consumers must not change a batch in place (validation
+    does not). Everything else (``dataset``, ``num_workers``, ...) is the wrapped loader's."""
+
+    def __init__(self, loader, max_mb: float):
+        self.loader, self.max_bytes = loader, float(max_mb) * 2 ** 20
+        self.batches = None
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        if self.batches is not None:
+            yield from self.batches
+            return
+        kept, size = [], 0
+        for batch in self.loader:
+            if kept is not None:
+                size += sum(t.nbytes for t in _tensors(batch))
+                if size <= self.max_bytes:
+                    kept.append(batch)
+                else:
+                    kept = None
+            yield batch
+        self.batches = kept
+
+
+def _tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors(v)
+
+
+def valid_loader(cfg, dataset, device, rank: int = 0, world: int = 1):
+    """The validation loader: this rank's shard (``rank::world``) in dataset order; a
+    :class:`ReplayLoader` of it with TEST.CACHE_MB > 0."""
     from lib.engine.distributed import ShardSampler
-    return make_loader(dataset, cfg.TEST.BATCH_SIZE_PER_GPU, ShardSampler(len(dataset), rank, world), cfg, device,
-                       validation=True)
+    loader = make_loader(dataset, cfg.TEST.BATCH_SIZE_PER_GPU, ShardSampler(len(dataset), rank, world), cfg, device,
+                         validation=True)
+    return ReplayLoader(loader, float(cfg.TEST.CACHE_MB)) if float(cfg.TEST.CACHE_MB) > 0 else loader
 
 
 # ----------------------------------------------------------------------------- detectors
