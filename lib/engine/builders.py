@@ -5,9 +5,11 @@ these functions, so a setting means the same thing everywhere.
 
 * Loaders: :class:`EpochRandomSampler` (a permutation per epoch, drawn from ``SEED + epoch``, so a
   resumed run sees the same order) and :func:`make_loader` (``WORKERS`` capped by the CPUs of the
-  process, :func:`loader_workers`; OpenCV single-threaded in the workers; pinned memory on CUDA).
+  process, :func:`loader_workers`; OpenCV single-threaded in the workers; pinned memory on CUDA);
+  :func:`valid_loader`, replayed from memory with TEST.CACHE_MB (:class:`ReplayLoader`).
 * Detectors: :func:`build_detector` (initialised from ``TRAIN.FINETUNE`` or ``MODEL.PRETRAINED``)
-  and :func:`load_detector` (a trained checkpoint, strictly, for evaluation).
+  and :func:`load_detector` (a trained checkpoint, strictly, for evaluation), both placed by
+  :func:`place_detector` (device, TRAIN.CHANNELS_LAST).
 * Lifters: :func:`build_lifter_sets` -> the training lifters and the held-out ones, in the
   registry's order (the built-ins register as sb, videopose, iganet, mixste: the original's order,
   docs/original.md#training-setup).
@@ -113,6 +115,8 @@ class ReplayLoader:
         self.batches = None
 
     def __getattr__(self, name):
+        if name == "loader":               # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self.loader, name)
 
     def __len__(self):
