@@ -155,7 +155,8 @@ def valid_loader(cfg, dataset, device, rank: int = 0, world: int = 1):
     from lib.engine.distributed import ShardSampler
     loader = make_loader(dataset, cfg.TEST.BATCH_SIZE_PER_GPU, ShardSampler(len(dataset), rank, world), cfg, device,
                          validation=True)
-    return ReplayLoader(loader, float(cfg.TEST.CACHE_MB)) if float(cfg.TEST.CACHE_MB) > 0 else loader
+    cache_mb = float(cfg.TEST.CACHE_MB)
+    return ReplayLoader(loader, cache_mb) if cache_mb > 0 else loader
 
 
 # ----------------------------------------------------------------------------- detectors
