@@ -470,8 +470,11 @@ def test_real_sigint_gives_one_line_and_130():
     code = ("import sys, time\nfrom lib.utils.errors import run_cli\n"
             "def main(argv):\n    print('ready', flush=True)\n    time.sleep(120)\n"
             "sys.exit(run_cli(main))\n")
+    # a shell's background job inherits SIGINT ignored, and Python then never raises KeyboardInterrupt:
+    # the child starts with the default disposition, as a command started from a terminal does
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stdout.readline().strip() == "ready"      # main is running: the signal lands inside it
         proc.send_signal(signal.SIGINT)
