@@ -152,6 +152,20 @@ def test_only_and_bad_presets_fail_with_a_user_error(first, tmp_path):
     assert run_cli(cli.main, ["--preset", str(tmp_path / "missing.yaml")]) == 2
 
 
+def test_synthetic_data_made_with_other_generator_arguments_is_not_reused(first, tmp_path):
+    """A preset whose PIPELINE.SYNTH_ARGS differ from those the data folder was generated with stops with
+    one line naming both, instead of running on the other design's data."""
+    from lib.apps.pipeline import SYNTH_RECORD, reproduce
+    data = first["base"] / "data"
+    preset_args = yaml.safe_load(first["preset"].read_text())["PIPELINE"]["SYNTH_ARGS"]
+    assert json.loads((data / SYNTH_RECORD).read_text())["arguments"] == preset_args
+    index_before = (data / "index.json").stat().st_mtime_ns
+    with pytest.raises(UserError, match=r"generated with .*--actions-per-subject.*delete"):
+        reproduce(str(first["preset"]), out=tmp_path / "o", gpu_id=-1,
+                  opts=["PIPELINE.SYNTH_ARGS", str(preset_args[:-1] + ["2"])])
+    assert (data / "index.json").stat().st_mtime_ns == index_before      # nothing was regenerated
+
+
 def test_presets_load_and_plan_their_runs():
     from lib.config import load_cfg
     from lib.apps.pipeline import load_preset, plan_runs

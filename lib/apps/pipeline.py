@@ -62,6 +62,10 @@ class GuidedRun:
     flags: List[str] = field(default_factory=list)
 
 
+# written next to a generated synthetic set: the generator's arguments it was made with
+SYNTH_RECORD = "synthetic_args.json"
+
+
 def load_preset(path, opts: Sequence = ()):
     """The preset YAML merged over the defaults, then ``opts`` (KEY VALUE); checked; frozen."""
     if not path or not os.path.isfile(path):
@@ -237,15 +241,24 @@ class Pipeline:
 
         def make():
             kind = self.cfg.DATASET.DATASET
+            generator = ["--dst", str(root)] + (["--panoptic"] if p.SYNTHETIC == "panoptic" else []) + _strs(p.SYNTH_ARGS)
+            record = root / SYNTH_RECORD
+            if p.SYNTHETIC and self.index_file.is_file() and record.is_file():
+                made_with = json.loads(record.read_text()).get("arguments")
+                if made_with != generator[2:]:
+                    # reusing it would run a preset on another design's data without a word
+                    raise UserError(f"{root} was generated with {made_with}, not with this preset's PIPELINE.SYNTH_ARGS "
+                                    f"{generator[2:]}: delete {root} to have it made again, or set DATASET.ROOT "
+                                    f"to another folder")
             if p.SYNTHETIC and not self.index_file.is_file():
-                run_make_demo_data(["--dst", str(root)] + (["--panoptic"] if p.SYNTHETIC == "panoptic" else [])
-                                   + _strs(p.SYNTH_ARGS))
+                run_make_demo_data(generator)
                 every = ["--interval", "1"] if kind == "panoptic" else ["--train-interval", "1", "--valid-interval", "1",
                                                                           "--test-interval", "1"]
                 plan = root / "splits.json"           # the generator's split plan: prepare its test split too
                 if plan.is_file() and "test" in json.loads(plan.read_text()).get("subjects", {}):
                     every += ["--splits", "train,valid,test"]
                 run_prepare(kind, ["--src", str(root), "--dst", str(root)] + every + _strs(p.PREPARE_ARGS))
+                write_json(record, {"arguments": generator[2:]})
                 return "made"
             if p.SOURCE:        # the preparation skips itself when its index is up to date
                 run_prepare(kind, ["--src", str(p.SOURCE), "--dst", str(root)] + _strs(p.PREPARE_ARGS))
