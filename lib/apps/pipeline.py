@@ -239,17 +239,11 @@ class Pipeline:
                 raise UserError(f"{self.index_file} not found: run the pipeline's data stage first (without --only)")
             return
 
+        generator = ["--dst", str(root)] + (["--panoptic"] if p.SYNTHETIC == "panoptic" else []) + _strs(p.SYNTH_ARGS)
+        record = root / SYNTH_RECORD
+
         def make():
             kind = self.cfg.DATASET.DATASET
-            generator = ["--dst", str(root)] + (["--panoptic"] if p.SYNTHETIC == "panoptic" else []) + _strs(p.SYNTH_ARGS)
-            record = root / SYNTH_RECORD
-            if p.SYNTHETIC and self.index_file.is_file() and record.is_file():
-                made_with = json.loads(record.read_text()).get("arguments")
-                if made_with != generator[2:]:
-                    # reusing it would run a preset on another design's data without a word
-                    raise UserError(f"{root} was generated with {made_with}, not with this preset's PIPELINE.SYNTH_ARGS "
-                                    f"{generator[2:]}: delete {root} to have it made again, or set DATASET.ROOT "
-                                    f"to another folder")
             if p.SYNTHETIC and not self.index_file.is_file():
                 run_make_demo_data(generator)
                 every = ["--interval", "1"] if kind == "panoptic" else ["--train-interval", "1", "--valid-interval", "1",
@@ -266,6 +260,16 @@ class Pipeline:
             return "reused"
 
         # checked on every rank, so that no rank waits for a rank 0 that stopped
+        if p.SYNTHETIC and self.index_file.is_file() and record.is_file():
+            try:
+                made_with = json.loads(record.read_text()).get("arguments")
+            except (ValueError, AttributeError):
+                made_with = f"unreadable {record}"
+            if made_with != generator[2:]:
+                # reusing it would run a preset on another design's data without a word
+                raise UserError(f"{root} was generated with {made_with}, not with this preset's PIPELINE.SYNTH_ARGS "
+                                f"{generator[2:]}: delete {root} to have it made again, or set DATASET.ROOT "
+                                f"to another folder")
         if not (p.SYNTHETIC or p.SOURCE or self.index_file.is_file()):
             raise UserError(f"{self.index_file} not found: DATASET.ROOT must be a prepared dataset "
                             f"(run/prepare_h36m.py / prepare_panoptic.py), or set PIPELINE.SOURCE to the raw "
