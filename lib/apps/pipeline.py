@@ -239,20 +239,20 @@ class Pipeline:
                 raise UserError(f"{self.index_file} not found: run the pipeline's data stage first (without --only)")
             return
 
-        generator = ["--dst", str(root)] + (["--panoptic"] if p.SYNTHETIC == "panoptic" else []) + _strs(p.SYNTH_ARGS)
+        synth_args = (["--panoptic"] if p.SYNTHETIC == "panoptic" else []) + _strs(p.SYNTH_ARGS)
         record = root / SYNTH_RECORD
 
         def make():
             kind = self.cfg.DATASET.DATASET
             if p.SYNTHETIC and not self.index_file.is_file():
-                run_make_demo_data(generator)
+                run_make_demo_data(["--dst", str(root)] + synth_args)
                 every = ["--interval", "1"] if kind == "panoptic" else ["--train-interval", "1", "--valid-interval", "1",
                                                                           "--test-interval", "1"]
                 plan = root / "splits.json"           # the generator's split plan: prepare its test split too
                 if plan.is_file() and "test" in json.loads(plan.read_text()).get("subjects", {}):
                     every += ["--splits", "train,valid,test"]
                 run_prepare(kind, ["--src", str(root), "--dst", str(root)] + every + _strs(p.PREPARE_ARGS))
-                write_json(record, {"arguments": generator[2:]})
+                write_json(record, {"arguments": synth_args})
                 return "made"
             if p.SOURCE:        # the preparation skips itself when its index is up to date
                 run_prepare(kind, ["--src", str(p.SOURCE), "--dst", str(root)] + _strs(p.PREPARE_ARGS))
@@ -265,10 +265,10 @@ class Pipeline:
                 made_with = json.loads(record.read_text()).get("arguments")
             except (ValueError, AttributeError):
                 made_with = f"unreadable {record}"
-            if made_with != generator[2:]:
+            if made_with != synth_args:
                 # reusing it would run a preset on another design's data without a word
                 raise UserError(f"{root} was generated with {made_with}, not with this preset's PIPELINE.SYNTH_ARGS "
-                                f"{generator[2:]}: delete {root} to have it made again, or set DATASET.ROOT "
+                                f"{synth_args}: delete {root} to have it made again, or set DATASET.ROOT "
                                 f"to another folder")
         if not (p.SYNTHETIC or p.SOURCE or self.index_file.is_file()):
             raise UserError(f"{self.index_file} not found: DATASET.ROOT must be a prepared dataset "
