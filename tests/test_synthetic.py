@@ -9,7 +9,8 @@ import pytest
 from lib.datasets.cameras import PANOPTIC_AXIS_M, load_h36m_cameras, project_h36m, project_panoptic
 from lib.datasets.synthetic import (BODY_PARTS, H36M32_PARENTS, H36M32_USED, H36M_ACTION_IDS, h36m_background,
                                     h36m_occluder, make_h36m_demo, make_occluder, make_panoptic_demo,
-                                    panoptic_background, render_person, subject_look, visibility_rates)
+                                    panoptic_background, render_person, subject_look, subject_style,
+                                    visibility_rates)
 from run import make_demo_data
 
 CAMS = ("54138969", "55011271", "58860488", "60457274")
@@ -360,6 +361,45 @@ def test_test_split_separates_subjects(split_demo):
             assert len(set(arrays["action"].tolist())) == 8                        # every demo action
     assert subjects == {"train": {"S1", "S5", "S6", "S7", "S8"}, "valid": {"S9"}, "test": {"S11"}}
     assert info["splits"]["test"]["count"] == 32 and info["splits"]["valid"]["count"] == 32
+
+
+def test_test_split_of_several_people_with_their_own_take_length(tmp_path):
+    """The benchmark's test split: S11 and the never-released S2, S3, S4, S10, seen through their own
+    Human3.6M cameras, each a different body, with --test-frames frames a take."""
+    from lib.datasets import index as idx
+    from lib.datasets.prepare_h36m import prepare_h36m
+    root = tmp_path / "data"
+    summary = make_demo_data.main(["--dst", str(root), "--frames-per-seq", "1", "--image-size", "64",
+                                   "--actions-per-subject", "1", "--held-out-actions", "2", "--held-out-frames", "3",
+                                   "--test-split", "--test-subjects", "S2,S10,S11", "--test-frames", "2"])
+    assert summary["valid_frames"] == 2 * 4 * 3 and summary["test_frames"] == 3 * 2 * 4 * 2
+    assert json.loads((root / "splits.json").read_text())["subjects"]["test"] == ["S11", "S2", "S10"]
+    prepare_h36m(root, root, train_interval=1, valid_interval=1, test_interval=1, splits=("train", "valid", "test"),
+                 check_images=False, progress=False, log=lambda *_: None)
+    _info, test = idx.load_split(root, "test", "h36m")
+    assert set(test["subject"].tolist()) == {"S2", "S10", "S11"}
+    # every row's 2D is its 3D seen through that subject's own calibration, intrinsics scaled to 64 px
+    shipped = load_h36m_cameras()
+    for subject in ("S2", "S10"):
+        rows = np.flatnonzero(test["subject"] == subject)
+        for r in rows:
+            cam = shipped[subject][str(test["camera"][r])]
+            scale = 64 / 1000.0
+            uv = project_h36m(test["joints_3d"][r] + test["hip_camera"][r], np.asarray(cam["f"]) * scale,
+                              np.asarray(cam["c"]) * scale, cam["k"], cam["p"])
+            np.testing.assert_allclose(uv, test["joints_2d"][r], atol=0.02)
+    bodies = {s: subject_style(0, s)["bones"]["thigh"] for s in ("S2", "S10", "S11")}
+    assert len(set(bodies.values())) == 3                                      # three different people
+
+
+@pytest.mark.parametrize("args, says", [(["--test-split", "--test-subjects", "S9"], "S9 cannot"),
+                                         (["--test-split", "--test-subjects", "S12"], "S12"),
+                                         (["--test-frames", "4"], "add --test-split")])
+def test_bad_test_split_arguments_are_refused(tmp_path, args, says):
+    from lib.utils.errors import BadValueError
+    with pytest.raises(BadValueError, match=says):
+        make_demo_data.main(["--dst", str(tmp_path / "d")] + args)
+    assert not (tmp_path / "d").exists()
 
 
 def test_pose_only_split_is_indexed_and_exact(split_demo):

@@ -12,12 +12,15 @@ from typing import Dict, Sequence
 
 from lib.datasets.prepare_h36m import prepare_h36m
 from lib.datasets.prepare_panoptic import TRAIN_SEQUENCES, VALID_SEQUENCES, prepare_panoptic
-from lib.datasets.synthetic import make_h36m_demo, make_panoptic_demo, write_pose_only_split
+from lib.datasets.cameras import H36M_UNRELEASED_SUBJECTS
+from lib.datasets.synthetic import TEST_SUBJECTS, make_h36m_demo, make_panoptic_demo, write_pose_only_split
+from lib.utils.errors import BadValueError
 
 DEMO_DOC = """Generate the small synthetic demo dataset (procedural people, real Human3.6M cameras).
 
     python run/make_demo_data.py --dst data/demo_h36m [--seed 0] [--frames-per-seq 30] [--image-size 256]
-        [--held-out-actions 8] [--held-out-frames 40] [--test-split] [--lifter-poses N]
+        [--held-out-actions 8] [--held-out-frames 40] [--test-split [--test-subjects S2,S3,S4,S10,S11]
+        [--test-frames 10]] [--lifter-poses N]
     python run/make_demo_data.py --dst data/demo_panoptic --panoptic
 
 Human3.6M mode writes the anibali/h36m-fetch layout (processed/<S>/<Action>-1/annot.h5 and
@@ -69,8 +72,13 @@ def demo_parser() -> argparse.ArgumentParser:
     p.add_argument("--held-out-frames", type=int, default=None,
                    help="h36m: frames per held-out sequence and camera (default --frames-per-seq)")
     p.add_argument("--test-split", action="store_true",
-                   help="h36m: S9 -> valid (checkpoint selection), S11 -> test (reported figures), via "
-                        "<dst>/splits.json, which run/prepare_h36m.py reads")
+                   help="h36m: S9 -> valid (checkpoint selection), the --test-subjects -> test (reported figures), "
+                        "via <dst>/splits.json, which run/prepare_h36m.py reads")
+    p.add_argument("--test-subjects", type=_split, default=list(TEST_SUBJECTS), metavar="S11,...",
+                   help=f"h36m, with --test-split: comma-separated test subjects among S11 and the never-released "
+                        f"{', '.join(H36M_UNRELEASED_SUBJECTS)} (their cameras are public; default S11)")
+    p.add_argument("--test-frames", type=int, default=None,
+                   help="h36m: frames per test sequence and camera (default --held-out-frames)")
     p.add_argument("--lifter-poses", type=int, default=0, metavar="N",
                    help="h36m: also write N image-free ground-truth poses of the training subjects (other takes, "
                         "same cameras) as the prepared split train_poses for the lifters")
@@ -82,10 +90,18 @@ def make_demo_data(args) -> Dict:
     if args.panoptic:
         summary = make_panoptic_demo(args.dst, seed=args.seed, kept_frames=args.frames_per_seq or 12)
     else:
+        if not args.test_split and (args.test_subjects != list(TEST_SUBJECTS) or args.test_frames):
+            raise BadValueError("--test-subjects / --test-frames shape the test split: add --test-split")
+        allowed = TEST_SUBJECTS + H36M_UNRELEASED_SUBJECTS
+        wrong = [x for x in args.test_subjects if x not in allowed]
+        if wrong or not args.test_subjects:
+            raise BadValueError(f"--test-subjects {','.join(args.test_subjects)}: name one or more of "
+                                f"{','.join(allowed)} (training subjects and S9 cannot be test subjects)")
         summary = make_h36m_demo(args.dst, seed=args.seed, frames_per_seq=args.frames_per_seq or 30,
                                  image_size=args.image_size, actions_per_subject=args.actions_per_subject,
                                  held_out_actions=args.held_out_actions, held_out_frames=args.held_out_frames,
-                                 test_split=args.test_split)
+                                 test_split=args.test_split, test_subjects=args.test_subjects,
+                                 test_frames=args.test_frames)
         if args.lifter_poses > 0:
             summary["lifter_poses"] = write_pose_only_split(
                 args.dst, seed=args.seed, num_frames=args.lifter_poses, image_size=args.image_size,

@@ -704,12 +704,14 @@ def _rates(seen, frames):
                 truncated_frames=float(seen[2]) / frames, occluded_frames=float(seen[3]) / frames)
 
 
-def _demo_takes(seed, subjects, frames_per_seq, actions_per_subject, held_out_actions, held_out_frames):
+def _demo_takes(seed, subjects, frames_per_seq, actions_per_subject, held_out_actions, held_out_frames,
+                test_subjects=(), test_frames=None):
     """(subject, action, frames) of every rendered take of the demo."""
     for subject in subjects:
         held_out = subject not in TRAIN_SUBJECTS
         n_actions = held_out_actions if held_out and held_out_actions else actions_per_subject
         frames = held_out_frames if held_out and held_out_frames else frames_per_seq
+        frames = test_frames if subject in test_subjects and test_frames else frames
         for action in subject_actions(seed, subject, n_actions):
             yield subject, action, frames
 
@@ -732,16 +734,16 @@ def visibility_rates(seed=0, frames_per_seq=80, image_size=256, actions_per_subj
     return _rates(seen, total)
 
 
-def split_subjects(subjects, test_split):
+def split_subjects(subjects, test_split, test_subjects=TEST_SUBJECTS):
     """{split: subjects} of the demo: train = the training subjects; without ``test_split`` every
-    held-out subject is ``valid`` (as Human3.6M's S9 + S11); with it S9 is ``valid`` (checkpoint
-    selection) and S11 is ``test`` (the reported figures), so choosing and reporting never share a
-    subject."""
+    held-out subject is ``valid`` (as Human3.6M's S9 + S11); with it the ``test_subjects`` are
+    ``test`` (the reported figures) and the other held-out subjects ``valid`` (checkpoint selection),
+    so choosing and reporting never share a subject."""
     plan = {"train": [s for s in subjects if s in TRAIN_SUBJECTS]}
     held_out = [s for s in subjects if s not in TRAIN_SUBJECTS]
     if test_split:
-        plan["valid"] = [s for s in held_out if s not in TEST_SUBJECTS]
-        plan["test"] = [s for s in held_out if s in TEST_SUBJECTS]
+        plan["valid"] = [s for s in held_out if s not in test_subjects]
+        plan["test"] = [s for s in held_out if s in test_subjects]
     else:
         plan["valid"] = held_out
     return plan
@@ -749,7 +751,8 @@ def split_subjects(subjects, test_split):
 
 def make_h36m_demo(dst, seed=0, frames_per_seq=30, image_size=256, actions_per_subject=2,
                    subjects=TRAIN_SUBJECTS + VALID_SUBJECTS, jpeg_quality=90, preview=True,
-                   held_out_actions=None, held_out_frames=None, test_split=False):
+                   held_out_actions=None, held_out_frames=None, test_split=False, test_subjects=TEST_SUBJECTS,
+                   test_frames=None):
     """Write the synthetic Human3.6M demo set under ``dst``; returns a summary dict.
 
     Layout: ``dst/processed/<S>/<Action>-1/annot.h5`` and ``.../imageSequence/<cam>/img_%06d.jpg``
@@ -761,12 +764,17 @@ def make_h36m_demo(dst, seed=0, frames_per_seq=30, image_size=256, actions_per_s
     Held-out subjects (not in TRAIN_SUBJECTS) perform ``held_out_actions`` actions (default
     ``actions_per_subject``; 8 = every demo action, as Human3.6M's test subjects perform every action)
     of ``held_out_frames`` frames (default ``frames_per_seq``). ``test_split``: also write
-    ``dst/splits.json`` (:func:`split_subjects`) for the preparation: S9 ``valid``, S11 ``test``.
+    ``dst/splits.json`` (:func:`split_subjects`) for the preparation: S9 ``valid``, the
+    ``test_subjects`` ``test`` (S11 by default; any of :data:`lib.datasets.cameras.H36M_UNRELEASED_SUBJECTS` are rendered in
+    addition), with ``test_frames`` frames a take (default ``held_out_frames``).
     The summary counts the 17 used joints outside the image (``truncated_joints``) and under a
     foreground object (``occluded_joints``) as shares of all joints, and the shares of frames with any.
     """
     start = time.time()
     dst = Path(dst)
+    test_subjects = tuple(test_subjects)
+    if test_split:
+        subjects = tuple(subjects) + tuple(s for s in test_subjects if s not in subjects)
     scaled = scaled_h36m_cameras(image_size)
     cam_ids = tuple(sorted(H36M_CAMERA_IDS))
     (dst / "processed").mkdir(parents=True, exist_ok=True)
@@ -774,7 +782,8 @@ def make_h36m_demo(dst, seed=0, frames_per_seq=30, image_size=256, actions_per_s
         json.dump(_l2d_camera_json(scaled, subjects), fh, indent=1)
     counts, sheet, seen = {}, [], np.zeros(4, np.int64)
     for subject, action, frames in _demo_takes(seed, subjects, frames_per_seq, actions_per_subject,
-                                               held_out_actions, held_out_frames):
+                                               held_out_actions, held_out_frames,
+                                               test_subjects if test_split else (), test_frames):
         world_mm = h36m_take(seed, subject, action, frames, scaled[subject])
         seq_dir = dst / "processed" / subject / f"{action}-1"
         rows_2d, rows_3d = [], []
@@ -792,10 +801,10 @@ def make_h36m_demo(dst, seed=0, frames_per_seq=30, image_size=256, actions_per_s
     # a plan left by an earlier generation into dst would re-split this one
     (dst / SPLIT_PLAN_FILE).unlink(missing_ok=True)
     if test_split:
-        write_split_plan(dst, split_subjects(subjects, True))
+        write_split_plan(dst, split_subjects(subjects, True, test_subjects))
     if preview and sheet:
         write_preview(dst / "preview.jpg", sheet, H36M_PREVIEW_BONES)
-    plan = split_subjects(subjects, test_split)
+    plan = split_subjects(subjects, test_split, test_subjects)
     split_frames = {f"{k}_frames": sum(counts.get(s, 0) for s in v) for k, v in plan.items()}
     return dict(dst=str(dst), frames=counts, **split_frames, **_rates(seen, sum(counts.values())),
                 seconds=time.time() - start, megabytes=_folder_mb(dst))

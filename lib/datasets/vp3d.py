@@ -29,7 +29,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from lib.core.skeleton import H36M, H36M32_TO_17, PANOPTIC
-from lib.datasets.cameras import H36M_CAMERA_IDS, H36M_IMAGE_SIZE, load_h36m_cameras, project_h36m, world_to_camera
+from lib.datasets.cameras import (H36M_CAMERA_IDS, H36M_IMAGE_SIZE, H36M_UNRELEASED_SUBJECTS, load_h36m_cameras,
+                                  project_h36m, world_to_camera)
 from lib.utils.errors import UserError
 from lib.utils.safe_io import load_npz_plain
 
@@ -136,6 +137,9 @@ def vp3d_action(subject: str, folder: str) -> str:
     if m:
         action, sub = normalise_action(m.group(1)), int(m.group(2))
         names = _CDF.get(subject, {}).get(action)
+        if subject in H36M_UNRELEASED_SUBJECTS and action and sub in (1, 2):
+            # no recording of theirs was released, so no CDF name exists: spelling + subaction
+            return f"{_VP3D_SPELLING.get(action, action)} {sub}"
         if names is None or sub not in (1, 2):
             raise DetectionsFileError(
                 f"no CDF name for {subject} {folder!r} (subject, action or subaction unknown); the export names "
