@@ -24,6 +24,7 @@ from lib.utils.safe_io import load_json
 # eleven is public (metadata.xml), so these four exist only as cameras (the synthetic miniature
 # renders unseen people with them, docs/benchmark.md).
 H36M_UNRELEASED_SUBJECTS = ("S2", "S3", "S4", "S10")
+
 SHIPPED_CAMERAS = Path(__file__).resolve().parent / "h36m_cameras.json"
 
 H36M_CAMERA_IDS = ("54138969", "55011271", "58860488", "60457274")

@@ -765,8 +765,9 @@ def make_h36m_demo(dst, seed=0, frames_per_seq=30, image_size=256, actions_per_s
     ``actions_per_subject``; 8 = every demo action, as Human3.6M's test subjects perform every action)
     of ``held_out_frames`` frames (default ``frames_per_seq``). ``test_split``: also write
     ``dst/splits.json`` (:func:`split_subjects`) for the preparation: S9 ``valid``, the
-    ``test_subjects`` ``test`` (S11 by default; any of :data:`lib.datasets.cameras.H36M_UNRELEASED_SUBJECTS` are rendered in
-    addition), with ``test_frames`` frames a take (default ``held_out_frames``).
+    ``test_subjects`` ``test`` (S11 by default; any of the never-released
+    ``lib.datasets.cameras.H36M_UNRELEASED_SUBJECTS`` are rendered in addition), with
+    ``test_frames`` frames a take (default ``held_out_frames``).
     The summary counts the 17 used joints outside the image (``truncated_joints``) and under a
     foreground object (``occluded_joints``) as shares of all joints, and the shares of frames with any.
     """
