@@ -379,12 +379,10 @@ def test_test_split_of_several_people_with_their_own_take_length(tmp_path):
     _info, test = idx.load_split(root, "test", "h36m")
     assert set(test["subject"].tolist()) == {"S2", "S10", "S11"}
     # every row's 2D is its 3D seen through that subject's own calibration, intrinsics scaled to 64 px
-    shipped = load_h36m_cameras()
+    shipped, scale = load_h36m_cameras(), 64 / 1000.0
     for subject in ("S2", "S10"):
-        rows = np.flatnonzero(test["subject"] == subject)
-        for r in rows:
+        for r in np.flatnonzero(test["subject"] == subject):
             cam = shipped[subject][str(test["camera"][r])]
-            scale = 64 / 1000.0
             uv = project_h36m(test["joints_3d"][r] + test["hip_camera"][r], np.asarray(cam["f"]) * scale,
                               np.asarray(cam["c"]) * scale, cam["k"], cam["p"])
             np.testing.assert_allclose(uv, test["joints_2d"][r], atol=0.02)

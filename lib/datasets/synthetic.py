@@ -47,8 +47,9 @@ import numpy as np
 
 from lib.core.skeleton import H36M32_TO_17
 from lib.datasets import index as idx
-from lib.datasets.cameras import (H36M_CAMERA_IDS, PANOPTIC_AXIS_M, load_h36m_cameras,
+from lib.datasets.cameras import (H36M_CAMERA_IDS, H36M_UNRELEASED_SUBJECTS, PANOPTIC_AXIS_M, load_h36m_cameras,
                                   project_h36m, project_panoptic)
+from lib.utils.errors import BadValueError
 
 # ---------------------------------------------------------------------------------------------
 # Skeleton (Human3.6M 32-joint annotation layout)
@@ -710,8 +711,10 @@ def _demo_takes(seed, subjects, frames_per_seq, actions_per_subject, held_out_ac
     for subject in subjects:
         held_out = subject not in TRAIN_SUBJECTS
         n_actions = held_out_actions if held_out and held_out_actions else actions_per_subject
-        frames = held_out_frames if held_out and held_out_frames else frames_per_seq
-        frames = test_frames if subject in test_subjects and test_frames else frames
+        if subject in test_subjects and test_frames:
+            frames = test_frames
+        else:
+            frames = held_out_frames if held_out and held_out_frames else frames_per_seq
         for action in subject_actions(seed, subject, n_actions):
             yield subject, action, frames
 
@@ -774,8 +777,13 @@ def make_h36m_demo(dst, seed=0, frames_per_seq=30, image_size=256, actions_per_s
     start = time.time()
     dst = Path(dst)
     test_subjects = tuple(test_subjects)
+    allowed = TEST_SUBJECTS + H36M_UNRELEASED_SUBJECTS
+    if not test_subjects or any(s not in allowed for s in test_subjects):
+        raise BadValueError(f"--test-subjects {','.join(test_subjects)}: name one or more of {','.join(allowed)} "
+                            f"(training subjects and S9 cannot be test subjects)")
     if test_split:
         subjects = tuple(subjects) + tuple(s for s in test_subjects if s not in subjects)
+    plan = split_subjects(subjects, test_split, test_subjects)
     scaled = scaled_h36m_cameras(image_size)
     cam_ids = tuple(sorted(H36M_CAMERA_IDS))
     (dst / "processed").mkdir(parents=True, exist_ok=True)
@@ -802,10 +810,9 @@ def make_h36m_demo(dst, seed=0, frames_per_seq=30, image_size=256, actions_per_s
     # a plan left by an earlier generation into dst would re-split this one
     (dst / SPLIT_PLAN_FILE).unlink(missing_ok=True)
     if test_split:
-        write_split_plan(dst, split_subjects(subjects, True, test_subjects))
+        write_split_plan(dst, plan)
     if preview and sheet:
         write_preview(dst / "preview.jpg", sheet, H36M_PREVIEW_BONES)
-    plan = split_subjects(subjects, test_split, test_subjects)
     split_frames = {f"{k}_frames": sum(counts.get(s, 0) for s in v) for k, v in plan.items()}
     return dict(dst=str(dst), frames=counts, **split_frames, **_rates(seen, sum(counts.values())),
                 seconds=time.time() - start, megabytes=_folder_mb(dst))
