@@ -248,9 +248,9 @@ class Pipeline:
                 run_make_demo_data(["--dst", str(root)] + synth_args)
                 every = ["--interval", "1"] if kind == "panoptic" else ["--train-interval", "1", "--valid-interval", "1",
                                                                           "--test-interval", "1"]
-                plan = root / "splits.json"           # the generator's split plan: prepare its test split too
-                if plan.is_file() and "test" in json.loads(plan.read_text()).get("subjects", {}):
-                    every += ["--splits", "train,valid,test"]
+                plan = root / "splits.json"           # the generator's split plan: prepare all its splits
+                if plan.is_file():
+                    every += ["--splits", ",".join(json.loads(plan.read_text()).get("subjects", {}))]
                 run_prepare(kind, ["--src", str(root), "--dst", str(root)] + every + _strs(p.PREPARE_ARGS))
                 write_json(record, {"arguments": synth_args})
                 return "made"

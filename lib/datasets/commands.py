@@ -20,7 +20,7 @@ DEMO_DOC = """Generate the small synthetic demo dataset (procedural people, real
 
     python run/make_demo_data.py --dst data/demo_h36m [--seed 0] [--frames-per-seq 30] [--image-size 256]
         [--held-out-actions 8] [--held-out-frames 40] [--test-split [--test-subjects S2,S3,S4,S10,S11]
-        [--test-frames 10]] [--lifter-poses N]
+        [--test-frames 10] [--pretrain-people 200]] [--lifter-poses N]
     python run/make_demo_data.py --dst data/demo_panoptic --panoptic
 
 Human3.6M mode writes the anibali/h36m-fetch layout (processed/<S>/<Action>-1/annot.h5 and
@@ -82,6 +82,12 @@ def demo_parser() -> argparse.ArgumentParser:
     p.add_argument("--lifter-poses", type=int, default=0, metavar="N",
                    help="h36m: also write N image-free ground-truth poses of the training subjects (other takes, "
                         "same cameras) as the prepared split train_poses for the lifters")
+    p.add_argument("--pretrain-people", type=int, default=0, metavar="N",
+                   help="h36m, with --test-split: also render N other people (S101, S102, ...; their own bodies and "
+                        "clothes) as the split pretrain, for the detector's 2D pre-training")
+    p.add_argument("--pretrain-actions", type=int, default=2, help="h36m: actions of each pre-training person")
+    p.add_argument("--pretrain-frames", type=int, default=4,
+                   help="h36m: frames per pre-training sequence and camera")
     p.add_argument("--panoptic", action="store_true", help="write the CMU Panoptic layout instead")
     return p
 
@@ -96,7 +102,8 @@ def make_demo_data(args) -> Dict:
                                  image_size=args.image_size, actions_per_subject=args.actions_per_subject,
                                  held_out_actions=args.held_out_actions, held_out_frames=args.held_out_frames,
                                  test_split=args.test_split, test_subjects=args.test_subjects,
-                                 test_frames=args.test_frames)
+                                 test_frames=args.test_frames, pretrain_people=args.pretrain_people,
+                                 pretrain_actions=args.pretrain_actions, pretrain_frames=args.pretrain_frames)
         if args.lifter_poses > 0:
             summary["lifter_poses"] = write_pose_only_split(
                 args.dst, seed=args.seed, num_frames=args.lifter_poses, image_size=args.image_size,

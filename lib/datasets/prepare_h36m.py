@@ -367,9 +367,11 @@ def prepare_h36m(src, dst, cameras=None, train_interval=40, valid_interval=100, 
         official.import_cdflib(f"the official Human3.6M archives (e.g. "
                                f"{next(f for f in source_files if f.suffix == '.cdf')})")
     camera_file = find_camera_file(src, data_dir, cameras)
-    intervals = {"train": int(train_interval), "valid": int(valid_interval), "test": int(test_interval)}
     plan_path, plan = find_split_plan(src, data_dir)
     split_subjects = {k: tuple(v) for k, v in plan["subjects"].items()} if plan else SPLITS
+    # a plan's other splits (the demo's pretrain) are training images: the training interval
+    intervals = {**{k: int(train_interval) for k in split_subjects},
+                 "train": int(train_interval), "valid": int(valid_interval), "test": int(test_interval)}
     for split in splits:
         if split not in split_subjects:
             raise BadValueError(f"unknown split {split!r}; known: {sorted(split_subjects)}"

@@ -61,6 +61,15 @@ H36M32_USED = (0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 15, 17, 18, 19, 25, 26, 27)
 TRAIN_SUBJECTS = ("S1", "S5", "S6", "S7", "S8")
 VALID_SUBJECTS = ("S9", "S11")
 TEST_SUBJECTS = ("S11",)       # with a test split (make_h36m_demo(test_split=True)): reporting only
+# The 2D pre-training's people (make_h36m_demo(pretrain_people=N)): S101, S102, ..., none of them
+# filmed by Human3.6M; person k stands in the cameras of TRAIN_SUBJECTS[k % 5]. A real detector has
+# seen thousands of people (COCO) before Human3.6M's five (docs/benchmark.md, the fourth design).
+PRETRAIN_SUBJECT_BASE = 100
+
+
+def pretrain_subjects(count):
+    """The names of ``count`` pre-training people: S101 ... S<100+count>."""
+    return tuple(f"S{PRETRAIN_SUBJECT_BASE + k}" for k in range(1, int(count) + 1))
 
 # h36m-fetch action ids (metadata.xml; 1 = "_ALL" is excluded there)
 H36M_ACTION_IDS = {"Directions": 2, "Discussion": 3, "Eating": 4, "Greeting": 5, "Phoning": 6,
@@ -556,6 +565,14 @@ def scaled_h36m_cameras(image_size, cams=None):
     return out
 
 
+def _with_pretrain_cameras(scaled, people):
+    """``scaled`` plus the cameras of each pre-training person (those of a training subject, cycled)."""
+    out = dict(scaled)
+    for k, subject in enumerate(people, start=1):
+        out[subject] = scaled[TRAIN_SUBJECTS[k % len(TRAIN_SUBJECTS)]]
+    return out
+
+
 def _l2d_camera_json(scaled, subjects):
     intrinsics, extrinsics = {}, {}
     for subject in subjects:
@@ -706,8 +723,11 @@ def _rates(seen, frames):
 
 
 def _demo_takes(seed, subjects, frames_per_seq, actions_per_subject, held_out_actions, held_out_frames,
-                test_subjects=(), test_frames=None):
+                test_subjects=(), test_frames=None, pretrain=(), pretrain_actions=2, pretrain_frames=4):
     """(subject, action, frames) of every rendered take of the demo."""
+    for subject in pretrain:
+        for action in subject_actions(seed, subject, pretrain_actions):
+            yield subject, action, pretrain_frames
     for subject in subjects:
         held_out = subject not in TRAIN_SUBJECTS
         n_actions = held_out_actions if held_out and held_out_actions else actions_per_subject
@@ -755,7 +775,7 @@ def split_subjects(subjects, test_split, test_subjects=TEST_SUBJECTS):
 def make_h36m_demo(dst, seed=0, frames_per_seq=30, image_size=256, actions_per_subject=2,
                    subjects=TRAIN_SUBJECTS + VALID_SUBJECTS, jpeg_quality=90, preview=True,
                    held_out_actions=None, held_out_frames=None, test_split=False, test_subjects=TEST_SUBJECTS,
-                   test_frames=None):
+                   test_frames=None, pretrain_people=0, pretrain_actions=2, pretrain_frames=4):
     """Write the synthetic Human3.6M demo set under ``dst``; returns a summary dict.
 
     Layout: ``dst/processed/<S>/<Action>-1/annot.h5`` and ``.../imageSequence/<cam>/img_%06d.jpg``
@@ -771,6 +791,10 @@ def make_h36m_demo(dst, seed=0, frames_per_seq=30, image_size=256, actions_per_s
     ``test_subjects`` ``test`` (S11 by default; any of the never-released
     ``lib.datasets.cameras.H36M_UNRELEASED_SUBJECTS`` are rendered in addition), with
     ``test_frames`` frames a take (default ``held_out_frames``).
+    ``pretrain_people`` > 0 (with ``test_split``): also render that many other people
+    (:func:`pretrain_subjects`, each with its own body and clothes, ``pretrain_actions`` actions of
+    ``pretrain_frames`` frames) as the split ``pretrain``, for the detector's 2D pre-training; the
+    other splits' images are the same with or without them.
     The summary counts the 17 used joints outside the image (``truncated_joints``) and under a
     foreground object (``occluded_joints``) as shares of all joints, and the shares of frames with any.
     """
@@ -781,18 +805,24 @@ def make_h36m_demo(dst, seed=0, frames_per_seq=30, image_size=256, actions_per_s
     if not test_subjects or any(s not in allowed for s in test_subjects):
         raise BadValueError(f"--test-subjects {','.join(test_subjects)}: name one or more of {','.join(allowed)} "
                             f"(training subjects and S9 cannot be test subjects)")
+    if pretrain_people and not test_split:
+        raise BadValueError("--pretrain-people writes its split into splits.json: add --test-split")
     if test_split:
         subjects = tuple(subjects) + tuple(s for s in test_subjects if s not in subjects)
     plan = split_subjects(subjects, test_split, test_subjects)
-    scaled = scaled_h36m_cameras(image_size)
+    crowd = pretrain_subjects(pretrain_people)
+    if crowd:
+        plan["pretrain"] = list(crowd)
+    scaled = _with_pretrain_cameras(scaled_h36m_cameras(image_size), crowd)
     cam_ids = tuple(sorted(H36M_CAMERA_IDS))
     (dst / "processed").mkdir(parents=True, exist_ok=True)
     with open(dst / "camera_parameters.json", "w") as fh:
-        json.dump(_l2d_camera_json(scaled, subjects), fh, indent=1)
+        json.dump(_l2d_camera_json(scaled, tuple(subjects) + crowd), fh, indent=1)
     counts, sheet, seen = {}, [], np.zeros(4, np.int64)
     for subject, action, frames in _demo_takes(seed, subjects, frames_per_seq, actions_per_subject,
                                                held_out_actions, held_out_frames,
-                                               test_subjects if test_split else (), test_frames):
+                                               test_subjects if test_split else (), test_frames,
+                                               crowd, pretrain_actions, pretrain_frames):
         world_mm = h36m_take(seed, subject, action, frames, scaled[subject])
         seq_dir = dst / "processed" / subject / f"{action}-1"
         rows_2d, rows_3d = [], []
@@ -803,7 +833,7 @@ def make_h36m_demo(dst, seed=0, frames_per_seq=30, image_size=256, actions_per_s
             view_counts, middle = _render_view(seq_dir / "imageSequence" / cam_id, seed, subject, action, ci,
                                                scaled[subject][cam_id], cam_mm, uv, jpeg_quality)
             seen += view_counts
-            if preview and len(sheet) < 16 and ci in (0, 3):
+            if preview and len(sheet) < 16 and ci in (0, 3) and subject not in crowd:
                 sheet.append((middle, uv[frames // 2]))
         _write_annot(seq_dir / "annot.h5", subject, action, cam_ids, scaled, rows_2d, rows_3d, frames)
         counts[subject] = counts.get(subject, 0) + len(cam_ids) * frames
