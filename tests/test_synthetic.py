@@ -400,6 +400,48 @@ def test_bad_test_split_arguments_are_refused(tmp_path, args, says):
     assert not (tmp_path / "d").exists()
 
 
+def test_pretrain_people_are_a_split_of_their_own_and_change_no_other_image(tmp_path):
+    """--pretrain-people: other people (their own bodies and clothes) in the split pretrain, seen through
+    a training subject's cameras; every other file is byte for byte what it is without them."""
+    from lib.datasets import index as idx
+    from lib.datasets.prepare_h36m import prepare_h36m
+    base = ["--frames-per-seq", "1", "--image-size", "64", "--actions-per-subject", "1", "--held-out-actions", "1",
+            "--held-out-frames", "1", "--test-split", "--pretrain-actions", "1", "--pretrain-frames", "2"]
+    plain, crowd = tmp_path / "plain", tmp_path / "crowd"
+    make_demo_data.main(["--dst", str(plain)] + base)
+    summary = make_demo_data.main(["--dst", str(crowd), "--pretrain-people", "3"] + base)
+    assert summary["pretrain_frames"] == 3 * 1 * 4 * 2
+    files = sorted(p.relative_to(plain) for p in (plain / "processed").rglob("*") if p.is_file())
+    assert files and all((plain / f).read_bytes() == (crowd / f).read_bytes() for f in files)
+    assert (plain / "preview.jpg").read_bytes() == (crowd / "preview.jpg").read_bytes()
+    people = ["S101", "S102", "S103"]
+    assert json.loads((crowd / "splits.json").read_text())["subjects"]["pretrain"] == people
+    prepare_h36m(crowd, crowd, train_interval=1, valid_interval=1, test_interval=1,
+                 splits=("train", "valid", "test", "pretrain"), check_images=False, progress=False,
+                 log=lambda *_: None)
+    _info, pre = idx.load_split(crowd, "pretrain", "h36m")
+    assert sorted(set(pre["subject"].tolist())) == people and len(pre["image"]) == 3 * 4 * 2
+    # person k stands in the cameras of training subject k % 5 (S102 -> S6), intrinsics scaled to 64 px
+    shipped, scale = load_h36m_cameras(), 64 / 1000.0
+    for r in np.flatnonzero(pre["subject"] == "S102"):
+        cam = shipped["S6"][str(pre["camera"][r])]
+        uv = project_h36m(pre["joints_3d"][r] + pre["hip_camera"][r], np.asarray(cam["f"]) * scale,
+                          np.asarray(cam["c"]) * scale, cam["k"], cam["p"])
+        np.testing.assert_allclose(uv, pre["joints_2d"][r], atol=0.02)
+    # nobody of the crowd looks like, or is built like, a training or test person
+    named = ("S1", "S5", "S6", "S7", "S8", "S9", "S11")
+    tops = {s: tuple(subject_look(0, s)["top"]) for s in named + tuple(people)}
+    thighs = {s: subject_style(0, s)["bones"]["thigh"] for s in named + tuple(people)}
+    assert len(set(tops.values())) == len(tops) and len(set(thighs.values())) == len(thighs)
+
+
+def test_pretrain_people_need_the_split_plan(tmp_path):
+    from lib.utils.errors import BadValueError
+    with pytest.raises(BadValueError, match="add --test-split"):
+        make_demo_data.main(["--dst", str(tmp_path / "d"), "--pretrain-people", "2"])
+    assert not (tmp_path / "d").exists()
+
+
 def test_pose_only_split_is_indexed_and_exact(split_demo):
     from lib.datasets import index as idx
     root, summary, info = split_demo
