@@ -512,3 +512,10 @@ def test_no_plan_keeps_the_human36m_splits(tmp_path):
     with pytest.raises(BadValueError, match="test"):
         prepare_h36m(root, root, splits=("train", "test"), check_images=False, progress=False, force=True,
                      log=lambda *_: None)
+
+
+def test_long_subject_lists_are_shortened_in_the_preparation_report():
+    from lib.datasets.prepare_h36m import _names
+    people = ["S1", "S5"] + [f"S{k}" for k in range(101, 301)]
+    assert _names(people) == "S1, S5, " + ", ".join(f"S{k}" for k in range(101, 109)) + ", ..., S300 (202 subjects)"
+    assert _names(people[:12]) == ", ".join(people[:12])

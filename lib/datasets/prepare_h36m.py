@@ -476,6 +476,13 @@ def _listed(title, items, limit=8):
     return lines
 
 
+def _names(subjects, limit=12):
+    """'S1, S5, ...' -- a long list (the demo's 200 pre-training people) as its ends and its count."""
+    if len(subjects) <= limit:
+        return ", ".join(subjects)
+    return f"{', '.join(subjects[:limit - 2])}, ..., {subjects[-1]} ({len(subjects)} subjects)"
+
+
 def _official_lines(o):
     lines = [f"    official archives: {o['frames_written']} frames decoded from the videos"]
     if o["views_skipped"]:
@@ -497,11 +504,11 @@ def format_report(info):
     rep = info["report"]
     lines = [f"prepared {info['dataset']} -> index format v{idx.FORMAT_VERSION}",
              f"  source: {rep['data_dir']} ({', '.join(rep['layouts'])}); cameras: {rep['cameras']}",
-             f"  subjects found: {', '.join(rep['subjects_found'])}"]
+             f"  subjects found: {_names(rep['subjects_found'])}"]
     for split, r in rep["splits"].items():
         skipped = {k[len('skipped_'):]: v for k, v in r.items() if k.startswith("skipped_") and v}
         lines.append(f"  {split}: {r['kept']} samples kept from {r['sequences']} sequences of "
-                     f"{', '.join(r['subjects'])} (interval {r['interval']}: {r['rows']} rows -> {r['sampled']} sampled); "
+                     f"{_names(r['subjects'])} (interval {r['interval']}: {r['rows']} rows -> {r['sampled']} sampled); "
                      f"skipped {skipped or 'none'}")
         if r.get("subjects_missing"):
             lines.append(f"    subjects absent: {', '.join(r['subjects_missing'])}")
