@@ -421,6 +421,10 @@ def test_pretrain_people_are_a_split_of_their_own_and_change_no_other_image(tmp_
                  log=lambda *_: None)
     _info, pre = idx.load_split(crowd, "pretrain", "h36m")
     assert sorted(set(pre["subject"].tolist())) == people and len(pre["image"]) == 3 * 4 * 2
+    from lib.utils.errors import BadValueError
+    with pytest.raises(BadValueError, match="--train-interval must be >= 1"):     # pretrain samples as train does
+        prepare_h36m(crowd, tmp_path / "bad", train_interval=0, splits=("pretrain",), check_images=False,
+                     progress=False, log=lambda *_: None)
     # person k stands in the cameras of training subject k % 5 (S102 -> S6), intrinsics scaled to 64 px
     shipped, scale = load_h36m_cameras(), 64 / 1000.0
     for r in np.flatnonzero(pre["subject"] == "S102"):

@@ -377,7 +377,8 @@ def prepare_h36m(src, dst, cameras=None, train_interval=40, valid_interval=100, 
             raise BadValueError(f"unknown split {split!r}; known: {sorted(split_subjects)}"
                                 f"{'' if plan else ' (a splits.json beside the cameras may name others)'}")
         if intervals[split] < 1:
-            raise BadValueError(f"--{split}-interval must be >= 1, got {intervals[split]}")
+            flag = split if split in ("train", "valid", "test") else "train"     # pretrain takes --train-interval
+            raise BadValueError(f"--{flag}-interval must be >= 1, got {intervals[split]}")
     fingerprint = _fingerprint(source_files, camera_file, intervals, check_images, splits, plan_path)
     old = None if force else idx.up_to_date_index(dst, "h36m", fingerprint, log)
     if old is not None:
