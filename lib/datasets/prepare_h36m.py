@@ -369,16 +369,16 @@ def prepare_h36m(src, dst, cameras=None, train_interval=40, valid_interval=100, 
     camera_file = find_camera_file(src, data_dir, cameras)
     plan_path, plan = find_split_plan(src, data_dir)
     split_subjects = {k: tuple(v) for k, v in plan["subjects"].items()} if plan else SPLITS
-    # a plan's other splits (the demo's pretrain) are training images: the training interval
-    intervals = {**{k: int(train_interval) for k in split_subjects},
-                 "train": int(train_interval), "valid": int(valid_interval), "test": int(test_interval)}
+    given = {"train": int(train_interval), "valid": int(valid_interval), "test": int(test_interval)}
+    # a plan's other splits (the demo's pretrain) are training images: --train-interval sets theirs
+    flags = {k: k if k in given else "train" for k in split_subjects}
+    intervals = {**given, **{k: given[flag] for k, flag in flags.items()}}
     for split in splits:
         if split not in split_subjects:
             raise BadValueError(f"unknown split {split!r}; known: {sorted(split_subjects)}"
                                 f"{'' if plan else ' (a splits.json beside the cameras may name others)'}")
         if intervals[split] < 1:
-            flag = split if split in ("train", "valid", "test") else "train"     # pretrain takes --train-interval
-            raise BadValueError(f"--{flag}-interval must be >= 1, got {intervals[split]}")
+            raise BadValueError(f"--{flags[split]}-interval must be >= 1, got {intervals[split]}")
     fingerprint = _fingerprint(source_files, camera_file, intervals, check_images, splits, plan_path)
     old = None if force else idx.up_to_date_index(dst, "h36m", fingerprint, log)
     if old is not None:
