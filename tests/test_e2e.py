@@ -81,6 +81,20 @@ def test_2d_only_then_3d_guided_then_validation(env, capsys):
     assert argmax["soft_argmax"] is False and argmax["ensemble"]["lifters"] == ["sb"]
 
 
+def test_keep_epoch_weights_writes_each_epochs_detector(env):
+    c = env["common"] + ["OUTPUT_DIR", str(env["base"] / "keep"), "TRAIN.KEEP_EPOCH_WEIGHTS", "True"]
+    run = Path(train_hrnet.main(["--cfg", CFG, "--epochs", "1", "TRAIN.LR_BUMP_EPOCH", "0"] + c)["run_dir"])
+    assert sorted(p.name for p in run.glob("epoch_*.pth")) == ["epoch_0.pth", "epoch_1.pth"]
+    epochs = [torch.load(run / f"epoch_{k}.pth", weights_only=True) for k in (0, 1)]
+    assert any(not torch.equal(epochs[0][k], epochs[1][k]) for k in epochs[0])      # training moved the weights
+    last = torch.load(run / "checkpoint.pth", weights_only=False)["state_dict"]
+    assert all(torch.equal(epochs[1][k], last[k]) for k in last)                    # the last epoch = the resume state
+    pdj = [e["valid"]["pdj"] for e in json.loads((run / "history.json").read_text())["epochs"]]
+    chosen = epochs[max(range(2), key=lambda k: pdj[k])]                             # first best on a tie, as the trainer
+    best = torch.load(run / "model_best.pth", weights_only=True)
+    assert all(torch.equal(chosen[k], best[k]) for k in best)
+
+
 def test_multi_model_cross_validation(env):
     out = train_hrnet.main(["--cfg", CFG, "--epochs", "1", "--loss_3d", "--model_3d", "videopose,sb",
                             "--dropout", "--loss_3d_avg", "--loss_3d_cons"] + env["common"])

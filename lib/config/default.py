@@ -128,6 +128,7 @@ _C.TRAIN.EPOCHS = 40               # --epochs N runs epochs 0..N inclusive
 _C.TRAIN.LR_BUMP_EPOCH = 30        # after this epoch's scheduler step, LR x LR_BUMP_FACTOR
 _C.TRAIN.LR_BUMP_FACTOR = 5.0
 _C.TRAIN.MAX_STEPS_PER_EPOCH = 0   # >0: stop each epoch after N steps (quick runs)
+_C.TRAIN.KEEP_EPOCH_WEIGHTS = False  # also write every epoch's detector weights as epoch_<k>.pth
 _C.TRAIN.FINETUNE = ""             # --finetune: detector checkpoint to start from
 _C.TRAIN.RESUME = False            # --resume: continue from <run>/checkpoint.pth
 _C.TRAIN.SHUFFLE = True            # shuffle the training set every epoch

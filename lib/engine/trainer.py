@@ -7,6 +7,7 @@ Per epoch (``epoch`` = 0 .. TRAIN.EPOCHS inclusive, docs/original.md#quirks, qui
     scheduler.step()   (MultiStepLR numbers; x LR_BUMP_FACTOR after epoch LR_BUMP_EPOCH's step)
     validate -> best (training lifters' MPJPE, or highest PDJ in 2D-only mode) / best cross
     write checkpoint.pth (everything to resume), model_best*.pth, history.json, curves.png
+        (and epoch_<k>.pth, the detector's weights, with TRAIN.KEEP_EPOCH_WEIGHTS)
 
 Multi-GPU (``torchrun``, ``WORLD_SIZE`` > 1; helpers in :mod:`lib.engine.distributed`): the detector
 is wrapped in DistributedDataParallel (optionally with synchronised BatchNorm, TRAIN.SYNC_BN, which
@@ -281,6 +282,8 @@ def _save_epoch(run: Run, epoch: int, results: dict, perf: float, entry: dict, r
     """Rank 0: model_best*.pth with their metrics, checkpoint.pth, history.json, curves, tensorboard."""
     cfg, out_dir = run.cfg, run.out_dir
     weights = _state_dict_cpu(run.model)
+    if cfg.TRAIN.KEEP_EPOCH_WEIGHTS:      # every epoch's detector, to score the whole trajectory afterwards
+        atomic_save(weights, out_dir / f"epoch_{epoch}.pth")
     if entry["best"]:
         atomic_save(weights, out_dir / "model_best.pth")
         write_json(out_dir / "metrics.json", {**results_for_json(results), "epoch": epoch,
