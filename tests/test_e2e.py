@@ -87,7 +87,7 @@ def test_keep_epoch_weights_writes_each_epochs_detector(env):
     assert sorted(p.name for p in run.glob("epoch_*.pth")) == ["epoch_0.pth", "epoch_1.pth"]
     epochs = [torch.load(run / f"epoch_{k}.pth", weights_only=True) for k in (0, 1)]
     assert any(not torch.equal(epochs[0][k], epochs[1][k]) for k in epochs[0])      # training moved the weights
-    last = torch.load(run / "checkpoint.pth", weights_only=False)["state_dict"]
+    last = torch.load(run / "checkpoint.pth", weights_only=True)["state_dict"]
     assert all(torch.equal(epochs[1][k], last[k]) for k in last)                    # the last epoch = the resume state
     pdj = [e["valid"]["pdj"] for e in json.loads((run / "history.json").read_text())["epochs"]]
     chosen = epochs[max(range(2), key=lambda k: pdj[k])]                             # first best on a tie, as the trainer
