@@ -11,6 +11,7 @@ from lib.datasets.synthetic import (BODY_PARTS, H36M32_PARENTS, H36M32_USED, H36
                                     h36m_occluder, make_h36m_demo, make_occluder, make_panoptic_demo,
                                     panoptic_background, render_person, subject_look, subject_style,
                                     visibility_rates)
+from lib.utils.errors import BadValueError
 from run import make_demo_data
 
 CAMS = ("54138969", "55011271", "58860488", "60457274")
@@ -394,7 +395,6 @@ def test_test_split_of_several_people_with_their_own_take_length(tmp_path):
                                          (["--test-split", "--test-subjects", "S12"], "S12"),
                                          (["--test-frames", "4"], "add --test-split")])
 def test_bad_test_split_arguments_are_refused(tmp_path, args, says):
-    from lib.utils.errors import BadValueError
     with pytest.raises(BadValueError, match=says):
         make_demo_data.main(["--dst", str(tmp_path / "d")] + args)
     assert not (tmp_path / "d").exists()
@@ -421,7 +421,6 @@ def test_pretrain_people_are_a_split_of_their_own_and_change_no_other_image(tmp_
                  log=lambda *_: None)
     _info, pre = idx.load_split(crowd, "pretrain", "h36m")
     assert sorted(set(pre["subject"].tolist())) == people and len(pre["image"]) == 3 * 4 * 2
-    from lib.utils.errors import BadValueError
     with pytest.raises(BadValueError, match="--train-interval must be >= 1"):     # pretrain samples as train does
         prepare_h36m(crowd, tmp_path / "bad", train_interval=0, splits=("pretrain",), check_images=False,
                      progress=False, log=lambda *_: None)
@@ -440,7 +439,6 @@ def test_pretrain_people_are_a_split_of_their_own_and_change_no_other_image(tmp_
 
 
 def test_pretrain_people_need_the_split_plan(tmp_path):
-    from lib.utils.errors import BadValueError
     with pytest.raises(BadValueError, match="add --test-split"):
         make_demo_data.main(["--dst", str(tmp_path / "d"), "--pretrain-people", "2"])
     assert not (tmp_path / "d").exists()
@@ -505,7 +503,6 @@ def test_pose_only_frames_follow_the_rendered_distribution():
 
 def test_no_plan_keeps_the_human36m_splits(tmp_path):
     from lib.datasets.prepare_h36m import prepare_h36m
-    from lib.utils.errors import BadValueError
     root = tmp_path / "d"
     make_h36m_demo(root, frames_per_seq=1, image_size=64, actions_per_subject=1, subjects=("S1", "S9", "S11"),
                    preview=False)
