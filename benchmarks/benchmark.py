@@ -2,7 +2,7 @@
 
     python benchmarks/benchmark.py --cfg experiments/demo/tiny_96x128.yaml [--batch 32] [--steps 10]
         [--warmup 2] [--device cpu|cuda|cuda:N] [--json] [--json-out FILE] [--compare-original]
-        [--make-data] [KEY VALUE ...]
+        [--profile] [--make-data] [KEY VALUE ...]
 
 Shapes: N = --batch, J dataset joints (17 h36m / 15 panoptic), heatmaps (N, 17, Hm, Wm) and
 images (N, 3, H, W) of the configured sizes. Times are medians in milliseconds; the three
@@ -30,7 +30,9 @@ plus ``device``, ``machine`` (CPU model, usable CPUs, torch threads and version,
 CUDA; ``lib.utils.machine``), ``batch``, ``config`` and ``notes``; with --compare-original also ``original``:
 the guided steps done the original's way (heatmaps copied to the CPU, decoded again for every
 lifter, post-processing in a Python double loop, one OpenCV affine solve per sample, DWA weights
-read back to the host) and its ratio to ours.
+read back to the host) and its ratio to ours; with --profile also ``profile``: the 2D-only step
+under torch.profiler (``clock`` cpu or device, ``total_ms_per_step`` of every operator's own time,
+``ops``: the costliest operators by input shapes with ``ms_per_step`` and ``calls_per_step``).
 
 Nothing needs weights or data: the detector and the lifters are randomly initialised (plausible
 normalisation stats for ``sb``) and the step inputs are random tensors (``benchmarks/common.py``;
@@ -85,6 +87,9 @@ def parse_args(argv=None):
     p.add_argument("--make-data", action="store_true",
                    help="when DATASET.ROOT is not prepared, generate a small synthetic Human3.6M set in a "
                         "temporary folder to time the DataLoader")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile the 2D-only step with torch.profiler over --steps repeats: the costliest "
+                        "operators by input shapes, in ms per step (device time on CUDA)")
     p.add_argument("--valid-batches", type=int, default=3, help="synthetic batches per validation pass")
     p.add_argument("--loader-batches", type=int, default=5, help="batches timed from the DataLoader")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
@@ -119,6 +124,26 @@ def make_train_step(model, objective, optimizer, scaler, batch, device, amp: str
         loss, _ = objective(heatmaps.float(), target, target_weight, meta)
         backward_and_step(loss, optimizer, scaler, clip)
     return step
+
+
+def profile_step(step, steps: int, device, top: int = 12) -> Dict:
+    """``step`` run ``steps`` times under torch.profiler -> the ``top`` operators (grouped by input
+    shapes) by their own time per step, and the own time of all operators per step."""
+    from torch.profiler import ProfilerActivity, profile
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities, record_shapes=True) as prof:
+        for _ in range(steps):
+            step()
+    if cuda:
+        torch.cuda.synchronize(device)
+    attr = "self_device_time_total" if cuda else "self_cpu_time_total"
+    events = prof.key_averages(group_by_input_shape=True)
+    rows = sorted(events, key=lambda e: getattr(e, attr), reverse=True)[:top]
+    return {"clock": "device" if cuda else "cpu",
+            "total_ms_per_step": sum(getattr(e, attr) for e in events) / 1000.0 / steps,
+            "ops": [{"op": e.key, "shapes": str([s for s in e.input_shapes if s]), "calls_per_step": e.count / steps,
+                     "ms_per_step": getattr(e, attr) / 1000.0 / steps} for e in rows]}
 
 
 # ----------------------------------------------------------------------------- parts
@@ -228,6 +253,11 @@ def format_table(res: Dict) -> str:
                  ("original overhead (sb)", f"{o['overhead_guided_sb']:10.3f} x")]
     width = max(len(k) for k, _ in rows)
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
+    if "profile" in res:
+        prof = res["profile"]
+        lines.append(f"2D-only step by operator ({prof['clock']} time, ms per step; all operators "
+                     f"{prof['total_ms_per_step']:.2f} ms):")
+        lines += [f"  {r['ms_per_step']:8.2f}  {r['calls_per_step']:5.1f} x  {r['op']}  {r['shapes']}" for r in prof["ops"]]
     lines += [f"note: {n}" for n in res["notes"]]
     return "\n".join(lines)
 
@@ -278,6 +308,8 @@ def run_benchmark(args) -> Dict:
            "overhead_guided_sb": med["guided_sb"] / med["2d_only"],
            "decode_ms": time_decode(cfg, batch_size, device, timer, steps, warmup),
            "lifter_ms": time_lifters(lifters, num_joints, batch_size, device, steps, warmup)}
+    if args.profile:
+        res["profile"] = profile_step(step_fns["2d_only"], steps, device)
     valid_lifters = {n: lifters[n] for n in cfg.MODEL_3D.NAMES if n in lifters} or {"sb": lifters["sb"]}
     res["valid_samples_per_s"] = time_validation(cfg, model, valid_lifters, batch_size, device,
                                                  max(int(args.valid_batches), 1))

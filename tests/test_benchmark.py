@@ -44,6 +44,17 @@ def test_benchmark_json_has_every_key(tmp_path, capsys):
     assert _positive(original["ratio_sb"]) and _positive(original["ratio_multi"])
 
 
+def test_benchmark_profile_names_the_convolutions(capsys):
+    res = benchmark.main(["--cfg", TINY, "--batch", "2", "--steps", "2", "--warmup", "0", "--device", "cpu",
+                          "--profile", "--valid-batches", "1"])
+    prof = res["profile"]
+    ms = [r["ms_per_step"] for r in prof["ops"]]
+    assert prof["clock"] == "cpu" and 0 < len(ms) <= 12 and ms == sorted(ms, reverse=True)
+    assert 0 < sum(ms) <= prof["total_ms_per_step"] * (1 + 1e-9)
+    assert any(r["op"] == "aten::convolution_backward" for r in prof["ops"])   # the detector's backward is there
+    assert "2D-only step by operator (cpu time" in capsys.readouterr().out
+
+
 def test_benchmark_make_data_times_the_loader(tmp_path, capsys):
     res = benchmark.main(["--cfg", TINY, "--batch", "2", "--steps", "1", "--warmup", "0", "--device", "cpu",
                           "--valid-batches", "1", "--loader-batches", "2", "--make-data",

@@ -95,6 +95,37 @@ def test_keep_epoch_weights_writes_each_epochs_detector(env):
     assert all(torch.equal(chosen[k], best[k]) for k in best)
 
 
+def test_train_cache_changes_no_number(env, monkeypatch):
+    """TRAIN.CACHE_MB: two passes over the training split, guided by sb, with and without the cache:
+    each training image is cropped twice without it and once with it, and the weights, losses and
+    validation figures are the same bit for bit."""
+    from lib.datasets.base import JointsDataset3D
+    reads = []
+    make_sample = JointsDataset3D.make_sample
+
+    def counting(self, i, image):
+        if self.is_train:
+            reads.append(i)
+        return make_sample(self, i, image)
+
+    monkeypatch.setattr(JointsDataset3D, "make_sample", counting)
+    runs = {}
+    for mb in ("0", "64"):
+        reads.clear()
+        c = env["common"] + ["OUTPUT_DIR", str(env["base"] / f"cache_{mb}"), "TRAIN.MAX_STEPS_PER_EPOCH", "4",
+                             "TRAIN.CACHE_MB", mb]
+        out = train_hrnet.main(["--cfg", CFG, "--epochs", "1", "--loss_3d", "--loss_3d_z", "--ohklm", "--model_3d", "sb",
+                                "TRAIN.LR_BUMP_EPOCH", "0"] + c)
+        runs[mb] = (Path(out["run_dir"]), sorted(reads))
+    split = sorted(set(runs["0"][1]))
+    assert len(split) == 16 and runs["0"][1] == sorted(split * 2) and runs["64"][1] == split
+    states = [torch.load(run / "checkpoint.pth", weights_only=True)["state_dict"] for run, _ in runs.values()]
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    hists = [json.loads((run / "history.json").read_text())["epochs"] for run, _ in runs.values()]
+    for a, b in zip(*hists):
+        assert a["valid"]["mpjpe"] == b["valid"]["mpjpe"] and a["train"]["loss_3d"] == b["train"]["loss_3d"]
+
+
 def test_multi_model_cross_validation(env):
     out = train_hrnet.main(["--cfg", CFG, "--epochs", "1", "--loss_3d", "--model_3d", "videopose,sb",
                             "--dropout", "--loss_3d_avg", "--loss_3d_cons"] + env["common"])

@@ -137,6 +137,7 @@ _C.TRAIN.AMP = "none"              # none | fp16 | bf16
 _C.TRAIN.SYNC_BN = False           # SyncBatchNorm under torchrun
 _C.TRAIN.CHANNELS_LAST = False     # channels_last memory format for the detector
 _C.TRAIN.PREFETCH_FACTOR = 2       # batches prefetched per DataLoader worker
+_C.TRAIN.CACHE_MB = 0              # keep an un-augmented training split's samples (up to this many MiB) after their first read; 0 = read each time (as the original)
 _C.TRAIN.TF32 = True               # float32 matmuls and convolutions may use TF32 on Ampere+ GPUs (the original's torch 1.8 did both)
 
 # ----------------------------------------------------------------- validation

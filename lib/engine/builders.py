@@ -6,7 +6,9 @@ these functions, so a setting means the same thing everywhere.
 * Loaders: :class:`EpochRandomSampler` (a permutation per epoch, drawn from ``SEED + epoch``, so a
   resumed run sees the same order) and :func:`make_loader` (``WORKERS`` capped by the CPUs of the
   process, :func:`loader_workers`; OpenCV single-threaded in the workers; pinned memory on CUDA);
-  :func:`valid_loader`, replayed from memory with TEST.CACHE_MB (:class:`ReplayLoader`).
+  :func:`valid_loader`, replayed from memory with TEST.CACHE_MB (:class:`ReplayLoader`);
+  :func:`train_dataset_view`, an un-augmented training split's samples kept in memory with
+  TRAIN.CACHE_MB (:class:`SampleCache`).
 * Detectors: :func:`build_detector` (initialised from ``TRAIN.FINETUNE`` or ``MODEL.PRETRAINED``)
   and :func:`load_detector` (a trained checkpoint, strictly, for evaluation), both placed by
   :func:`place_detector` (device, TRAIN.CHANNELS_LAST).
@@ -19,7 +21,7 @@ import os
 from typing import Optional
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 import model_2d
 import model_3d
@@ -136,6 +138,79 @@ class ReplayLoader:
                     kept = None
             yield batch
         self.batches = kept
+
+
+class SampleCache(Dataset):
+    """The samples of ``dataset`` kept in memory as they are first read, up to ``max_mb`` MiB; a
+    later read of a kept index returns the kept sample. Only for a training split without
+    augmentation, whose sample ``i`` is the same at every draw: a fine-tuning that sees each image
+    several times then reads and crops it once.
+
+    A sample's tensors go into one preallocated tensor per position (kept samples are views of
+    them): kept one by one, each sample's tensors pinned the heap around them, almost four times
+    their size (docs/scaling.md#memory-layout). Its other parts (the meta dict) are kept as they
+    are; a sample of another shape is read each time. The loader's collation copies every sample
+    into a new batch, so the kept ones are never changed. Each DataLoader worker keeps its own."""
+
+    def __init__(self, dataset, max_mb: float):
+        self.dataset, self.max_bytes = dataset, float(max_mb) * 2 ** 20
+        self.slot_of, self.others = {}, []
+        self.store, self.capacity = None, 0
+
+    def __getattr__(self, name):
+        if name == "dataset":              # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __len__(self):
+        return len(self.dataset)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the kept samples' tensors."""
+        return 0 if self.store is None else len(self.slot_of) * sum(t[0].nbytes for t in self.store.values())
+
+    def _allocate(self, sample) -> None:
+        if not isinstance(sample, tuple):       # a dataset of another shape than (tensors..., meta): read each time
+            self.store = {}
+            return
+        tensors = {k: v for k, v in enumerate(sample) if isinstance(v, torch.Tensor)}
+        size = sum(v.nbytes for v in tensors.values())
+        self.capacity = min(len(self.dataset), int(self.max_bytes // max(size, 1)))
+        self.store = {k: torch.empty((self.capacity,) + tuple(v.shape), dtype=v.dtype) for k, v in tensors.items()}
+
+    def __getitem__(self, i):
+        i = int(i)
+        slot = self.slot_of.get(i)
+        if slot is not None:
+            other = self.others[slot]
+            return tuple(self.store[k][slot] if k in self.store else other[k] for k in range(len(other)))
+        sample = self.dataset[i]
+        if self.store is None:
+            self._allocate(sample)
+        fits = all(isinstance(sample[k], torch.Tensor) and sample[k].shape == t.shape[1:]
+                   for k, t in self.store.items())
+        if fits and len(self.slot_of) < self.capacity:
+            slot = len(self.slot_of)
+            for k, t in self.store.items():
+                t[slot].copy_(sample[k])
+            self.others.append(tuple(None if k in self.store else v for k, v in enumerate(sample)))
+            self.slot_of[i] = slot
+        return sample
+
+
+def train_dataset_view(dataset, cfg, log=None):
+    """``dataset`` itself, or a :class:`SampleCache` of it where TRAIN.CACHE_MB > 0 and its samples
+    do not change from draw to draw (DATASET.AUGMENT off); with augmentation on the key does nothing
+    and says so once."""
+    cache_mb = float(cfg.TRAIN.CACHE_MB)
+    if cache_mb <= 0:
+        return dataset
+    if getattr(dataset, "augment", False):
+        if log is not None:
+            log.info("TRAIN.CACHE_MB %g unused: DATASET.AUGMENT draws a new crop at every read", cache_mb)
+        return dataset
+    return SampleCache(dataset, cache_mb)
 
 
 def _tensors(obj):

@@ -36,7 +36,8 @@ from lib.core.objective import L2DObjective
 from lib.engine import checkpoint as ckpt_io
 from lib.engine import distributed as ddp
 from lib.engine.builders import (build_detector, build_lifter_sets, lr_factor, make_loader, make_optimizer,
-                                 make_scheduler, place_detector, train_sampler, valid_loader)
+                                 make_scheduler, place_detector, train_dataset_view, train_sampler,
+                                 valid_loader)
 from lib.engine.evaluator import results_for_json, validate
 from lib.engine.resume import (LR_KEYS, apply_lr_schedule, check_resume_options, describe, missing_checkpoint,
                                resume_command)
@@ -160,7 +161,8 @@ def _build(run: Run, build_dataset) -> None:
     train_set = build_dataset(cfg, cfg.DATASET.TRAIN_SET, True)
     valid_set = build_dataset(cfg, cfg.DATASET.TEST_SET, False)
     run.sampler = train_sampler(train_set, cfg, run.rank, run.world)
-    run.train_loader = make_loader(train_set, cfg.TRAIN.BATCH_SIZE_PER_GPU, run.sampler, cfg, device)
+    run.train_loader = make_loader(train_dataset_view(train_set, cfg, log), cfg.TRAIN.BATCH_SIZE_PER_GPU,
+                                   run.sampler, cfg, device)
     run.valid_loader = valid_loader(cfg, valid_set, device, run.rank, run.world)
     log.info("data: %d training / %d validation samples (%s); loader workers %d training, %d validation "
              "(WORKERS %d, capped by this process's share of the CPUs)", len(train_set), len(valid_set),
