@@ -104,7 +104,21 @@ def train_sampler(dataset, cfg, rank: int, world: int):
     return EpochRandomSampler(len(dataset), int(cfg.SEED), bool(cfg.TRAIN.SHUFFLE))
 
 
-class ReplayLoader:
+class _Wrapper:
+    """Attributes a wrapper lacks, and its length, are those of the object it wraps (the attribute
+    named by ``_inner``)."""
+    _inner = ""
+
+    def __getattr__(self, name):
+        if name == self._inner:            # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(getattr(self, self._inner), name)
+
+    def __len__(self):
+        return len(getattr(self, self._inner))
+
+
+class ReplayLoader(_Wrapper):
     """A loader whose first complete pass is kept, while its tensors fit in ``max_mb`` MiB, and
     replayed by every later pass. For the validation split only: its samples and their order are
     the same at every validation (no augmentation, a fixed shard), so the crops are cut once per
@@ -112,17 +126,11 @@ class ReplayLoader:
     nothing and the next pass reads again. Consumers must not change a batch in place (validation
     does not). Everything else (``dataset``, ``num_workers``, ...) is the wrapped loader's."""
 
+    _inner = "loader"
+
     def __init__(self, loader, max_mb: float):
         self.loader, self.max_bytes = loader, float(max_mb) * 2 ** 20
         self.batches = None
-
-    def __getattr__(self, name):
-        if name == "loader":               # not set yet (copy, unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.loader, name)
-
-    def __len__(self):
-        return len(self.loader)
 
     def __iter__(self):
         if self.batches is not None:
@@ -140,7 +148,7 @@ class ReplayLoader:
         self.batches = kept
 
 
-class SampleCache(Dataset):
+class SampleCache(_Wrapper, Dataset):
     """The samples of ``dataset`` kept in memory as they are first read, up to ``max_mb`` MiB; a
     later read of a kept index returns the kept sample. Only for a training split without
     augmentation, whose sample ``i`` is the same at every draw: a fine-tuning that sees each image
@@ -152,18 +160,12 @@ class SampleCache(Dataset):
     are; a sample of another shape is read each time. The loader's collation copies every sample
     into a new batch, so the kept ones are never changed. Each DataLoader worker keeps its own."""
 
+    _inner = "dataset"
+
     def __init__(self, dataset, max_mb: float):
         self.dataset, self.max_bytes = dataset, float(max_mb) * 2 ** 20
         self.slot_of, self.others = {}, []
         self.store, self.capacity = None, 0
-
-    def __getattr__(self, name):
-        if name == "dataset":              # not set yet (copy, unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
-
-    def __len__(self):
-        return len(self.dataset)
 
     @property
     def nbytes(self) -> int:
@@ -188,9 +190,8 @@ class SampleCache(Dataset):
         sample = self.dataset[i]
         if self.store is None:
             self._allocate(sample)
-        fits = all(isinstance(sample[k], torch.Tensor) and sample[k].shape == t.shape[1:]
-                   for k, t in self.store.items())
-        if fits and len(self.slot_of) < self.capacity:
+        if len(self.slot_of) < self.capacity and all(
+                isinstance(sample[k], torch.Tensor) and sample[k].shape == t.shape[1:] for k, t in self.store.items()):
             slot = len(self.slot_of)
             for k, t in self.store.items():
                 t[slot].copy_(sample[k])
