@@ -180,6 +180,38 @@ def test_presets_load_and_plan_their_runs():
         assert cfg.DATASET.DATASET == name and cfg.PIPELINE.LEAVE_ONE_OUT
 
 
+def _flat(node, prefix=""):
+    out = {}
+    for key, value in node.items():
+        out.update(_flat(value, f"{prefix}{key}.") if hasattr(value, "items") else {prefix + key: value})
+    return out
+
+
+def test_long_benchmark_is_the_benchmark_with_the_experiment_files_schedule():
+    """benchmark_long.yaml changes only the fine-tuning: the experiment file's learning rate in every
+    epoch, its number of epochs, and an epoch that is one pass over the training images."""
+    from lib.config import load_cfg
+    from lib.apps.pipeline import load_preset
+    from lib.datasets.cameras import H36M_CAMERA_IDS
+    from lib.datasets.commands import demo_parser
+    from lib.datasets.synthetic import TRAIN_SUBJECTS
+    from lib.engine.builders import lr_factor
+    short = load_preset(str(ROOT / "experiments/pipeline/benchmark.yaml"))
+    long = load_preset(str(ROOT / "experiments/pipeline/benchmark_long.yaml"))
+    a, b = _flat(short), _flat(long)
+    assert {k for k in set(a) | set(b) if a.get(k) != b.get(k)} == {
+        "CFG_NAME", "OUTPUT_DIR", "PIPELINE.FINETUNE_EPOCHS", "PIPELINE.FINETUNE_OPTS"}
+    paper = load_cfg(str(ROOT / "experiments/h36m/w32_384x288_adam_lr1e-3.yaml"))
+    tuned = load_cfg(str(ROOT / long.PIPELINE.DETECTOR_CFG), list(long.PIPELINE.FINETUNE_OPTS))
+    assert long.PIPELINE.FINETUNE_EPOCHS == paper.TRAIN.EPOCHS == 40
+    # LR_STEP every 5, x0.67, x5 after epoch 30: epoch 33 = 0.67^6 * 5, epoch 40 = 0.67^8 * 5
+    assert lr_factor(tuned, 33) == pytest.approx(0.67 ** 6 * 5) and lr_factor(tuned, 40) == pytest.approx(0.67 ** 8 * 5)
+    assert [lr_factor(tuned, e) for e in range(45)] == [lr_factor(paper, e) for e in range(45)]
+    synth = demo_parser().parse_args(["--dst", "x"] + list(long.PIPELINE.SYNTH_ARGS))
+    train_images = len(TRAIN_SUBJECTS) * len(H36M_CAMERA_IDS) * synth.actions_per_subject * synth.frames_per_seq
+    assert tuned.TRAIN.MAX_STEPS_PER_EPOCH * tuned.TRAIN.BATCH_SIZE_PER_GPU == train_images == 3200
+
+
 @pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
                     reason="torch.distributed with gloo is not available")
 def test_pipeline_under_torchrun_matches_a_single_process_validation(tmp_path):
