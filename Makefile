@@ -1,7 +1,7 @@
 # make demo       : install what is needed, then the pipeline preset experiments/pipeline/demo.yaml (CPU, < 15 min)
 # make demo-multi : the same with experiments/pipeline/demo_multi.yaml (four lifters, leave-one-out; < 30 min)
 # make benchmark : the paper's claims on the miniature over 5 paired seeds, with their intervals (53-62 min on 2 CPU cores, 54 the last time)
-# make benchmark-long : the same with the experiment file's fine-tuning schedule itself (a GPU preset: ~8 h on 2 CPU cores)
+# make benchmark-long : the same with the experiment file's fine-tuning schedule itself (a GPU preset: 8-9 h on 2 CPU cores)
 # make test   : install what is needed, then run the test suite
 # make bench  : benchmarks/decode.py (figures also in output/benchmarks/decode.json)
 # make gpu-check : benchmarks/gpu_check.sh, the one command on a new GPU machine (docs/scaling.md)

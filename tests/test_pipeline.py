@@ -180,25 +180,19 @@ def test_presets_load_and_plan_their_runs():
         assert cfg.DATASET.DATASET == name and cfg.PIPELINE.LEAVE_ONE_OUT
 
 
-def _flat(node, prefix=""):
-    out = {}
-    for key, value in node.items():
-        out.update(_flat(value, f"{prefix}{key}.") if hasattr(value, "items") else {prefix + key: value})
-    return out
-
-
 def test_long_benchmark_is_the_benchmark_with_the_experiment_files_schedule():
     """benchmark_long.yaml changes only the fine-tuning: the experiment file's learning rate in every
     epoch, its number of epochs, and an epoch that is one pass over the training images."""
     from lib.config import load_cfg
     from lib.apps.pipeline import load_preset
+    from lib.apps.report import flatten
     from lib.datasets.cameras import H36M_CAMERA_IDS
     from lib.datasets.commands import demo_parser
     from lib.datasets.synthetic import TRAIN_SUBJECTS
     from lib.engine.builders import lr_factor
     short = load_preset(str(ROOT / "experiments/pipeline/benchmark.yaml"))
     long = load_preset(str(ROOT / "experiments/pipeline/benchmark_long.yaml"))
-    a, b = _flat(short), _flat(long)
+    a, b = flatten(short), flatten(long)
     assert {k for k in set(a) | set(b) if a.get(k) != b.get(k)} == {
         "CFG_NAME", "OUTPUT_DIR", "PIPELINE.FINETUNE_EPOCHS", "PIPELINE.FINETUNE_OPTS"}
     paper = load_cfg(str(ROOT / "experiments/h36m/w32_384x288_adam_lr1e-3.yaml"))
